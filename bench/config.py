@@ -1,0 +1,33 @@
+"""Run settings: the brokers to measure and the knobs shared by every scenario."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.amqp import BrokerURL
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+@dataclass
+class Target:
+    """One broker to measure: a label for the table column, its URL and maybe its pid."""
+
+    label: str
+    url: BrokerURL
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Knobs shared by every scenario (see ``python -m bench --help``)."""
+
+    messages: int = 100_000
+    duration: float | None = None
+    window: int = 10_000
+    confirm_window: int = 1_000
+    prefetch: int = 100
+    body_size: int = 64
+    batch: int = 256
+    bindings: int = 10_000
+    timeout: float = 15.0

@@ -1,0 +1,217 @@
+"""The two roles on the hot path: a windowed producer and a verifying consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from collections.abc import Callable, Sequence
+from time import perf_counter, perf_counter_ns
+
+from bench import wire
+from bench.amqp import CHANNEL, BrokerError, Connection
+
+MAX_SEQUENCE = 1 << 31  # a larger sequence number in a body can only be corruption
+
+
+class Consumer:
+    """Consumes one queue: counts each sequence number, records latency, acks if manual.
+
+    With manual acks it acks ``multiple=True`` once ``ack_every`` deliveries are pending and
+    at the end of every socket read, like a fast real consumer.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        queue: str,
+        *,
+        manual_ack: bool,
+        ack_every: int,
+        capacity: int,
+        on_progress: Callable[[], None],
+    ) -> None:
+        self.conn = conn
+        self.queue = queue
+        self.manual_ack = manual_ack
+        self.ack_every = max(1, ack_every)
+        self.received = 0
+        self.malformed = 0
+        self.seen = bytearray(capacity)  # per sequence number: how many times it arrived
+        self.latencies = array("q")  # ns, one per delivery
+        self._last_tag = 0
+        self._unacked = 0
+        self._on_progress = on_progress
+        conn.on_deliver = self._deliver
+        conn.after_read = self._after_read
+
+    def _deliver(self, buf: bytearray, pos: int, end: int, n: int) -> int:
+        """Parse Basic.Deliver + content header + body frames in place; -1 if incomplete."""
+        head = wire.FRAME_HEAD.unpack_from
+        p = pos + 11  # past frame header, class id and method id
+        p += 1 + buf[p]  # consumer tag
+        tag = wire.U64.unpack_from(buf, p)[0]
+        h = end + 1
+        if n - h <= wire.HEAD_SIZE + wire.CONTENT_HEADER_SIZE:
+            return -1
+        htype, _, hsize = head(buf, h)
+        b = h + wire.HEAD_SIZE + hsize + 1  # first body frame
+        if b > n:
+            return -1
+        if htype != wire.FRAME_HEADER:
+            self.conn.fail(BrokerError(f"expected a content header frame, got type {htype}"))
+            return n
+        body_size = wire.U64.unpack_from(buf, h + 11)[0]
+        first = b + wire.HEAD_SIZE
+        remaining = body_size
+        while remaining > 0:
+            if n - b <= wire.HEAD_SIZE:
+                return -1
+            btype, _, bsize = head(buf, b)
+            if btype != wire.FRAME_BODY:
+                self.conn.fail(BrokerError(f"expected a body frame, got type {btype}"))
+                return n
+            b += wire.HEAD_SIZE + bsize + 1
+            if b > n:
+                return -1
+            remaining -= bsize
+        if body_size < wire.STAMP.size:
+            self.malformed += 1
+        else:
+            seq, sent_ns = wire.STAMP.unpack_from(buf, first)
+            self.latencies.append(perf_counter_ns() - sent_ns)
+            try:
+                self.seen[seq] += 1
+            except IndexError:
+                self._grow(seq)
+            except ValueError:
+                pass  # already seen 255 times: a duplicate either way
+        self.received += 1
+        if self.manual_ack:
+            self._last_tag = tag
+            self._unacked += 1
+            if self._unacked >= self.ack_every:
+                self._ack()
+        return b
+
+    def _grow(self, seq: int) -> None:
+        if seq >= MAX_SEQUENCE:
+            self.malformed += 1
+            return
+        self.seen.extend(bytes(max(seq + 1, 2 * len(self.seen)) - len(self.seen)))
+        self.seen[seq] += 1
+
+    def _ack(self) -> None:
+        assert self.conn.transport is not None
+        self.conn.transport.write(wire.basic_ack(CHANNEL, self._last_tag, True))
+        self._unacked = 0
+
+    def _after_read(self) -> None:
+        if self._unacked and self.conn.error is None:
+            self._ack()
+        self._on_progress()
+
+
+class Producer:
+    """Publishes numbered, timestamped messages in batches (one socket write per batch).
+
+    At most ``window`` messages are in flight (published, not yet received by the slowest
+    consumer) and, with confirms, at most ``confirm_window`` are unconfirmed.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        template: wire.PublishTemplate,
+        consumers: Sequence[Consumer],
+        *,
+        total: int | None,
+        duration: float | None,
+        window: int,
+        confirm_window: int | None,
+        on_progress: Callable[[], None],
+    ) -> None:
+        self.conn = conn
+        self.template = template
+        self.consumers = consumers
+        self.total = total
+        self.duration = duration
+        self.window = window
+        self.confirm_window = confirm_window
+        self.batch = min(template.batch, window, confirm_window or window)
+        self.sent = 0
+        self.finished = False
+        self.nacked = 0
+        self._confirmed_upto = 0  # every delivery tag up to here is confirmed
+        self._confirmed_above: set[int] = set()  # confirmed tags beyond it (out of order)
+        self._wake: asyncio.Future[None] | None = None
+        self._on_progress = on_progress
+        if confirm_window is not None:
+            conn.on_confirm = self._on_confirm
+
+    @property
+    def confirmed(self) -> int:
+        return self._confirmed_upto + len(self._confirmed_above)
+
+    def received(self) -> int:
+        """Messages received by the slowest consumer."""
+        return min(c.received for c in self.consumers)
+
+    def room(self) -> int:
+        """How many more messages the windows allow right now."""
+        room = self.window - (self.sent - self.received())
+        if self.confirm_window is not None:
+            room = min(room, self.confirm_window - (self.sent - self.confirmed))
+        return room
+
+    def notify(self) -> None:
+        """Wake the publishing loop if it waits and at least half a batch may go."""
+        if self._wake is not None and not self._wake.done() and self.room() >= self.batch // 2:
+            self._wake.set_result(None)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        writable = self.conn.writable
+        batch = self.batch
+        deadline = perf_counter() + self.duration if self.duration else None
+        render = self.template.render
+        while True:
+            if self.conn.error is not None:
+                raise self.conn.error
+            left = batch if self.total is None else self.total - self.sent
+            if left <= 0 or (deadline is not None and perf_counter() >= deadline):
+                break
+            count = min(self.room(), left, batch)
+            if count < min(batch // 2, left) or count <= 0:
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+                continue
+            if not writable.is_set():
+                await writable.wait()
+                continue
+            assert self.conn.transport is not None
+            self.conn.transport.write(render(self.sent, count, perf_counter_ns()))
+            self.sent += count
+            await asyncio.sleep(0)  # let the consumers read
+        self.finished = True
+        self._on_progress()
+
+    def _on_confirm(self, tag: int, multiple: bool, nack: bool) -> None:
+        before = self.confirmed
+        above = self._confirmed_above
+        if multiple:
+            if tag > self._confirmed_upto:
+                self._confirmed_upto = tag
+                if above:
+                    self._confirmed_above = {t for t in above if t > tag}
+        elif tag == self._confirmed_upto + 1:
+            tag += 1
+            while tag in above:
+                above.discard(tag)
+                tag += 1
+            self._confirmed_upto = tag - 1
+        elif tag > self._confirmed_upto:
+            above.add(tag)
+        if nack:
+            self.nacked += self.confirmed - before
+        self._on_progress()

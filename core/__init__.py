@@ -1,0 +1,44 @@
+"""warrenmq: a message broker in the RabbitMQ model, a small core plus pluggy plugins."""
+
+from __future__ import annotations
+
+import pluggy
+
+from .auth import AuthBackend, User
+from .broker import Broker, Settings
+from .consumer import Consumer
+from .dispatch import DispatchPolicy
+from .errors import BrokerError, PreconditionFailed
+from .exchange import Binding, Exchange, ExchangeType, Router
+from .message import Message
+from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
+from .queue import Queue
+from .store import Store
+
+__version__ = "0.1.0"
+
+#: decorate plugin hook implementations with this
+hookimpl = pluggy.HookimplMarker("warrenmq")
+
+__all__ = [
+    "AuthBackend",
+    "Binding",
+    "Broker",
+    "BrokerError",
+    "Consumer",
+    "DispatchPolicy",
+    "Exchange",
+    "ExchangeType",
+    "ListenerSpec",
+    "Message",
+    "PreconditionFailed",
+    "Protocol",
+    "ProtocolConnection",
+    "Queue",
+    "Router",
+    "Settings",
+    "Store",
+    "Transport",
+    "User",
+    "hookimpl",
+]

@@ -1,0 +1,144 @@
+"""The broker: settings, plugin registries, virtual hosts, and the listeners' lifetime."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from .auth import AuthBackend, User, UserDatabase
+from .dispatch import DispatchPolicy
+from .errors import PluginError
+from .exchange import ExchangeType
+from .plugin_loader import Plugins, load_plugins
+from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
+from .registry import Registry
+from .store import Store
+from .vhost import VirtualHost
+
+log = logging.getLogger("warrenmq")
+
+
+@dataclass
+class Settings:
+    """Everything a broker needs to start; the CLI (and later the config file) fills it."""
+
+    host: str = "127.0.0.1"
+    amqp_port: int = 5672
+    data_dir: Path | None = None
+    default_dispatch: str = "round-robin"
+    store: str = "memory"
+    #: seconds the broker proposes in connection.tune (0 disables)
+    heartbeat: int = 60
+    frame_max: int = 131072
+    channel_max: int = 2047
+    max_message_size: int = 128 * 1024 * 1024
+    #: seconds connections get to close cleanly at shutdown
+    shutdown_grace: float = 5.0
+    blocked_plugins: frozenset[str] = frozenset()
+    #: explicit listeners; None means one AMQP listener on host:amqp_port
+    listeners: list[ListenerSpec] | None = None
+    vhosts: tuple[str, ...] = ("/",)
+
+    def effective_listeners(self) -> list[ListenerSpec]:
+        if self.listeners is not None:
+            return self.listeners
+        return [ListenerSpec("tcp", "amqp", self.host, self.amqp_port)]
+
+
+@dataclass
+class ListenerInfo:
+    spec: ListenerSpec
+    host: str
+    port: int
+
+
+class Broker:
+    """One broker process: load plugins, hold vhosts, run listeners until cancelled."""
+
+    def __init__(self, settings: Settings | None = None, plugins: Iterable[Any] = ()) -> None:
+        self.settings = settings or Settings()
+        self.plugins: Plugins = load_plugins(self.settings.blocked_plugins, tuple(plugins))
+        registries = self.plugins.registries
+        self.exchange_types: Registry[type[ExchangeType]] = registries["exchange_types"]
+        self.dispatch_policies: Registry[type[DispatchPolicy]] = registries["dispatch_policies"]
+        self.stores: Registry[type[Store]] = registries["stores"]
+        self.protocols: Registry[type[Protocol]] = registries["protocols"]
+        self.transports: Registry[type[Transport]] = registries["transports"]
+        self.auth_backends: Registry[type[AuthBackend]] = registries["auth_backends"]
+        if self.settings.default_dispatch not in self.dispatch_policies:
+            raise PluginError(
+                f"default dispatch policy '{self.settings.default_dispatch}' is not registered "
+                f"(known: {', '.join(self.dispatch_policies.names()) or 'none'})"
+            )
+        store_class = self.stores.get(self.settings.store)
+        if store_class is None:
+            raise PluginError(f"store '{self.settings.store}' is not registered")
+        self.store: Store = store_class(self.settings.data_dir)
+        self.users = UserDatabase.with_default_guest()
+        self.vhosts: dict[str, VirtualHost] = {
+            name: VirtualHost(self, name) for name in self.settings.vhosts
+        }
+        self.connections: set[ProtocolConnection] = set()
+        self.listeners: list[ListenerInfo] = []
+        self._protocol_instances: dict[str, Protocol] = {}
+
+    # -- services for protocol engines ----------------------------------------------------
+
+    def authenticate(self, username: str, password: str, peer_host: str | None) -> User | None:
+        user = self.users.authenticate(username, password, peer_host)
+        if user is not None:
+            return user
+        for _, backend_class in self.auth_backends.items():
+            user = backend_class().authenticate(username, password, peer_host)  # type: ignore[call-arg]
+            if user is not None:
+                return user
+        return None
+
+    def protocol(self, name: str) -> Protocol:
+        instance = self._protocol_instances.get(name)
+        if instance is None:
+            protocol_class = self.protocols.get(name)
+            if protocol_class is None:
+                raise PluginError(f"protocol '{name}' is not registered")
+            instance = self._protocol_instances[name] = protocol_class()
+        return instance
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    async def _call_lifecycle_hook(self, hook_name: str) -> None:
+        hook = getattr(self.plugins.manager.hook, hook_name)
+        for result in hook(broker=self):
+            if inspect.isawaitable(result):
+                await result
+
+    async def serve(
+        self, *, task_status: TaskStatus[list[ListenerInfo]] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Open the store, start every listener, and run until cancelled."""
+        await self.store.open()
+        try:
+            await self._call_lifecycle_hook("warrenmq_startup")
+            async with anyio.create_task_group() as group:
+                for spec in self.settings.effective_listeners():
+                    transport_class = self.transports.get(spec.transport)
+                    if transport_class is None:
+                        raise PluginError(f"transport '{spec.transport}' is not registered")
+                    self.protocol(spec.protocol)  # fail early on an unknown protocol
+                    host, port = await group.start(transport_class().serve, self, spec)
+                    self.listeners.append(ListenerInfo(spec, host, port))
+                    log.info(
+                        "listening for %s on %s %s:%d", spec.protocol, spec.transport, host, port
+                    )
+                task_status.started(self.listeners)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._call_lifecycle_hook("warrenmq_shutdown")
+                await self.store.close()
+                log.info("broker stopped")

@@ -1,0 +1,75 @@
+"""Every hook a warrenmq plugin can implement.
+
+A plugin is a module (or object) with functions decorated ``@warrenmq.hookimpl`` named after
+these specs, listed under the ``warrenmq`` entry-point group of its distribution. The
+``register`` hooks run once at startup; none runs per message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .registry import Registry
+
+hookspec = pluggy.HookspecMarker("warrenmq")
+
+
+@hookspec
+def warrenmq_register_exchange_types(registry: Registry[Any]) -> None:
+    """Add exchange types: ``registry.add(MyExchangeType)``.
+
+    Each is a subclass of :class:`warrenmq.ExchangeType`, registered under its ``name``
+    (the type clients pass to exchange.declare). Called once at startup.
+    """
+
+
+@hookspec
+def warrenmq_register_dispatch_policies(registry: Registry[Any]) -> None:
+    """Add dispatch policies: ``registry.add(MyPolicy)``.
+
+    Each is a subclass of :class:`warrenmq.DispatchPolicy`; queues choose one with the
+    ``x-dispatch`` argument, else the broker default. Called once at startup.
+    """
+
+
+@hookspec
+def warrenmq_register_stores(registry: Registry[Any]) -> None:
+    """Add message/definition stores: ``registry.add(MyStore)`` (subclass of ``Store``)."""
+
+
+@hookspec
+def warrenmq_register_protocols(registry: Registry[Any]) -> None:
+    """Add protocol engines: ``registry.add(MyProtocol)`` (subclass of ``Protocol``).
+
+    A protocol makes sans-IO connections: bytes in, broker calls, bytes out.
+    """
+
+
+@hookspec
+def warrenmq_register_transports(registry: Registry[Any]) -> None:
+    """Add transports: ``registry.add(MyTransport)`` (subclass of ``Transport``).
+
+    A transport accepts connections (TCP, WebSocket, ...) and feeds a protocol's engine.
+    """
+
+
+@hookspec
+def warrenmq_register_auth_backends(registry: Registry[Any]) -> None:
+    """Add authentication backends: ``registry.add(MyBackend)`` (subclass of ``AuthBackend``).
+
+    Backends are asked in the order the broker's settings name them.
+    """
+
+
+@hookspec
+def warrenmq_startup(broker: Broker) -> Any:
+    """The broker has loaded its plugins and is about to listen. May return an awaitable."""
+
+
+@hookspec
+def warrenmq_shutdown(broker: Broker) -> Any:
+    """The broker has closed its listeners and connections. May return an awaitable."""

@@ -1,0 +1,96 @@
+"""Interfaces between transports (sockets) and protocol engines (sans-IO state machines).
+
+A transport accepts byte streams; for each it asks a protocol for a ``ProtocolConnection`` and
+shuttles bytes: ``receive_data`` in, ``data_to_send`` out. Engines never touch sockets, so the
+same engine runs over TCP and WebSocket and is tested by feeding bytes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
+    from .broker import Broker
+
+
+class ProtocolConnection(ABC):
+    """One client connection's protocol state machine."""
+
+    #: a callable the transport installs; the engine calls it when it has output that did not
+    #: come from ``receive_data`` (a delivery caused by another connection, a heartbeat)
+    wakeup: Callable[[], None] | None = None
+
+    @abstractmethod
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; ``b""`` means the peer closed its side."""
+
+    @abstractmethod
+    def data_to_send(self) -> bytes | bytearray:
+        """Take all pending output (possibly empty). The caller owns the returned buffer."""
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once the engine is done: flush ``data_to_send`` then close the socket."""
+
+    @abstractmethod
+    def connection_lost(self) -> None:
+        """The byte stream is gone (or being closed): release everything the session holds."""
+
+    def tick(self, now: float) -> float | None:
+        """Run timers (heartbeats). Returns the next monotonic time to call again, or None."""
+        return None
+
+    def shutdown(self, reason: str) -> None:
+        """The broker is stopping: start a graceful close."""
+
+    def pause_writing(self) -> None:
+        """The peer is not reading fast enough: stop producing deliveries."""
+
+    def resume_writing(self) -> None:
+        """The peer caught up: deliveries may flow again."""
+
+
+class Protocol(ABC):
+    """A protocol: makes engines for new connections."""
+
+    name: ClassVar[str]
+    #: the port a listener of this protocol uses by default
+    default_port: ClassVar[int] = 0
+
+    @abstractmethod
+    def create_connection(
+        self, broker: Broker, peer: tuple[str, int] | None, *, transport_name: str
+    ) -> ProtocolConnection: ...
+
+
+@dataclass(frozen=True)
+class ListenerSpec:
+    """One listener: which transport, which protocol, where."""
+
+    transport: str
+    protocol: str
+    host: str
+    port: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Transport(ABC):
+    """A listener implementation (TCP, WebSocket, ...)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    async def serve(
+        self, broker: Broker, spec: ListenerSpec, *, task_status: TaskStatus[Any]
+    ) -> None:
+        """Listen until cancelled; report the bound (host, port) with ``task_status.started``.
+
+        On cancellation: stop accepting, ask every connection to ``shutdown``, give them the
+        broker's grace period to flush, then close them.
+        """

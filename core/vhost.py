@@ -1,0 +1,394 @@
+"""A virtual host: its exchanges, queues and bindings, with RabbitMQ's rules for each.
+
+Every protocol goes through these methods, so the rules (reserved names, equivalence checks,
+exclusive ownership, auto-delete) live in one place.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    AccessRefused,
+    CommandInvalid,
+    NotFound,
+    PreconditionFailed,
+    ResourceLocked,
+)
+from .exchange import Binding, Exchange
+from .message import Message
+from .queue import Queue
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+#: exchanges every virtual host has, as in RabbitMQ
+STANDARD_EXCHANGES = (
+    ("", "direct"),
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+
+#: queue arguments compared on redeclaration (RabbitMQ's list plus ours)
+EQUIVALENCE_ARGUMENTS = (
+    "x-dispatch",
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+)
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def server_generated_name(prefix: str) -> str:
+    """``amq.gen-...`` / ``amq.ctag-...``: a prefix and 128 random bits, URL-safe base64."""
+    return prefix + base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+class VirtualHost:
+    """Exchanges and queues of one virtual host (``/`` by default)."""
+
+    def __init__(self, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        for exchange_name, type_name in STANDARD_EXCHANGES:
+            self._create_exchange(exchange_name, type_name, durable=True)
+        self.default_exchange = self.exchanges[""]
+
+    def _where(self) -> str:
+        return f"in vhost '{self.name}'"
+
+    # -- exchanges ------------------------------------------------------------------------
+
+    def _create_exchange(
+        self,
+        name: str,
+        type_name: str,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Exchange:
+        exchange_type = self.broker.exchange_types.get(type_name)
+        if exchange_type is None:
+            raise CommandInvalid(f"invalid exchange type '{type_name}'")
+        exchange_type.validate(arguments or {})
+        exchange = Exchange(self, name, exchange_type, durable, auto_delete, internal, arguments)
+        self.exchanges[name] = exchange
+        return exchange
+
+    def get_exchange(self, name: str) -> Exchange:
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise NotFound(f"no exchange '{name}' {self._where()}")
+        return exchange
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_name: str,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Exchange:
+        if passive:
+            if name == "":
+                return self.default_exchange
+            return self.get_exchange(name)
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        existing = self.exchanges.get(name)
+        if existing is None:
+            if name.startswith("amq."):
+                raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+            return self._create_exchange(name, type_name, durable, auto_delete, internal, arguments)
+        self._check_exchange_equivalence(existing, type_name, durable, auto_delete, internal)
+        return existing
+
+    def _check_exchange_equivalence(
+        self, exchange: Exchange, type_name: str, durable: bool, auto_delete: bool, internal: bool
+    ) -> None:
+        where = f"for exchange '{exchange.name}' {self._where()}"
+        if type_name != exchange.type_name:
+            if type_name not in self.broker.exchange_types:
+                raise CommandInvalid(f"invalid exchange type '{type_name}'")
+            raise PreconditionFailed(
+                f"inequivalent arg 'type' {where}: "
+                f"received '{type_name}' but current is '{exchange.type_name}'"
+            )
+        for arg, received, current in (
+            ("durable", durable, exchange.durable),
+            ("auto_delete", auto_delete, exchange.auto_delete),
+            ("internal", internal, exchange.internal),
+        ):
+            if received != current:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{arg}' {where}: "
+                    f"received '{_flag(received)}' but current is '{_flag(current)}'"
+                )
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == "" or name.startswith("amq."):
+            raise AccessRefused(
+                "operation not permitted on the default exchange"
+                if name == ""
+                else f"exchange name '{name}' contains reserved prefix 'amq.*'"
+            )
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            return  # idempotent, as in RabbitMQ
+        if if_unused and exchange.bindings:
+            raise PreconditionFailed(f"exchange '{name}' {self._where()} in use")
+        self._remove_exchange(exchange)
+
+    def _remove_exchange(self, exchange: Exchange) -> None:
+        del self.exchanges[exchange.name]
+        for binding in list(exchange.bindings.values()):
+            self._drop_binding(binding, cascade=False)
+        for binding in list(exchange.incoming):
+            self._drop_binding(binding)
+        exchange.router.close()
+
+    # -- bindings -------------------------------------------------------------------------
+
+    def _bindable_source(self, name: str) -> Exchange:
+        if name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        return self.get_exchange(name)
+
+    def bind(
+        self,
+        destination: Queue | Exchange,
+        source_name: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        source = self._bindable_source(source_name)
+        binding = Binding(source, destination, routing_key, arguments)
+        if binding.key in source.bindings:
+            return
+        self.broker.exchange_types[source.type_name].validate_binding(binding)
+        source.bindings[binding.key] = binding
+        destination.incoming.add(binding)
+        if isinstance(destination, Exchange):
+            source.exchange_destinations += 1
+        source.router.add_binding(binding)
+
+    def unbind(
+        self,
+        destination: Queue | Exchange,
+        source_name: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        source = self._bindable_source(source_name)
+        key = Binding(source, destination, routing_key, arguments).key
+        binding = source.bindings.get(key)
+        if binding is not None:
+            self._drop_binding(binding)
+
+    def _drop_binding(self, binding: Binding, cascade: bool = True) -> None:
+        source = binding.source
+        if source.bindings.pop(binding.key, None) is None:
+            return
+        binding.destination.incoming.discard(binding)
+        if isinstance(binding.destination, Exchange):
+            source.exchange_destinations -= 1
+        source.router.remove_bindings((binding,))
+        if (
+            cascade
+            and source.auto_delete
+            and not source.bindings
+            and self.exchanges.get(source.name) is source
+        ):
+            self._remove_exchange(source)
+
+    # -- queues ---------------------------------------------------------------------------
+
+    def get_queue(self, name: str, owner: object | None = None) -> Queue:
+        """The queue ``name``, checking exclusive ownership against ``owner``."""
+        queue = self.queues.get(name)
+        if queue is None:
+            raise NotFound(f"no queue '{name}' {self._where()}")
+        if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
+            raise ResourceLocked(
+                f"cannot obtain exclusive access to locked queue '{name}' {self._where()}. "
+                "It could be originally declared on another connection or the exclusive "
+                "property value does not match that of the original declaration."
+            )
+        return queue
+
+    def declare_queue(
+        self,
+        name: str,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+        owner: object | None = None,
+    ) -> Queue:
+        if passive:
+            return self.get_queue(name, owner)
+        if not name:
+            name = server_generated_name("amq.gen-")
+        elif name.startswith("amq."):
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        arguments = dict(arguments or {})
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.get_queue(name, owner)  # exclusive check
+            self._check_queue_equivalence(existing, durable, exclusive, auto_delete, arguments)
+            return existing
+        policy_class = self._policy_for(name, arguments)
+        queue = Queue(
+            self,
+            name,
+            policy_class,
+            durable=durable,
+            exclusive_owner=owner if exclusive else None,
+            auto_delete=auto_delete,
+            arguments=arguments,
+        )
+        self.queues[name] = queue
+        self._bind_default(queue)
+        return queue
+
+    def _bind_default(self, queue: Queue) -> None:
+        binding = Binding(self.default_exchange, queue, queue.name)
+        self.default_exchange.bindings[binding.key] = binding
+        queue.incoming.add(binding)
+        self.default_exchange.router.add_binding(binding)
+
+    def _policy_for(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        policies = self.broker.dispatch_policies
+        wanted = arguments.get("x-dispatch", self.broker.settings.default_dispatch)
+        if isinstance(wanted, bytes):
+            wanted = wanted.decode(errors="replace")
+        policy_class = policies.get(wanted) if isinstance(wanted, str) else None
+        if policy_class is None:
+            known = ", ".join(sorted(policies.names()))
+            raise PreconditionFailed(
+                f"invalid arg 'x-dispatch' for queue '{name}' {self._where()}: "
+                f"unknown dispatch policy {wanted!r} (known: {known})"
+            )
+        return policy_class
+
+    def _check_queue_equivalence(
+        self,
+        queue: Queue,
+        durable: bool,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: Mapping[str, Any],
+    ) -> None:
+        where = f"for queue '{queue.name}' {self._where()}"
+        for arg, received, current in (
+            ("durable", durable, queue.durable),
+            ("exclusive", exclusive, queue.exclusive_owner is not None),
+            ("auto_delete", auto_delete, queue.auto_delete),
+        ):
+            if received != current:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{arg}' {where}: "
+                    f"received '{_flag(received)}' but current is '{_flag(current)}'"
+                )
+        for arg in EQUIVALENCE_ARGUMENTS:
+            received_value = arguments.get(arg)
+            current_value = queue.arguments.get(arg)
+            if received_value != current_value:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{arg}' {where}: "
+                    f"received {_show(received_value)} but current is {_show(current_value)}"
+                )
+
+    def delete_queue(
+        self,
+        name: str,
+        if_unused: bool = False,
+        if_empty: bool = False,
+        owner: object | None = None,
+    ) -> int:
+        """Delete a queue; returns how many ready messages it held. Missing queues are fine."""
+        if name not in self.queues:
+            return 0
+        queue = self.get_queue(name, owner)
+        if if_unused and queue.consumers:
+            raise PreconditionFailed(f"queue '{name}' {self._where()} in use")
+        if if_empty and queue.ready:
+            raise PreconditionFailed(f"queue '{name}' {self._where()} not empty")
+        return self.remove_queue(queue)
+
+    def remove_queue(self, queue: Queue) -> int:
+        """Drop ``queue`` unconditionally: cancel its consumers, remove its bindings."""
+        if queue.deleted:
+            return 0
+        queue.deleted = True
+        self.queues.pop(queue.name, None)
+        count = len(queue.ready)
+        queue.ready.clear()
+        for consumer in list(queue.consumers):
+            queue.policy.remove(consumer)
+            consumer.cancelled_by_broker(queue)
+        queue.exclusive_consumer = None
+        for binding in list(queue.incoming):
+            self._drop_binding(binding)
+        return count
+
+    def purge_queue(self, name: str, owner: object | None = None) -> int:
+        return self.get_queue(name, owner).purge()
+
+    def connection_closed(self, owner: object) -> None:
+        """Exclusive queues go with the connection that declared them."""
+        for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
+            self.remove_queue(queue)
+
+    # -- routing --------------------------------------------------------------------------
+
+    def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
+        """The queues ``message`` reaches from ``exchange``, following exchange bindings."""
+        destinations = exchange.router.route(message)
+        if not exchange.exchange_destinations:
+            return destinations  # type: ignore[return-value]
+        queues: dict[Queue, None] = {}
+        seen = {exchange}
+        pending = [destinations]
+        while pending:
+            for destination in pending.pop():
+                if isinstance(destination, Exchange):
+                    if destination not in seen:
+                        seen.add(destination)
+                        pending.append(destination.router.route(message))
+                else:
+                    queues[destination] = None
+        return queues.keys()
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return f"'{_flag(value)}'"
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return f"'{value}'"

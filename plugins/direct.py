@@ -1,0 +1,44 @@
+"""The direct exchange type: a message goes to bindings whose key equals its routing key."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from warrenmq import Binding, Exchange, ExchangeType, Message, Router, hookimpl
+
+from ._targets import add_target, remove_target
+
+
+class DirectRouter(Router):
+    __slots__ = ("_index",)
+
+    def __init__(self) -> None:
+        #: routing key -> {destination: number of bindings}
+        self._index: dict[str, dict[Any, int]] = {}
+
+    def add_binding(self, binding: Binding) -> None:
+        add_target(self._index, binding.routing_key, binding.destination)
+
+    def remove_bindings(self, bindings: Iterable[Binding]) -> None:
+        for binding in bindings:
+            remove_target(self._index, binding.routing_key, binding.destination)
+
+    def route(self, message: Message) -> Collection[Any]:
+        return self._index.get(message.routing_key, ())
+
+    def close(self) -> None:
+        self._index.clear()
+
+
+class DirectExchange(ExchangeType):
+    name = "direct"
+
+    @classmethod
+    def create_router(cls, exchange: Exchange) -> Router:
+        return DirectRouter()
+
+
+@hookimpl
+def warrenmq_register_exchange_types(registry: Any) -> None:
+    registry.add(DirectExchange)

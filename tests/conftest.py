@@ -1,0 +1,58 @@
+"""Shared fixtures: one broker per test session on an ephemeral port.
+
+Set ``WARRENMQ_TEST_EXTERNAL=host:port`` to run the same suite against another AMQP broker
+(RabbitMQ, say) to check that a test asserts RabbitMQ's behaviour. Tests of warrenmq-only
+features carry the ``warrenmq_only`` marker and are skipped in that mode.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    external: bool = False
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "warrenmq_only: exercises a feature RabbitMQ lacks")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("WARRENMQ_TEST_EXTERNAL"):
+        return
+    skip = pytest.mark.skip(reason="warrenmq-only feature; WARRENMQ_TEST_EXTERNAL is set")
+    for item in items:
+        if "warrenmq_only" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[BrokerAddress]:
+    external = os.environ.get("WARRENMQ_TEST_EXTERNAL")
+    if external:
+        host, _, port = external.rpartition(":")
+        yield BrokerAddress(host or "127.0.0.1", int(port), external=True)
+        return
+    from warrenmq.testing import running_broker
+
+    with running_broker() as running:
+        yield BrokerAddress(running.host, running.port)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A name no other test uses, for queues and exchanges."""
+    return f"t-{uuid.uuid4().hex[:12]}"

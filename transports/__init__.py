@@ -1,0 +1,1 @@
+"""Built-in transports (listeners) and protocol engines, registered as plugins."""

@@ -1,0 +1,833 @@
+"""The sans-IO AMQP 0-9-1 server connection: bytes in, broker calls, bytes out.
+
+``receive_data`` parses every complete frame of a read in one pass (publish, content and ack
+frames on a hand-written fast path, everything else through pamqp), and queues all replies
+and deliveries in one output buffer that the transport writes once per read.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import warrenmq
+from pamqp import commands, decode
+from pamqp.exceptions import UnmarshalingException
+from warrenmq import Broker, ProtocolConnection
+from warrenmq.auth import User
+from warrenmq.errors import (
+    AccessRefused,
+    BrokerError,
+    ChannelError,
+    CommandInvalid,
+    ConnectionAccessRefused,
+    ConnectionForced,
+    FrameError,
+    InternalError,
+    NotAllowed,
+    NotImplementedFeature,
+    PreconditionFailed,
+    UnexpectedFrame,
+)
+from warrenmq.vhost import VirtualHost
+
+from .channel import Channel
+from .frames import (
+    FRAME_BODY,
+    FRAME_END,
+    FRAME_HEAD,
+    FRAME_HEADER,
+    FRAME_HEARTBEAT,
+    FRAME_METHOD,
+    FRAME_MIN_SIZE,
+    FRAME_OVERHEAD,
+    HEARTBEAT_FRAME,
+    LONG,
+    METHOD_ID,
+    PROTOCOL_HEADER,
+    TAG_BITS,
+    basic_ack_frame,
+    decode_method,
+    method_frame,
+    short_string,
+)
+
+log = logging.getLogger("warrenmq.amqp")
+
+HANDSHAKE_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 3.0
+PUBLISH_KEY = METHOD_ID.pack(60, 40)
+ACK_KEY = METHOD_ID.pack(60, 80)
+_unpack_frame_head = FRAME_HEAD.unpack_from
+_unpack_tag_bits = TAG_BITS.unpack_from
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "consumer_priorities": False,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+    "direct_reply_to": False,
+}
+
+# connection states
+AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN = range(5)
+
+
+def _server_properties() -> dict[str, Any]:
+    return {
+        "product": "warrenmq",
+        "version": warrenmq.__version__,
+        "platform": f"Python {platform.python_version()}",
+        "copyright": "warrenmq authors",
+        "information": "https://pypi.org/project/warrenmq/",
+        "capabilities": CAPABILITIES,
+        "cluster_name": "warrenmq",
+    }
+
+
+def _text(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class AMQPConnection(ProtocolConnection):
+    """One client connection, from protocol header to close."""
+
+    def __init__(
+        self, broker: Broker, peer: tuple[str, int] | None = None, transport_name: str = "tcp"
+    ) -> None:
+        self.broker = broker
+        self.peer = peer
+        self.name = f"{peer[0]}:{peer[1]}" if peer else "local"
+        self.transport_name = transport_name
+        settings = broker.settings
+        self._out = bytearray()
+        self._buf = b""
+        self._receiving = False
+        self._state = AWAIT_HEADER
+        self._closed = False
+        #: set once we sent connection.close and wait for close-ok
+        self._close_deadline: float | None = None
+        self._released = False
+        self.frame_max = settings.frame_max
+        self.max_body = self.frame_max - FRAME_OVERHEAD
+        self.channel_max = settings.channel_max
+        self.heartbeat = 0
+        self.channels: dict[int, Channel] = {}
+        self.confirm_pending: set[Channel] = set()
+        self.user: User | None = None
+        self.vhost: VirtualHost = next(iter(broker.vhosts.values()))
+        self.client_properties: dict[str, Any] = {}
+        self.cancel_notify = False
+        self.write_paused = False
+        #: the transport re-reads ``tick`` when this is set (heartbeat negotiated, closing)
+        self.timers_changed = False
+        now = time.monotonic()
+        self._started = self._last_recv = self._last_send = now
+        self.wakeup: Callable[[], None] | None = None
+        broker.connections.add(self)
+
+    # -- transport-facing API -------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def data_to_send(self) -> bytearray:
+        out = self._out
+        if out:
+            self._out = bytearray()
+            self._last_send = time.monotonic()
+        return out
+
+    def receive_data(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if not data:
+            self._closed = True
+            self.connection_lost()
+            return
+        self._last_recv = time.monotonic()
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        self._receiving = True
+        try:
+            if self._state == AWAIT_HEADER:
+                data = self._protocol_header(data)
+                if not data:
+                    return
+            self._parse(data)
+        except Exception:  # a bug must cost this connection only
+            log.exception("internal error on connection %s", self.name)
+            self._connection_error(InternalError("internal error"), 0, 0)
+            self._closed = True
+        finally:
+            self._receiving = False
+
+    def connection_lost(self) -> None:
+        self._closed = True
+        self._release_all()
+
+    def tick(self, now: float) -> float | None:
+        if self._closed:
+            return None
+        if self._close_deadline is not None:
+            if now >= self._close_deadline:
+                self._closed = True
+                return None
+            return self._close_deadline
+        if self._state != OPEN:
+            deadline = self._started + HANDSHAKE_TIMEOUT
+            if now >= deadline:
+                log.warning("closing %s: handshake timeout", self.name)
+                self._closed = True
+                self._release_all()
+                return None
+            return deadline
+        beat = self.heartbeat
+        if not beat:
+            return None
+        if now - self._last_recv > 2 * beat:
+            log.warning("closing %s: missed heartbeats from client, timeout: %ds", self.name, beat)
+            self._closed = True
+            self._release_all()
+            return None
+        half = beat / 2
+        if now - self._last_send >= half:
+            self.write(HEARTBEAT_FRAME)
+            self._last_send = now
+        return min(self._last_send + half, self._last_recv + 2 * beat + 0.05)
+
+    def shutdown(self, reason: str) -> None:
+        if self._closed or self._close_deadline is not None:
+            return
+        if self._state != OPEN:
+            self._closed = True
+            self._release_all()
+            return
+        error = ConnectionForced(f"broker forced connection closure with reason '{reason}'")
+        self._connection_error(error, 0, 0)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for channel in self.channels.values():
+            channel.paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for channel in list(self.channels.values()):
+            channel.update_paused()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self.wakeup is not None:
+            self.wakeup()
+
+    def out_buffer(self) -> bytearray:
+        """The output buffer, waking the transport if this output is not a reply to input."""
+        out = self._out
+        if not out and not self._receiving and self.wakeup is not None:
+            self.wakeup()
+        return out
+
+    def write(self, data: bytes) -> None:
+        self.out_buffer().extend(data)
+
+    # -- parsing --------------------------------------------------------------------------
+
+    def _protocol_header(self, data: bytes) -> bytes:
+        if len(data) < len(PROTOCOL_HEADER) and PROTOCOL_HEADER.startswith(data):
+            self._buf = data
+            return b""
+        if data[:8] != PROTOCOL_HEADER:
+            log.warning("closing %s: bad protocol header %r", self.name, bytes(data[:8]))
+            self._out += PROTOCOL_HEADER
+            self._closed = True
+            self._release_all()
+            return b""
+        self._state = AWAIT_START_OK
+        start = commands.Connection.Start(
+            version_major=0,
+            version_minor=9,
+            server_properties=_server_properties(),
+            mechanisms="PLAIN AMQPLAIN",
+            locales="en_US",
+        )
+        self.write(method_frame(0, start))
+        return data[8:]
+
+    def _parse(self, data: bytes) -> None:
+        pos = 0
+        size_limit = self.frame_max - FRAME_OVERHEAD
+        length = len(data)
+        channels = self.channels
+        while length - pos >= 8:
+            frame_type, number, size = _unpack_frame_head(data, pos)
+            if size > size_limit:
+                self._frame_error(f"frame size {size} exceeds frame_max {self.frame_max}")
+                return
+            start = pos + 7
+            end = start + size
+            if end >= length:
+                break
+            if data[end] != FRAME_END:
+                self._frame_error(f"bad frame end marker {data[end]:#x}")
+                return
+            pos = end + 1
+            if self._close_deadline is not None:
+                self._while_closing(frame_type, number, data, start, end)
+                if self._closed:
+                    return
+                continue
+            if frame_type == FRAME_METHOD:
+                key = data[start : start + 4]
+                channel = channels.get(number)
+                if key == PUBLISH_KEY and channel is not None and channel.pending is None:
+                    if not channel.closing and self._fast_publish(channel, data, start, end):
+                        continue
+                elif (
+                    key == ACK_KEY
+                    and channel is not None
+                    and not channel.closing
+                    and channel.pending is None
+                    and end - start == 13
+                ):
+                    tag, bits = _unpack_tag_bits(data, start + 4)
+                    try:
+                        channel.ack(tag, bool(bits & 1))
+                    except BrokerError as error:
+                        self._error(error, number, 60, 80)
+                    continue
+                self._method(number, data[start:end])
+            elif frame_type == FRAME_BODY:
+                self._body(number, data[start:end])
+            elif frame_type == FRAME_HEADER:
+                self._header(number, data[start:end])
+            elif frame_type == FRAME_HEARTBEAT:
+                if number != 0:
+                    self._frame_error(f"heartbeat frame on channel {number}")
+                    return
+            else:
+                self._frame_error(f"unknown frame type {frame_type}")
+                return
+            if self._closed:
+                return
+        if pos < length:
+            self._buf = data[pos:]
+        if self.confirm_pending:
+            self._send_confirms()
+
+    def _fast_publish(self, channel: Channel, data: bytes, start: int, end: int) -> bool:
+        """Basic.Publish without pamqp; False hands the frame to the slow path."""
+        try:
+            p = start + 6
+            exchange_end = p + 1 + data[p]
+            key_end = exchange_end + 1 + data[exchange_end]
+            bits = data[key_end]
+            if key_end + 1 != end or bits & 2:  # trailing bytes, or immediate=true
+                return False
+            exchange = data[p + 1 : exchange_end].decode()
+            routing_key = data[exchange_end + 1 : key_end].decode()
+        except (IndexError, UnicodeDecodeError):
+            return False
+        channel.pending = (exchange, routing_key, bool(bits & 1), data[p:key_end])
+        return True
+
+    def _header(self, number: int, payload: bytes) -> None:
+        channel = self.channels.get(number)
+        if channel is None or channel.closing:
+            if channel is None:
+                self._error(ChannelError(f"expected 'channel.open' on channel {number}"), 0, 0)
+            return
+        if channel.pending is None or channel.pending_header is not None:
+            self._error(
+                UnexpectedFrame(f"expected method frame, got content header on channel {number}"),
+                0,
+                0,
+            )
+            return
+        if len(payload) < 14:
+            self._frame_error("content header too short")
+            return
+        body_size = int.from_bytes(payload[4:12], "big")
+        try:
+            if body_size > self.broker.settings.max_message_size:
+                channel.pending = None
+                raise PreconditionFailed(
+                    f"message size {body_size} is larger than configured max size "
+                    f"{self.broker.settings.max_message_size}"
+                )
+            if body_size == 0:
+                channel.publish(payload, b"")
+                return
+        except BrokerError as error:
+            self._error(error, number, 60, 40)
+            return
+        channel.pending_header = payload
+        channel.pending_size = body_size
+        channel.pending_parts = []
+        channel.pending_received = 0
+
+    def _body(self, number: int, payload: bytes) -> None:
+        channel = self.channels.get(number)
+        if channel is None or channel.closing:
+            if channel is None:
+                self._error(ChannelError(f"expected 'channel.open' on channel {number}"), 0, 0)
+            return
+        if channel.pending_header is None:
+            self._error(
+                UnexpectedFrame(f"expected method frame, got content body on channel {number}"),
+                0,
+                0,
+            )
+            return
+        received = channel.pending_received + len(payload)
+        size = channel.pending_size
+        if received < size:
+            channel.pending_parts.append(payload)
+            channel.pending_received = received
+            return
+        if received > size:
+            self._frame_error(f"content body exceeds declared size {size}")
+            return
+        parts = channel.pending_parts
+        if parts:
+            parts.append(payload)
+            payload = b"".join(parts)
+            channel.pending_parts = []
+        try:
+            channel.publish(channel.pending_header, payload)  # type: ignore[arg-type]
+        except BrokerError as error:
+            self._error(error, number, 60, 40)
+
+    def _send_confirms(self) -> None:
+        out = self._out
+        for channel in self.confirm_pending:
+            seq = channel.publish_seq
+            if seq > channel.confirmed_seq and not channel.closing:
+                out += basic_ack_frame(channel.number, seq, seq - channel.confirmed_seq > 1)
+                channel.confirmed_seq = seq
+        self.confirm_pending.clear()
+
+    # -- methods --------------------------------------------------------------------------
+
+    def _method(self, number: int, payload: bytes) -> None:
+        if len(payload) < 4:
+            self._frame_error("method frame too short")
+            return
+        class_id, method_id = METHOD_ID.unpack_from(payload)
+        try:
+            method = decode_method(payload)
+        except UnmarshalingException as exc:
+            if (class_id << 16 | method_id) not in commands.INDEX_MAPPING:
+                self._error(
+                    CommandInvalid(f"unknown method class {class_id} method {method_id}"),
+                    number,
+                    class_id,
+                    method_id,
+                )
+            else:
+                self._frame_error(f"cannot decode method frame: {exc}", class_id, method_id)
+            return
+        try:
+            if number == 0:
+                self._connection_method(method)
+            else:
+                self._channel_method(number, method)
+        except BrokerError as error:
+            self._error(error, number, class_id, method_id)
+
+    def _connection_method(self, method: Any) -> None:
+        state = self._state
+        if isinstance(method, commands.Connection.StartOk) and state == AWAIT_START_OK:
+            self._start_ok(method)
+        elif isinstance(method, commands.Connection.TuneOk) and state == AWAIT_TUNE_OK:
+            self._tune_ok(method)
+        elif isinstance(method, commands.Connection.Open) and state == AWAIT_OPEN:
+            self._open(method)
+        elif isinstance(method, commands.Connection.Close):
+            log.info("client %s closed the connection", self.name)
+            self._release_all()
+            self.write(method_frame(0, commands.Connection.CloseOk()))
+            self._closed = True
+        elif isinstance(method, commands.Connection.CloseOk):
+            self._closed = True
+        elif isinstance(method, commands.Connection.UpdateSecret) and state == OPEN:
+            self.write(method_frame(0, commands.Connection.UpdateSecretOk()))
+        elif isinstance(method, commands.Connection.Blocked | commands.Connection.Unblocked):
+            pass
+        else:
+            raise CommandInvalid(f"unexpected method {method.name} on channel 0")
+
+    def _start_ok(self, method: commands.Connection.StartOk) -> None:
+        properties = method.client_properties or {}
+        self.client_properties = properties
+        capabilities = properties.get("capabilities") or {}
+        self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
+        mechanism = method.mechanism
+        username, password = self._credentials(mechanism, _text(method.response or b""))
+        host = self.peer[0] if self.peer else None
+        user = self.broker.authenticate(username, password, host) if username is not None else None
+        if user is None:
+            log.warning(
+                "login refused for user %r from %s (mechanism %s)", username, self.name, mechanism
+            )
+            raise ConnectionAccessRefused(
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile."
+            )
+        self.user = user
+        self._state = AWAIT_TUNE_OK
+        tune = commands.Connection.Tune(
+            channel_max=self.channel_max,
+            frame_max=self.frame_max,
+            heartbeat=self.broker.settings.heartbeat,
+        )
+        self.write(method_frame(0, tune))
+
+    @staticmethod
+    def _credentials(mechanism: str, response: bytes) -> tuple[str | None, str]:
+        if mechanism == "PLAIN":
+            parts = response.split(b"\x00")
+            if len(parts) != 3:
+                return None, ""
+            return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
+        if mechanism == "AMQPLAIN":
+            try:
+                _, table = decode.field_table(LONG.pack(len(response)) + response)
+            except Exception:
+                return None, ""
+            login, password = table.get("LOGIN"), table.get("PASSWORD")
+            if login is None or password is None:
+                return None, ""
+            return str(_text(login).decode()), str(_text(password).decode())
+        return None, ""
+
+    def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
+        frame_max = method.frame_max or self.frame_max
+        if frame_max < FRAME_MIN_SIZE:
+            raise NotAllowed(f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size")
+        if frame_max > self.frame_max:
+            raise NotAllowed(f"frame_max={frame_max} > {self.frame_max} max size")
+        self.frame_max = frame_max
+        self.max_body = frame_max - FRAME_OVERHEAD
+        if method.channel_max:
+            self.channel_max = min(method.channel_max, self.channel_max)
+        self.heartbeat = method.heartbeat
+        self._state = AWAIT_OPEN
+        self.timers_changed = True
+
+    def _open(self, method: commands.Connection.Open) -> None:
+        vhost = self.broker.vhosts.get(method.virtual_host)
+        if vhost is None:
+            raise NotAllowed(f"vhost {method.virtual_host} not found")
+        self.vhost = vhost
+        self._state = OPEN
+        self.write(method_frame(0, commands.Connection.OpenOk()))
+        user = self.user.name if self.user else "?"
+        log.info(
+            "accepted connection %s (user '%s', vhost '%s', client %s)",
+            self.name,
+            user,
+            vhost.name,
+            self.client_properties.get("product", "?"),
+        )
+
+    def _channel_method(self, number: int, method: Any) -> None:
+        if self._state != OPEN:
+            raise ChannelError(f"unexpected method {method.name} before the connection is open")
+        if number > self.channel_max:
+            raise NotAllowed(
+                f"channel number {number} exceeds negotiated channel_max {self.channel_max}"
+            )
+        channel = self.channels.get(number)
+        if channel is None:
+            if isinstance(method, commands.Channel.Open):
+                self.channels[number] = Channel(self, number)
+                self.write(method_frame(number, commands.Channel.OpenOk()))
+                return
+            raise ChannelError(f"expected 'channel.open' on channel {number}")
+        if channel.closing:
+            if isinstance(method, commands.Channel.CloseOk):
+                del self.channels[number]
+            elif isinstance(method, commands.Channel.Close):
+                self.write(method_frame(number, commands.Channel.CloseOk()))
+            return
+        if channel.pending is not None:
+            raise UnexpectedFrame(
+                "expected content header for class 60, got non content header frame instead"
+            )
+        handler = CHANNEL_HANDLERS.get(type(method))
+        if handler is None:
+            if isinstance(method, commands.Channel.Open):
+                raise ChannelError(f"second 'channel.open' seen on channel {number}")
+            raise CommandInvalid(f"unexpected method {method.name} on channel {number}")
+        handler(self, channel, method)
+
+    # -- errors and closing ---------------------------------------------------------------
+
+    def _error(self, error: BrokerError, number: int, class_id: int, method_id: int) -> None:
+        if error.connection_level or number == 0 or number not in self.channels:
+            self._connection_error(error, class_id, method_id)
+            return
+        channel = self.channels[number]
+        log.info(
+            "channel error on connection %s, channel %d: %s", self.name, number, error.reply_text
+        )
+        channel.release()
+        self.confirm_pending.discard(channel)
+        close = commands.Channel.Close(
+            error.reply_code, error.reply_text[:255], class_id, method_id
+        )
+        self.write(method_frame(number, close))
+
+    def _connection_error(self, error: BrokerError, class_id: int, method_id: int) -> None:
+        if self._close_deadline is not None or self._closed:
+            return
+        level = logging.INFO if isinstance(error, ConnectionForced) else logging.WARNING
+        log.log(level, "closing connection %s: %s", self.name, error.reply_text)
+        self._release_all()
+        close = commands.Connection.Close(
+            error.reply_code, error.reply_text[:255], class_id, method_id
+        )
+        self.write(method_frame(0, close))
+        if self._state != OPEN and isinstance(error, ConnectionAccessRefused):
+            self._closed = True  # as RabbitMQ: no close-ok awaited after a refused login
+            return
+        self._close_deadline = time.monotonic() + CLOSE_TIMEOUT
+        self.timers_changed = True
+
+    def _frame_error(self, text: str, class_id: int = 0, method_id: int = 0) -> None:
+        """Framing is broken: nothing after this can be parsed. Close and stop reading."""
+        self._connection_error(FrameError(text), class_id, method_id)
+        self._closed = True
+
+    def _while_closing(
+        self, frame_type: int, number: int, data: bytes, start: int, end: int
+    ) -> None:
+        """After connection.close was sent, only close and close-ok matter."""
+        if frame_type != FRAME_METHOD or number != 0:
+            return
+        key = data[start : start + 4]
+        if key == METHOD_ID.pack(10, 51):
+            self._closed = True
+        elif key == METHOD_ID.pack(10, 50):
+            self.write(method_frame(0, commands.Connection.CloseOk()))
+            self._closed = True
+
+    def _release_all(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        for channel in list(self.channels.values()):
+            if not channel.closing:
+                channel.release()
+        self.confirm_pending.clear()
+        for vhost in self.broker.vhosts.values():
+            vhost.connection_closed(self)
+        self.broker.connections.discard(self)
+
+
+# -- channel method handlers (cold path) ----------------------------------------------------
+
+Handler = Callable[[AMQPConnection, Channel, Any], None]
+
+
+def _channel_close(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.release()
+    connection.confirm_pending.discard(channel)
+    del connection.channels[channel.number]
+    connection.write(method_frame(channel.number, commands.Channel.CloseOk()))
+
+
+def _channel_flow(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.flow_active = bool(method.active)
+    channel.update_paused()
+    channel.send(commands.Channel.FlowOk(method.active))
+
+
+def _exchange_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.vhost.declare_exchange(
+        method.exchange,
+        method.exchange_type,
+        passive=method.passive,
+        durable=method.durable,
+        auto_delete=method.auto_delete,
+        internal=method.internal,
+        arguments=method.arguments,
+    )
+    if not method.nowait:
+        channel.send(commands.Exchange.DeclareOk())
+
+
+def _exchange_delete(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
+    if not method.nowait:
+        channel.send(commands.Exchange.DeleteOk())
+
+
+def _exchange_bind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    vhost = channel.vhost
+    if method.destination == "":
+        raise AccessRefused("operation not permitted on the default exchange")
+    destination = vhost.get_exchange(method.destination)
+    vhost.bind(destination, method.source, method.routing_key, method.arguments)
+    if not method.nowait:
+        channel.send(commands.Exchange.BindOk())
+
+
+def _exchange_unbind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    vhost = channel.vhost
+    if method.destination == "":
+        raise AccessRefused("operation not permitted on the default exchange")
+    destination = vhost.get_exchange(method.destination)
+    vhost.unbind(destination, method.source, method.routing_key, method.arguments)
+    if not method.nowait:
+        channel.send(commands.Exchange.UnbindOk())
+
+
+def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    queue = channel.vhost.declare_queue(
+        method.queue,
+        passive=method.passive,
+        durable=method.durable,
+        exclusive=method.exclusive,
+        auto_delete=method.auto_delete,
+        arguments=method.arguments,
+        owner=connection,
+    )
+    channel.last_queue = queue.name
+    if not method.nowait:
+        channel.send(
+            commands.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
+        )
+
+
+def _queue_bind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    queue = channel._queue(method.queue)
+    channel.vhost.bind(queue, method.exchange, method.routing_key, method.arguments)
+    if not method.nowait:
+        channel.send(commands.Queue.BindOk())
+
+
+def _queue_unbind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    queue = channel._queue(method.queue)
+    channel.vhost.unbind(queue, method.exchange, method.routing_key, method.arguments)
+    channel.send(commands.Queue.UnbindOk())
+
+
+def _queue_purge(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    count = channel.vhost.purge_queue(channel._queue_name(method.queue), connection)
+    if not method.nowait:
+        channel.send(commands.Queue.PurgeOk(count))
+
+
+def _queue_delete(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    count = channel.vhost.delete_queue(
+        channel._queue_name(method.queue),
+        if_unused=method.if_unused,
+        if_empty=method.if_empty,
+        owner=connection,
+    )
+    if not method.nowait:
+        channel.send(commands.Queue.DeleteOk(count))
+
+
+def _basic_qos(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.qos(method)
+
+
+def _basic_consume(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.consume(method)
+
+
+def _basic_cancel(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.cancel(method.consumer_tag, method.nowait)
+
+
+def _basic_publish(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    if method.immediate:
+        raise NotImplementedFeature("immediate=true")
+    route = short_string(method.exchange) + short_string(method.routing_key)
+    channel.start_content(method.exchange, method.routing_key, method.mandatory, route)
+
+
+def _basic_get(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.get(method)
+
+
+def _basic_ack(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.ack(method.delivery_tag, method.multiple)
+
+
+def _basic_reject(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.reject(method.delivery_tag, False, method.requeue)
+
+
+def _basic_nack(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.reject(method.delivery_tag, method.multiple, method.requeue)
+
+
+def _basic_recover(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.recover()
+    if isinstance(method, commands.Basic.Recover):
+        channel.send(commands.Basic.RecoverOk())
+
+
+def _confirm_select(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.select_confirm(method.nowait)
+
+
+def _tx_select(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.select_tx()
+
+
+def _tx_commit(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.commit()
+
+
+def _tx_rollback(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    channel.rollback()
+
+
+def _ignore(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    pass
+
+
+CHANNEL_HANDLERS: dict[type, Handler] = {
+    commands.Channel.Close: _channel_close,
+    commands.Channel.CloseOk: _ignore,
+    commands.Channel.Flow: _channel_flow,
+    commands.Channel.FlowOk: _ignore,
+    commands.Exchange.Declare: _exchange_declare,
+    commands.Exchange.Delete: _exchange_delete,
+    commands.Exchange.Bind: _exchange_bind,
+    commands.Exchange.Unbind: _exchange_unbind,
+    commands.Queue.Declare: _queue_declare,
+    commands.Queue.Bind: _queue_bind,
+    commands.Queue.Unbind: _queue_unbind,
+    commands.Queue.Purge: _queue_purge,
+    commands.Queue.Delete: _queue_delete,
+    commands.Basic.Qos: _basic_qos,
+    commands.Basic.Consume: _basic_consume,
+    commands.Basic.Cancel: _basic_cancel,
+    commands.Basic.Publish: _basic_publish,
+    commands.Basic.Get: _basic_get,
+    commands.Basic.Ack: _basic_ack,
+    commands.Basic.Reject: _basic_reject,
+    commands.Basic.Nack: _basic_nack,
+    commands.Basic.Recover: _basic_recover,
+    commands.Basic.RecoverAsync: _basic_recover,
+    commands.Confirm.Select: _confirm_select,
+    commands.Tx.Select: _tx_select,
+    commands.Tx.Commit: _tx_commit,
+    commands.Tx.Rollback: _tx_rollback,
+}
