@@ -77,6 +77,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.error: BaseException | None = None
         self.blocked = False
+        self.frame_max = FRAME_MAX
         self.writable = asyncio.Event()
         self.writable.set()
         self.on_deliver: DeliverHook = _unexpected_deliver
@@ -128,10 +129,10 @@ class Connection(asyncio.Protocol):
             channel=0,
         )
         assert isinstance(tune, commands.Connection.Tune)
-        frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
+        self.frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
         self.send(
             commands.Connection.TuneOk(
-                channel_max=tune.channel_max or 1, frame_max=frame_max, heartbeat=0
+                channel_max=tune.channel_max or 1, frame_max=self.frame_max, heartbeat=0
             ),
             channel=0,
         )
@@ -288,7 +289,9 @@ class Connection(asyncio.Protocol):
                     self._on_method(channel, bytes(buf[pos : end + 1]))
                     if self.error is not None:
                         return
-            elif ftype != wire.FRAME_HEARTBEAT:
+            elif ftype == wire.FRAME_HEARTBEAT:
+                self.transport.write(wire.HEARTBEAT)  # we ask for none; answer one if sent
+            else:
                 self.fail(BrokerError(f"unexpected frame type {ftype}"))
                 return
             pos = end + 1

@@ -12,7 +12,7 @@ from time import perf_counter, process_time
 from pamqp import commands
 
 from bench import wire
-from bench.amqp import BrokerError, Connection
+from bench.amqp import CHANNEL, BrokerError, Connection
 from bench.config import Options, Target
 from bench.peers import Consumer, Producer
 from bench.procfs import cpu_seconds
@@ -71,6 +71,7 @@ class _Run:
         self.producer: Producer | None = None
         self.consumers: list[Consumer] = []
         self.t_end = 0.0
+        self.t_last_progress = 0.0
 
     def on_failure(self, exc: BaseException) -> None:
         if not self.failed.done():
@@ -106,6 +107,7 @@ class _Run:
             mark = (p.sent, delivered, p.confirmed)
             if mark != last_mark:
                 last_mark, last_change = mark, now
+                self.t_last_progress = now
             elif now - last_change > timeout:
                 self.stalled.set_result(None)
                 return
@@ -187,7 +189,7 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
         capacity = opts.messages if opts.duration is None else 1 << 20
         for conn, queue in zip(cconns, queues, strict=True):
             run.consumers.append(Consumer(
-                conn, queue, manual_ack=sc.manual_ack, ack_every=max(1, opts.prefetch // 2),
+                conn, queue, manual_ack=sc.manual_ack, ack_every=max(1, opts.prefetch // 2 or 100),
                 capacity=capacity, on_progress=run.progress))
             await conn.rpc(commands.Basic.Consume(
                 queue=queue, consumer_tag=CONSUMER_TAG, no_ack=not sc.manual_ack))
@@ -198,7 +200,8 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
             keys = [""]
         else:
             keys = queues
-        template = wire.PublishTemplate(1, exchange, keys, opts.body_size, opts.batch)
+        template = wire.PublishTemplate(
+            CHANNEL, exchange, keys, opts.body_size, opts.batch, pconn.frame_max)
         run.producer = Producer(
             pconn, template, run.consumers,
             total=None if opts.duration else opts.messages, duration=opts.duration,
@@ -238,7 +241,7 @@ async def _measure(
             if finished != {publishing} or publishing.exception() is not None:
                 break
     finally:
-        t_end = run.t_end or perf_counter()
+        t_end = run.t_end or (run.t_last_progress if run.stalled.done() else perf_counter())
         client_cpu = process_time() - client_cpu0
         broker_cpu = cpu_seconds(target.pid) - broker_cpu0 if broker_cpu0 is not None else None
         gc.enable()

@@ -37,8 +37,13 @@ def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
     return FRAME_HEAD.pack(frame_type, channel, len(payload)) + payload + bytes((FRAME_END,))
 
 
-def publish(channel: int, exchange: str, routing_key: str, body: bytes) -> bytes:
-    """Basic.Publish method frame + content header (no properties) + one body frame."""
+def publish(
+    channel: int, exchange: str, routing_key: str, body: bytes, frame_max: int
+) -> tuple[bytes, int]:
+    """Basic.Publish method frame + content header (no properties) + body frame(s).
+
+    Returns the bytes and the offset of the body's first byte in them.
+    """
     method = (
         METHOD_ID.pack(BASIC_PUBLISH)
         + b"\x00\x00"  # reserved-1 (ticket)
@@ -46,12 +51,15 @@ def publish(channel: int, exchange: str, routing_key: str, body: bytes) -> bytes
         + _shortstr(routing_key)
         + b"\x00"  # mandatory=0, immediate=0
     )
-    header = struct.pack(">HHQH", 60, 0, len(body), 0)
-    return (
-        frame(FRAME_METHOD, channel, method)
-        + frame(FRAME_HEADER, channel, header)
-        + frame(FRAME_BODY, channel, body)
+    head = frame(FRAME_METHOD, channel, method) + frame(
+        FRAME_HEADER, channel, struct.pack(">HHQH", 60, 0, len(body), 0)
     )
+    chunk = frame_max - HEAD_SIZE - 1
+    bodies = [frame(FRAME_BODY, channel, body[i : i + chunk]) for i in range(0, len(body), chunk)]
+    return head + b"".join(bodies), len(head) + HEAD_SIZE
+
+
+HEARTBEAT = frame(FRAME_HEARTBEAT, 0, b"")
 
 
 def basic_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
@@ -68,20 +76,27 @@ class PublishTemplate:
     """
 
     def __init__(
-        self, channel: int, exchange: str, routing_keys: list[str], body_size: int, batch: int
+        self,
+        channel: int,
+        exchange: str,
+        routing_keys: list[str],
+        body_size: int,
+        batch: int,
+        frame_max: int,
     ) -> None:
         if body_size < STAMP.size:
             raise ValueError(f"body size must be at least {STAMP.size} bytes")
-        messages = [
-            publish(channel, exchange, routing_keys[i % len(routing_keys)], bytes(body_size))
-            for i in range(batch)
+        encoded = [
+            publish(channel, exchange, key, bytes(body_size), frame_max) for key in routing_keys
         ]
-        if len({len(m) for m in messages}) != 1:
+        if len({len(m) for m, _ in encoded}) != 1:
             raise ValueError("routing keys must all have the same length")
         self.batch = batch
-        self.stride = len(messages[0])
-        self.stamp_offset = self.stride - 1 - body_size  # body starts right before the frame end
-        self._template = memoryview(b"".join(messages))
+        self.stride = len(encoded[0][0])
+        self.stamp_offset = encoded[0][1]
+        self._template = memoryview(
+            b"".join(encoded[i % len(encoded)][0] for i in range(batch))
+        )
 
     def render(self, first_seq: int, count: int, now_ns: int) -> bytearray:
         """Bytes for ``count`` publishes numbered from ``first_seq``, all stamped ``now_ns``."""

@@ -106,6 +106,7 @@ class Exchange:
         "bindings",
         "incoming",
         "exchange_destinations",
+        "alternate",
         "vhost",
     )
 
@@ -132,6 +133,11 @@ class Exchange:
         self.incoming: set[Binding] = set()
         #: how many outgoing bindings lead to exchanges (0: routing needs no graph walk)
         self.exchange_destinations = 0
+        alternate = self.arguments.get("alternate-exchange")
+        if isinstance(alternate, bytes):
+            alternate = alternate.decode(errors="replace")
+        #: where unroutable messages go (RabbitMQ's alternate-exchange argument)
+        self.alternate: str | None = alternate if isinstance(alternate, str) else None
         self.router = exchange_type.create_router(self)
 
     def __repr__(self) -> str:

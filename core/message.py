@@ -35,6 +35,7 @@ class Message:
         "body",
         "route_bytes",
         "redelivered",
+        "expires_at",
         "_properties",
     )
 
@@ -55,6 +56,8 @@ class Message:
         #: exchange and routing key as two AMQP short strings, as deliveries carry them
         self.route_bytes = route_bytes
         self.redelivered = redelivered
+        #: time.monotonic() after which the message is dropped; 0.0 = never (per-message TTL)
+        self.expires_at = 0.0
         self._properties: commands.Basic.Properties | None = None
 
     @classmethod
@@ -105,6 +108,7 @@ class Message:
             self.exchange, self.routing_key, self.header, self.body, self.route_bytes, True
         )
         copy._properties = self._properties
+        copy.expires_at = self.expires_at
         return copy
 
     def __repr__(self) -> str:

@@ -6,6 +6,7 @@ tags); a session hands them back with ``requeue`` or settles them with ``settle`
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,9 @@ class Queue:
             if consumer is not None:
                 consumer.deliver(self, message)
                 return
+        if message.expires_at and message.expires_at <= time.monotonic():
+            self.settle(message)  # TTL 0: only an immediate delivery would have taken it
+            return
         self.ready.append(message)
 
     def dispatch(self) -> None:
@@ -88,7 +92,11 @@ class Queue:
             consumer = select()
             if consumer is None:
                 return
-            consumer.deliver(self, ready.popleft())
+            message = ready.popleft()
+            if message.expires_at and message.expires_at <= time.monotonic():
+                self.settle(message)
+                continue
+            consumer.deliver(self, message)
 
     def settle(self, message: Message) -> None:
         """A delivered message was acknowledged (or dropped): it is no longer owed."""
@@ -127,8 +135,15 @@ class Queue:
     # -- management -----------------------------------------------------------------------
 
     def get(self) -> Message | None:
-        """Take the next ready message (basic.get)."""
-        return self.ready.popleft() if self.ready else None
+        """Take the next ready message (basic.get), dropping expired ones on the way."""
+        ready = self.ready
+        while ready:
+            message = ready.popleft()
+            if message.expires_at and message.expires_at <= time.monotonic():
+                self.settle(message)
+                continue
+            return message
+        return None
 
     def purge(self) -> int:
         count = len(self.ready)

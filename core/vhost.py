@@ -35,6 +35,9 @@ STANDARD_EXCHANGES = (
     ("amq.match", "headers"),
 )
 
+#: exchange arguments compared on redeclaration, as in RabbitMQ
+EXCHANGE_EQUIVALENCE_ARGUMENTS = ("alternate-exchange",)
+
 #: queue arguments compared on redeclaration (RabbitMQ's list plus ours)
 EQUIVALENCE_ARGUMENTS = (
     "x-dispatch",
@@ -89,7 +92,7 @@ class VirtualHost:
     ) -> Exchange:
         exchange_type = self.broker.exchange_types.get(type_name)
         if exchange_type is None:
-            raise CommandInvalid(f"invalid exchange type '{type_name}'")
+            raise CommandInvalid(f"unknown exchange type '{type_name}'")
         exchange_type.validate(arguments or {})
         exchange = Exchange(self, name, exchange_type, durable, auto_delete, internal, arguments)
         self.exchanges[name] = exchange
@@ -111,27 +114,33 @@ class VirtualHost:
         internal: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> Exchange:
-        if passive:
-            if name == "":
-                return self.default_exchange
-            return self.get_exchange(name)
         if name == "":
             raise AccessRefused("operation not permitted on the default exchange")
+        if passive:
+            return self.get_exchange(name)
         existing = self.exchanges.get(name)
         if existing is None:
             if name.startswith("amq."):
                 raise AccessRefused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
             return self._create_exchange(name, type_name, durable, auto_delete, internal, arguments)
-        self._check_exchange_equivalence(existing, type_name, durable, auto_delete, internal)
+        self._check_exchange_equivalence(
+            existing, type_name, durable, auto_delete, internal, arguments or {}
+        )
         return existing
 
     def _check_exchange_equivalence(
-        self, exchange: Exchange, type_name: str, durable: bool, auto_delete: bool, internal: bool
+        self,
+        exchange: Exchange,
+        type_name: str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: Mapping[str, Any],
     ) -> None:
         where = f"for exchange '{exchange.name}' {self._where()}"
         if type_name != exchange.type_name:
             if type_name not in self.broker.exchange_types:
-                raise CommandInvalid(f"invalid exchange type '{type_name}'")
+                raise CommandInvalid(f"unknown exchange type '{type_name}'")
             raise PreconditionFailed(
                 f"inequivalent arg 'type' {where}: "
                 f"received '{type_name}' but current is '{exchange.type_name}'"
@@ -145,6 +154,13 @@ class VirtualHost:
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' {where}: "
                     f"received '{_flag(received)}' but current is '{_flag(current)}'"
+                )
+        for arg in EXCHANGE_EQUIVALENCE_ARGUMENTS:
+            received_value, current_value = arguments.get(arg), exchange.arguments.get(arg)
+            if received_value != current_value:
+                raise PreconditionFailed(
+                    f"inequivalent arg '{arg}' {where}: "
+                    f"received {_show(received_value)} but current is {_show(current_value)}"
                 )
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
@@ -231,12 +247,15 @@ class VirtualHost:
         if queue is None:
             raise NotFound(f"no queue '{name}' {self._where()}")
         if queue.exclusive_owner is not None and queue.exclusive_owner is not owner:
-            raise ResourceLocked(
-                f"cannot obtain exclusive access to locked queue '{name}' {self._where()}. "
-                "It could be originally declared on another connection or the exclusive "
-                "property value does not match that of the original declaration."
-            )
+            raise self._locked(name)
         return queue
+
+    def _locked(self, name: str) -> ResourceLocked:
+        return ResourceLocked(
+            f"cannot obtain exclusive access to locked queue '{name}' {self._where()}. "
+            "It could be originally declared on another connection or the exclusive "
+            "property value does not match that of the original declaration."
+        )
 
     def declare_queue(
         self,
@@ -258,6 +277,8 @@ class VirtualHost:
         existing = self.queues.get(name)
         if existing is not None:
             self.get_queue(name, owner)  # exclusive check
+            if (existing.exclusive_owner is not None) != exclusive:
+                raise self._locked(name)
             self._check_queue_equivalence(existing, durable, exclusive, auto_delete, arguments)
             return existing
         policy_class = self._policy_for(name, arguments)
@@ -303,11 +324,10 @@ class VirtualHost:
         arguments: Mapping[str, Any],
     ) -> None:
         where = f"for queue '{queue.name}' {self._where()}"
-        for arg, received, current in (
-            ("durable", durable, queue.durable),
-            ("exclusive", exclusive, queue.exclusive_owner is not None),
-            ("auto_delete", auto_delete, queue.auto_delete),
-        ):
+        checks = [("auto_delete", auto_delete, queue.auto_delete)]
+        if queue.exclusive_owner is None:  # RabbitMQ does not compare durability of these
+            checks.insert(0, ("durable", durable, queue.durable))
+        for arg, received, current in checks:
             if received != current:
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' {where}: "
@@ -363,13 +383,24 @@ class VirtualHost:
         for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
             self.remove_queue(queue)
 
-    # -- routing --------------------------------------------------------------------------
+    # -- routing ------------------------------------------------------------------------
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
-        """The queues ``message`` reaches from ``exchange``, following exchange bindings."""
+        """The queues ``message`` reaches from ``exchange``, following exchange bindings and,
+        when nothing matched, the ``alternate-exchange`` chain."""
         destinations = exchange.router.route(message)
         if not exchange.exchange_destinations:
-            return destinations  # type: ignore[return-value]
+            if destinations or exchange.alternate is None:
+                return destinations  # type: ignore[return-value]
+        else:
+            destinations = self._walk(exchange, destinations, message)
+            if destinations or exchange.alternate is None:
+                return destinations  # type: ignore[return-value]
+        return self._route_alternate(exchange, message)
+
+    def _walk(
+        self, exchange: Exchange, destinations: Collection[Any], message: Message
+    ) -> Collection[Queue]:
         queues: dict[Queue, None] = {}
         seen = {exchange}
         pending = [destinations]
@@ -382,6 +413,20 @@ class VirtualHost:
                 else:
                     queues[destination] = None
         return queues.keys()
+
+    def _route_alternate(self, exchange: Exchange, message: Message) -> Collection[Queue]:
+        tried = {exchange}
+        current = exchange
+        while current.alternate is not None:
+            alternate = self.exchanges.get(current.alternate)
+            if alternate is None or alternate in tried:
+                return ()
+            tried.add(alternate)
+            queues = self._walk(alternate, alternate.router.route(message), message)
+            if queues:
+                return queues
+            current = alternate
+        return ()
 
 
 def _show(value: Any) -> str:

@@ -43,6 +43,11 @@ class _Node:
         return not (self.words or self.star or self.hash or self.targets)
 
 
+def _words(key: str) -> list[str]:
+    """The words of a key; the empty key has none (``a..b`` has an empty middle word)."""
+    return key.split(".") if key else []
+
+
 def _match(node: _Node, words: list[str], i: int, n: int, out: dict[Any, None]) -> None:
     hash_node = node.hash
     if hash_node is not None:
@@ -69,14 +74,14 @@ class TopicRouter(Router):
 
     def add_binding(self, binding: Binding) -> None:
         node = self._root
-        for word in binding.routing_key.split("."):
+        for word in _words(binding.routing_key):
             node = node.child(word)
         node.targets[binding.destination] = node.targets.get(binding.destination, 0) + 1
         self._cache.clear()
 
     def remove_bindings(self, bindings: Iterable[Binding]) -> None:
         for binding in bindings:
-            self._remove(binding.routing_key.split("."), binding.destination)
+            self._remove(_words(binding.routing_key), binding.destination)
         self._cache.clear()
 
     def _remove(self, words: list[str], destination: Any) -> None:
@@ -115,7 +120,7 @@ class TopicRouter(Router):
         if cached is not None:
             return cached
         out: dict[Any, None] = {}
-        words = key.split(".")
+        words = _words(key)
         _match(self._root, words, 0, len(words), out)
         result = tuple(out)
         if len(self._cache) >= CACHE_SIZE:

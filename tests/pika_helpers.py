@@ -67,10 +67,8 @@ class Connections:
     def close_all(self) -> None:
         for connection in self.opened:
             if connection.is_open:
-                try:
+                with suppress(AMQPError):
                     connection.close()
-                except AMQPError:
-                    pass
         if self.exchanges or self.queues:
             self._delete_tracked()
 
@@ -207,12 +205,9 @@ def get_bodies(channel: BlockingChannel, queue: str) -> list[bytes]:
         bodies.append(body)
 
 
-def declare_queue(channel: BlockingChannel, name: str, **kwargs: object) -> str:
-    return str(channel.queue_declare(name, **kwargs).method.queue)  # type: ignore[arg-type]
-
-
-def assert_reply(exc: ChannelClosedByBroker | ConnectionClosedByBroker, code: int,
-                 *fragments: str) -> None:
+def assert_reply(
+    exc: ChannelClosedByBroker | ConnectionClosedByBroker, code: int, *fragments: str
+) -> None:
     assert exc.reply_code == code, f"expected {code}, got {exc.reply_code} {exc.reply_text!r}"
     for fragment in fragments:
         assert fragment in exc.reply_text, f"{fragment!r} not in {exc.reply_text!r}"

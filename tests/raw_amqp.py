@@ -7,6 +7,7 @@ socket with a timeout and fails loudly when the deadline passes.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import time
@@ -136,10 +137,8 @@ class RawAMQP:
         self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -154,7 +153,9 @@ class RawAMQP:
     def _fill(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(f"no complete frame within the deadline; have {bytes(self.buffer)!r}")
+            raise TimeoutError(
+                f"no complete frame within the deadline; have {bytes(self.buffer)!r}"
+            )
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
@@ -221,10 +222,9 @@ class RawAMQP:
         assert channel == 0 and isinstance(value, commands.Connection.Close), (
             f"expected Connection.Close on channel 0, got {value!r} on channel {channel}"
         )
-        try:
+        # the server may already have gone; the Close is what matters
+        with contextlib.suppress(OSError):
             self.send_frame(commands.Connection.CloseOk())
-        except OSError:
-            pass  # the server may already have gone; the Close is what matters
         if wait_closed:
             self.wait_closed(timeout)
         return value
@@ -290,6 +290,8 @@ class RawAMQP:
         assert ch == channel and isinstance(value, commands.Channel.OpenOk), (ch, value)
 
     def close_gracefully(self) -> None:
-        self.send_frame(commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0))
+        self.send_frame(
+            commands.Connection.Close(reply_code=200, reply_text="bye", class_id=0, method_id=0)
+        )
         self.expect(commands.Connection.CloseOk)
         self.close()

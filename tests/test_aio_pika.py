@@ -15,7 +15,7 @@ import aio_pika
 import aiormq
 import pytest
 from aio_pika import DeliveryMode, ExchangeType, Message
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from pamqp import commands
 
 pytestmark = pytest.mark.anyio
@@ -149,9 +149,7 @@ async def test_server_named_queue_and_redeclare_with_other_arguments(
     await channel.declare_queue(f"{unique}-q", auto_delete=True, arguments={"x-max-length": 5})
     other = await connection.channel()
     with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed) as info:
-        await other.declare_queue(
-            f"{unique}-q", auto_delete=True, arguments={"x-max-length": 6}
-        )
+        await other.declare_queue(f"{unique}-q", auto_delete=True, arguments={"x-max-length": 6})
     assert "PRECONDITION_FAILED" in str(info.value)
     assert "inequivalent arg 'x-max-length'" in str(info.value)
     await channel.queue_delete(f"{unique}-q")
@@ -435,8 +433,7 @@ async def test_user_id_other_than_login_closes_channel_406(
             Message(b"forged", user_id="mallory"), routing_key=queue.name
         )
     assert str(info.value).startswith(
-        "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was "
-        "'guest'"
+        "PRECONDITION_FAILED - user_id property set to 'mallory' but authenticated user was 'guest'"
     )
     assert channel.is_closed
     checker = await connection.channel()
@@ -446,9 +443,7 @@ async def test_user_id_other_than_login_closes_channel_406(
 async def test_expired_message_is_not_delivered(channel: AbstractChannel, unique: str) -> None:
     queue = await channel.declare_queue(f"{unique}-q", exclusive=True)
     # expiration "0": RabbitMQ drops the message unless a consumer can take it at once
-    await channel.default_exchange.publish(
-        Message(b"stale", expiration=0), routing_key=queue.name
-    )
+    await channel.default_exchange.publish(Message(b"stale", expiration=0), routing_key=queue.name)
     await channel.default_exchange.publish(Message(b"fresh"), routing_key=queue.name)
     got = await queue.get(timeout=WAIT, no_ack=True)
     assert got.body == b"fresh"
@@ -514,9 +509,7 @@ async def test_exclusive_queue_is_invisible_to_other_connections(
         await other.close()
 
 
-async def test_transaction_commit_and_rollback(
-    connection: AbstractConnection, unique: str
-) -> None:
+async def test_transaction_commit_and_rollback(connection: AbstractConnection, unique: str) -> None:
     channel = await connection.channel(publisher_confirms=False)
     queue = await channel.declare_queue(f"{unique}-q", exclusive=True)
     observer = await connection.channel()
@@ -582,6 +575,7 @@ async def test_queue_deletion_cancels_the_consumer(
             cancelled.set_result(frame)
 
     underlay.on_consumer_cancel_callbacks.add(on_cancel)
+
     async def on_message(message: AbstractIncomingMessage) -> None:
         await message.ack()
 

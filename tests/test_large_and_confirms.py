@@ -267,9 +267,7 @@ def test_confirms_arrive_in_order_on_the_wire(broker: Any, unique: str) -> None:
         queue = f"{unique}-q"
         client.send_frame(commands.Queue.Declare(queue=queue, exclusive=True), 1)
         client.expect(commands.Queue.DeclareOk)
-        client.send(
-            b"".join(publish_frames(1, "", queue, b"m%d" % i) for i in range(count))
-        )
+        client.send(b"".join(publish_frames(1, "", queue, b"m%d" % i) for i in range(count)))
         confirmed: list[int] = []
         highest = 0
         while highest < count:
@@ -324,9 +322,7 @@ def test_return_precedes_the_confirm_of_an_unroutable_mandatory_publish(
         client.close_gracefully()
 
 
-def test_confirm_select_on_a_transactional_channel_is_refused(
-    broker: Any, unique: str
-) -> None:
+def test_confirm_select_on_a_transactional_channel_is_refused(broker: Any, unique: str) -> None:
     with RawAMQP(broker.host, broker.port) as client:
         client.handshake()
         client.open_channel(1)

@@ -16,7 +16,6 @@ from typing import Any
 
 import pika
 import pytest
-from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import UnroutableError
 from pika_helpers import (
     TIMEOUT,
@@ -211,8 +210,9 @@ def test_cancel_keeps_unacked_deliveries_ackable(conns: Connections, unique: str
 
 ROUND_ROBIN_ARGS = [
     pytest.param(None, id="default"),
-    pytest.param({"x-dispatch": "round-robin"}, id="x-dispatch=round-robin",
-                 marks=pytest.mark.warrenmq_only),
+    pytest.param(
+        {"x-dispatch": "round-robin"}, id="x-dispatch=round-robin", marks=pytest.mark.warrenmq_only
+    ),
 ]
 
 
@@ -411,11 +411,18 @@ def test_mandatory_unroutable_with_confirms_raises(conns: Connections, unique: s
 def test_mandatory_return_callback(conns: Connections, unique: str) -> None:
     ch = conns.channel()
     returns: list[tuple[pika.spec.Basic.Return, pika.BasicProperties, bytes]] = []
-    ch.add_on_return_callback(lambda _ch, method, props, body: returns.append((method, props, body)))
+    ch.add_on_return_callback(
+        lambda _ch, method, props, body: returns.append((method, props, body))
+    )
     ch.queue_declare(unique, exclusive=True)
     ch.basic_publish("", unique, b"routed", mandatory=True)
-    ch.basic_publish("amq.topic", f"{unique}.x", b"returned",
-                     pika.BasicProperties(headers={"k": "v"}), mandatory=True)
+    ch.basic_publish(
+        "amq.topic",
+        f"{unique}.x",
+        b"returned",
+        pika.BasicProperties(headers={"k": "v"}),
+        mandatory=True,
+    )
     ch.basic_publish("amq.topic", f"{unique}.y", b"dropped silently", mandatory=False)
     wait_until(ch.connection, lambda: len(returns) == 1, "basic.return")
     method, props, body = returns[0]

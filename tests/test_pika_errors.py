@@ -230,8 +230,7 @@ def test_delivery_tags_are_per_channel(conns: Connections, unique: str) -> None:
 def test_other_connections_exclusive_queue(conns: Connections, unique: str) -> None:
     conns.channel().queue_declare(unique, exclusive=True)
     text = (
-        f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{unique}' "
-        "in vhost '/'"
+        f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{unique}' in vhost '/'"
     )
     with channel_closed(405, text):
         conns.channel().queue_declare(unique, exclusive=True)

@@ -35,8 +35,13 @@ def ch(conns: Connections) -> BlockingChannel:
     return confirmed_channel(conns.open())
 
 
-def bound_queue(ch: BlockingChannel, exchange: str, name: str, *keys: str,
-                arguments: dict[str, Any] | None = None) -> str:
+def bound_queue(
+    ch: BlockingChannel,
+    exchange: str,
+    name: str,
+    *keys: str,
+    arguments: dict[str, Any] | None = None,
+) -> str:
     """An exclusive queue bound to ``exchange`` with each key (with "" if none given)."""
     ch.queue_declare(name, exclusive=True)
     for key in keys or ("",):
@@ -44,8 +49,7 @@ def bound_queue(ch: BlockingChannel, exchange: str, name: str, *keys: str,
     return name
 
 
-def declare(conns: Connections, ch: BlockingChannel, name: str, kind: str,
-            **kwargs: Any) -> str:
+def declare(conns: Connections, ch: BlockingChannel, name: str, kind: str, **kwargs: Any) -> str:
     ch.exchange_declare(name, kind, **kwargs)
     conns.track(exchange=name)
     return name
@@ -72,7 +76,8 @@ def test_direct_routes_by_exact_key_with_several_keys_and_queues(
 
 
 def test_duplicate_binding_delivers_one_copy(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     ex = f"{unique}.direct"
     declare(conns, ch, ex, "direct", auto_delete=True)
     q = bound_queue(ch, ex, f"{unique}.q", "k", "k")
@@ -80,8 +85,7 @@ def test_duplicate_binding_delivers_one_copy(
     assert get_bodies(ch, q) == [b"once"]
 
 
-def test_unbind_stops_delivery(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+def test_unbind_stops_delivery(conns: Connections, ch: BlockingChannel, unique: str) -> None:
     ex = f"{unique}.direct"
     declare(conns, ch, ex, "direct", auto_delete=True)
     q = bound_queue(ch, ex, f"{unique}.q", "a", "b")
@@ -96,7 +100,8 @@ def test_unbind_stops_delivery(
 
 
 def test_fanout_copies_to_every_queue_ignoring_key(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     ex = f"{unique}.fanout"
     declare(conns, ch, ex, "fanout", auto_delete=True)
     queues = [bound_queue(ch, ex, f"{unique}.q{i}", f"ignored-{i}") for i in range(3)]
@@ -111,7 +116,19 @@ def test_fanout_copies_to_every_queue_ignoring_key(
 # --- topic -----------------------------------------------------------------------------------
 
 TOPIC_KEYS = [
-    "a", "b", "a.b", "a.c", "a.b.c", "a.x.b", "a.x.y.b", "a..b", "a.", ".a", "x.a.b", "ab", "",
+    "a",
+    "b",
+    "a.b",
+    "a.c",
+    "a.b.c",
+    "a.x.b",
+    "a.x.y.b",
+    "a..b",
+    "a.",
+    ".a",
+    "x.a.b",
+    "ab",
+    "",
 ]
 
 TOPIC_CASES: dict[str, set[str]] = {
@@ -134,8 +151,7 @@ TOPIC_CASES: dict[str, set[str]] = {
 
 
 @pytest.mark.parametrize("pattern", list(TOPIC_CASES))
-def test_topic_pattern(
-    conns: Connections, ch: BlockingChannel, unique: str, pattern: str) -> None:
+def test_topic_pattern(conns: Connections, ch: BlockingChannel, unique: str, pattern: str) -> None:
     ex = f"{unique}.topic"
     declare(conns, ch, ex, "topic", auto_delete=True)
     q = bound_queue(ch, ex, f"{unique}.q", pattern)
@@ -146,7 +162,8 @@ def test_topic_pattern(
 
 
 def test_topic_overlapping_patterns_deliver_one_copy(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     ex = f"{unique}.topic"
     declare(conns, ch, ex, "topic", auto_delete=True)
     q = bound_queue(ch, ex, f"{unique}.q", "a.*", "#.b", "a.b", "#")
@@ -157,14 +174,15 @@ def test_topic_overlapping_patterns_deliver_one_copy(
 # --- headers ---------------------------------------------------------------------------------
 
 
-def test_headers_all_and_any(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+def test_headers_all_and_any(conns: Connections, ch: BlockingChannel, unique: str) -> None:
     ex = f"{unique}.headers"
     declare(conns, ch, ex, "headers", auto_delete=True)
-    q_all = bound_queue(ch, ex, f"{unique}.all", "",
-                        arguments={"x-match": "all", "color": "red", "size": 3})
-    q_any = bound_queue(ch, ex, f"{unique}.any", "",
-                        arguments={"x-match": "any", "color": "red", "size": 3})
+    q_all = bound_queue(
+        ch, ex, f"{unique}.all", "", arguments={"x-match": "all", "color": "red", "size": 3}
+    )
+    q_any = bound_queue(
+        ch, ex, f"{unique}.any", "", arguments={"x-match": "any", "color": "red", "size": 3}
+    )
     q_default = bound_queue(ch, ex, f"{unique}.default", "", arguments={"color": "red", "size": 3})
     headers_publish(ch, ex, "both", {"color": "red", "size": 3})
     headers_publish(ch, ex, "both+extra", {"color": "red", "size": 3, "shape": "round"})
@@ -178,8 +196,7 @@ def test_headers_all_and_any(
     assert get_bodies(ch, q_any) == [b"both", b"both+extra", b"color only", b"size only"]
 
 
-def test_headers_ignores_routing_key(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+def test_headers_ignores_routing_key(conns: Connections, ch: BlockingChannel, unique: str) -> None:
     ex = f"{unique}.headers"
     declare(conns, ch, ex, "headers", auto_delete=True)
     q = bound_queue(ch, ex, f"{unique}.q", "bound-key", arguments={"x-match": "all", "k": "v"})
@@ -188,7 +205,8 @@ def test_headers_ignores_routing_key(
 
 
 def test_headers_x_prefixed_keys_ignored_unless_with_x(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     ex = f"{unique}.headers"
     declare(conns, ch, ex, "headers", auto_delete=True)
     args = {"x-tag": "t1", "k": "v"}
@@ -207,7 +225,8 @@ def test_headers_x_prefixed_keys_ignored_unless_with_x(
 
 
 def test_headers_void_binding_value_matches_presence(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     ex = f"{unique}.headers"
     declare(conns, ch, ex, "headers", auto_delete=True)
     q = bound_queue(ch, ex, f"{unique}.q", "", arguments={"x-match": "all", "present": None})
@@ -219,7 +238,8 @@ def test_headers_void_binding_value_matches_presence(
 
 
 def test_headers_any_with_only_x_keys_matches_nothing(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     ex = f"{unique}.headers"
     declare(conns, ch, ex, "headers", auto_delete=True)
     q_any = bound_queue(ch, ex, f"{unique}.any", "", arguments={"x-match": "any"})
@@ -244,15 +264,17 @@ def test_headers_any_with_only_x_keys_matches_nothing(
     ],
 )
 def test_predeclared_exchanges_exist(
-    conns: Connections, ch: BlockingChannel, unique: str, name: str, kind: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str, name: str, kind: str
+) -> None:
     ch.exchange_declare(name, passive=True)
     ch.exchange_declare(name, kind, durable=True)  # an equivalent redeclare is allowed
     q = f"{unique}.q"
     ch.queue_declare(q, exclusive=True)
     if kind == "headers":
         ch.queue_bind(q, name, arguments={"x-match": "all", "test": unique})
-        ch.basic_publish(name, "", b"via " + name.encode(),
-                         pika.BasicProperties(headers={"test": unique}))
+        ch.basic_publish(
+            name, "", b"via " + name.encode(), pika.BasicProperties(headers={"test": unique})
+        )
     else:
         ch.queue_bind(q, name, routing_key=unique)
         ch.basic_publish(name, unique, b"via " + name.encode())
@@ -260,7 +282,8 @@ def test_predeclared_exchanges_exist(
 
 
 def test_default_exchange_routes_by_queue_name(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     q1, q2 = f"{unique}.q1", f"{unique}.q2"
     ch.queue_declare(q1, exclusive=True)
     ch.queue_declare(q2, exclusive=True)
@@ -283,7 +306,8 @@ def test_default_exchange_cannot_even_be_passively_declared(conns: Connections) 
 
 
 def test_exchange_to_exchange_binding_and_unbind(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     src, dst = f"{unique}.src", f"{unique}.dst"
     declare(conns, ch, src, "topic")
     declare(conns, ch, dst, "direct", auto_delete=True)
@@ -300,8 +324,7 @@ def test_exchange_to_exchange_binding_and_unbind(
     assert get_bodies(ch, q) == [b"direct to dst"]
 
 
-def test_exchange_chain(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+def test_exchange_chain(conns: Connections, ch: BlockingChannel, unique: str) -> None:
     names = [f"{unique}.x{i}" for i in range(4)]
     for name in names:
         declare(conns, ch, name, "fanout", auto_delete=True)
@@ -315,8 +338,7 @@ def test_exchange_chain(
     assert get_bodies(ch, q_mid) == [b"from head"]
 
 
-def test_exchange_cycle_delivers_once(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+def test_exchange_cycle_delivers_once(conns: Connections, ch: BlockingChannel, unique: str) -> None:
     x1, x2, x3 = (f"{unique}.x{i}" for i in range(1, 4))
     for name in (x1, x2, x3):
         declare(conns, ch, name, "fanout", auto_delete=True)
@@ -331,8 +353,7 @@ def test_exchange_cycle_delivers_once(
     assert get_bodies(ch, q3) == [b"into x1", b"into x2"]
 
 
-def test_exchange_bound_to_itself(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+def test_exchange_bound_to_itself(conns: Connections, ch: BlockingChannel, unique: str) -> None:
     ex = f"{unique}.self"
     declare(conns, ch, ex, "fanout", auto_delete=True)
     ch.exchange_bind(destination=ex, source=ex)
@@ -354,7 +375,8 @@ def test_internal_exchange_refuses_publish(conns: Connections, unique: str) -> N
 
 
 def test_internal_exchange_routes_via_exchange_binding(
-    conns: Connections, ch: BlockingChannel, unique: str) -> None:
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
     front, internal = f"{unique}.front", f"{unique}.internal"
     declare(conns, ch, front, "direct", auto_delete=True)
     declare(conns, ch, internal, "fanout", internal=True, auto_delete=True)

@@ -217,6 +217,7 @@ def test_delete_if_unused(ch: BlockingChannel, unique: str) -> None:
         ch.queue_delete(unique, if_unused=True)
     assert tag
     ch = ch.connection.channel()
+
     # the consumer went with its channel (and its delivery back to the queue)
     def settled() -> bool:
         ok = ch.queue_declare(unique, passive=True).method
@@ -256,8 +257,9 @@ def test_deleting_consumed_queue_cancels_consumer(conns: Connections, unique: st
 
 def test_basic_get_and_get_empty(ch: BlockingChannel, unique: str) -> None:
     exclusive_queue(ch, unique)
-    ch.basic_publish("", unique, b"1", pika.BasicProperties(content_type="text/plain",
-                                                           headers={"h": "v"}))
+    ch.basic_publish(
+        "", unique, b"1", pika.BasicProperties(content_type="text/plain", headers={"h": "v"})
+    )
     ch.basic_publish("", unique, b"2")
     method, properties, body = ch.basic_get(unique, auto_ack=True)
     assert body == b"1"
@@ -305,11 +307,11 @@ def test_nack_multiple_requeue_keeps_order_and_flags_redelivered(
 
 def test_nack_without_requeue_drops(ch: BlockingChannel, unique: str) -> None:
     exclusive_queue(ch, unique, [b"a", b"b", b"c"])
-    first, _ = get(ch, unique)
+    get(ch, unique)
     second, _ = get(ch, unique)
-    ch.basic_nack(second.delivery_tag, multiple=True, requeue=False)
+    ch.basic_nack(second.delivery_tag, multiple=True, requeue=False)  # drops a and b
+    ch.basic_recover(requeue=True)  # nothing unacked is left to come back
     assert get_bodies(ch, unique) == [b"c"]
-    del first
 
 
 def test_reject(ch: BlockingChannel, unique: str) -> None:
@@ -318,10 +320,9 @@ def test_reject(ch: BlockingChannel, unique: str) -> None:
     drop, _ = get(ch, unique)
     ch.basic_reject(drop.delivery_tag, requeue=False)
     ch.basic_reject(keep.delivery_tag, requeue=True)
-    method, properties, body = ch.basic_get(unique, auto_ack=True)
+    method, _properties, body = ch.basic_get(unique, auto_ack=True)
     assert (body, method.redelivered) == (b"keep", True)
     assert ch.basic_get(unique) == (None, None, None)
-    del properties
 
 
 def test_recover_requeues_unacked(ch: BlockingChannel, unique: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from .consumer import AMQPConsumer
 from .frames import (
     BASIC_GET_OK_PREFIX,
     BASIC_RETURN_PREFIX,
+    EXPIRATION_FLAG_HIGH,
     FRAME_END_BYTE,
     FRAME_HEAD,
     FRAME_METHOD,
@@ -117,6 +119,8 @@ class Channel:
         message = Message(exchange_name, routing_key, header, body, route)
         if header[13] & USER_ID_FLAG:
             self._check_user_id(message)
+        if header[12] & EXPIRATION_FLAG_HIGH:
+            self._set_expiry(message)
         if self.confirm_mode:
             self.publish_seq += 1
             self.connection.confirm_pending.add(self)
@@ -140,6 +144,19 @@ class Channel:
             raise PreconditionFailed(
                 f"user_id property set to '{user_id}' but authenticated user was '{user.name}'"
             )
+
+    @staticmethod
+    def _set_expiry(message: Message) -> None:
+        expiration = message.properties.expiration
+        if expiration is None:
+            return
+        try:
+            ttl = int(expiration)
+            if ttl < 0:
+                raise ValueError
+        except ValueError:
+            raise PreconditionFailed(f"invalid expiration '{expiration}': no_integer") from None
+        message.expires_at = time.monotonic() + ttl / 1000
 
     def _return(self, message: Message, code: int, text: str) -> None:
         connection = self.connection

@@ -48,6 +48,7 @@ from .frames import (
     LONG,
     METHOD_ID,
     PROTOCOL_HEADER,
+    PROTOCOL_HEADER_0_9,
     TAG_BITS,
     basic_ack_frame,
     decode_method,
@@ -244,10 +245,12 @@ class AMQPConnection(ProtocolConnection):
     # -- parsing --------------------------------------------------------------------------
 
     def _protocol_header(self, data: bytes) -> bytes:
-        if len(data) < len(PROTOCOL_HEADER) and PROTOCOL_HEADER.startswith(data):
+        if len(data) < len(PROTOCOL_HEADER) and (
+            PROTOCOL_HEADER.startswith(data) or PROTOCOL_HEADER_0_9.startswith(data)
+        ):
             self._buf = data
             return b""
-        if data[:8] != PROTOCOL_HEADER:
+        if data[:8] != PROTOCOL_HEADER and data[:8] != PROTOCOL_HEADER_0_9:
             log.warning("closing %s: bad protocol header %r", self.name, bytes(data[:8]))
             self._out += PROTOCOL_HEADER
             self._closed = True
@@ -313,7 +316,9 @@ class AMQPConnection(ProtocolConnection):
                 self._header(number, data[start:end])
             elif frame_type == FRAME_HEARTBEAT:
                 if number != 0:
-                    self._frame_error(f"heartbeat frame on channel {number}")
+                    self._connection_error(
+                        UnexpectedFrame(f"heartbeat frame on channel {number}"), 0, 0
+                    )
                     return
             else:
                 self._frame_error(f"unknown frame type {frame_type}")
@@ -343,19 +348,31 @@ class AMQPConnection(ProtocolConnection):
 
     def _header(self, number: int, payload: bytes) -> None:
         channel = self.channels.get(number)
-        if channel is None or channel.closing:
-            if channel is None:
-                self._error(ChannelError(f"expected 'channel.open' on channel {number}"), 0, 0)
+        if channel is not None and channel.closing:
             return
-        if channel.pending is None or channel.pending_header is not None:
-            self._error(
+        if channel is None or channel.pending is None:
+            self._connection_error(
                 UnexpectedFrame(f"expected method frame, got content header on channel {number}"),
                 0,
                 0,
             )
             return
+        if channel.pending_header is not None:
+            self._connection_error(
+                UnexpectedFrame("expected content body, got content header frame instead"), 60, 40
+            )
+            return
         if len(payload) < 14:
-            self._frame_error("content header too short")
+            self._frame_error("content header too short", 60, 40)
+            return
+        if payload[0] != 0 or payload[1] != 60:
+            self._connection_error(
+                UnexpectedFrame(
+                    f"expected content header for class 60, got class {payload[0] << 8 | payload[1]}"
+                ),
+                60,
+                40,
+            )
             return
         body_size = int.from_bytes(payload[4:12], "big")
         try:
@@ -378,15 +395,20 @@ class AMQPConnection(ProtocolConnection):
 
     def _body(self, number: int, payload: bytes) -> None:
         channel = self.channels.get(number)
-        if channel is None or channel.closing:
-            if channel is None:
-                self._error(ChannelError(f"expected 'channel.open' on channel {number}"), 0, 0)
+        if channel is not None and channel.closing:
             return
-        if channel.pending_header is None:
-            self._error(
+        if channel is None or channel.pending is None:
+            self._connection_error(
                 UnexpectedFrame(f"expected method frame, got content body on channel {number}"),
                 0,
                 0,
+            )
+            return
+        if channel.pending_header is None:
+            self._connection_error(
+                UnexpectedFrame("expected content header for class 60, got content body instead"),
+                60,
+                40,
             )
             return
         received = channel.pending_received + len(payload)
@@ -396,7 +418,7 @@ class AMQPConnection(ProtocolConnection):
             channel.pending_received = received
             return
         if received > size:
-            self._frame_error(f"content body exceeds declared size {size}")
+            self._frame_error(f"content body exceeds declared size {size}", 60, 40)
             return
         parts = channel.pending_parts
         if parts:
@@ -424,6 +446,24 @@ class AMQPConnection(ProtocolConnection):
             self._frame_error("method frame too short")
             return
         class_id, method_id = METHOD_ID.unpack_from(payload)
+        if number > self.channel_max and self._state == OPEN:
+            self._connection_error(
+                NotAllowed(
+                    f"channel number {number} exceeds negotiated channel_max {self.channel_max}"
+                ),
+                0,
+                0,
+            )
+            return
+        channel = self.channels.get(number)
+        if channel is not None and channel.pending is not None and not channel.closing:
+            what = "content body" if channel.pending_header is not None else "content header"
+            self._connection_error(
+                UnexpectedFrame(f"expected {what} for class 60, got non content frame instead"),
+                60,
+                40,
+            )
+            return
         try:
             method = decode_method(payload)
         except UnmarshalingException as exc:
@@ -464,6 +504,8 @@ class AMQPConnection(ProtocolConnection):
             self.write(method_frame(0, commands.Connection.UpdateSecretOk()))
         elif isinstance(method, commands.Connection.Blocked | commands.Connection.Unblocked):
             pass
+        elif method.index >> 16 != 10:
+            raise ChannelError(f"unexpected method {method.name} on channel 0")
         else:
             raise CommandInvalid(f"unexpected method {method.name} on channel 0")
 
@@ -480,10 +522,15 @@ class AMQPConnection(ProtocolConnection):
             log.warning(
                 "login refused for user %r from %s (mechanism %s)", username, self.name, mechanism
             )
-            raise ConnectionAccessRefused(
-                f"Login was refused using authentication mechanism {mechanism}. "
-                "For details see the broker logfile."
-            )
+            if capabilities.get("authentication_failure_close"):
+                error = ConnectionAccessRefused(
+                    f"Login was refused using authentication mechanism {mechanism}. "
+                    "For details see the broker logfile."
+                )
+                self._connection_error(error, 0, 0)
+            self._closed = True  # without the capability, RabbitMQ just closes the socket
+            self._release_all()
+            return
         self.user = user
         self._state = AWAIT_TUNE_OK
         tune = commands.Connection.Tune(
@@ -531,6 +578,7 @@ class AMQPConnection(ProtocolConnection):
             raise NotAllowed(f"vhost {method.virtual_host} not found")
         self.vhost = vhost
         self._state = OPEN
+        self.timers_changed = True
         self.write(method_frame(0, commands.Connection.OpenOk()))
         user = self.user.name if self.user else "?"
         log.info(
@@ -561,10 +609,6 @@ class AMQPConnection(ProtocolConnection):
             elif isinstance(method, commands.Channel.Close):
                 self.write(method_frame(number, commands.Channel.CloseOk()))
             return
-        if channel.pending is not None:
-            raise UnexpectedFrame(
-                "expected content header for class 60, got non content header frame instead"
-            )
         handler = CHANNEL_HANDLERS.get(type(method))
         if handler is None:
             if isinstance(method, commands.Channel.Open):

@@ -12,6 +12,8 @@ from pamqp import commands, frame
 from pamqp.base import Frame
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+#: AMQP 0-9's header; RabbitMQ speaks 0-9-1 to it
+PROTOCOL_HEADER_0_9 = b"AMQP\x01\x01\x00\x09"
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -51,6 +53,8 @@ BASIC_ACK_PREFIX = METHOD_ID.pack(BASIC, 80)
 
 #: bit of ``user-id`` in the basic property flags (checked without decoding properties)
 USER_ID_FLAG = 0x0010
+#: bit of ``expiration`` (0x0100) within the first property-flags byte
+EXPIRATION_FLAG_HIGH = 0x01
 
 
 def short_string(value: str | bytes) -> bytes:
