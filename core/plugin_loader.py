@@ -101,7 +101,7 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin '{exc.plugin_name}' implements an unknown hook: {exc}") from exc
+        raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
     for attribute, (hook_name, kind) in REGISTRIES.items():
         registry: Registry[Any] = Registry(kind)
         hook = getattr(manager.hook, hook_name)

@@ -512,7 +512,8 @@ class AMQPConnection(ProtocolConnection):
     def _start_ok(self, method: commands.Connection.StartOk) -> None:
         properties = method.client_properties or {}
         self.client_properties = properties
-        capabilities = properties.get("capabilities") or {}
+        found = properties.get("capabilities")
+        capabilities: dict[str, Any] = found if isinstance(found, dict) else {}
         self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
         mechanism = method.mechanism
         username, password = self._credentials(mechanism, _text(method.response or b""))
@@ -553,9 +554,9 @@ class AMQPConnection(ProtocolConnection):
             except Exception:
                 return None, ""
             login, password = table.get("LOGIN"), table.get("PASSWORD")
-            if login is None or password is None:
+            if not isinstance(login, str | bytes) or not isinstance(password, str | bytes):
                 return None, ""
-            return str(_text(login).decode()), str(_text(password).decode())
+            return _text(login).decode(errors="replace"), _text(password).decode(errors="replace")
         return None, ""
 
     def _tune_ok(self, method: commands.Connection.TuneOk) -> None:

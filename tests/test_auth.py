@@ -1,0 +1,59 @@
+"""Who may log in: guest/guest from loopback only, as RabbitMQ ships."""
+
+from __future__ import annotations
+
+import pytest
+from pamqp import commands, frame
+from pamqp.header import ProtocolHeader
+
+from warrenmq import Broker, Settings
+from warrenmq.auth import is_loopback
+from warrenmq.transports.amqp import AMQPConnection
+
+
+def _frames(data: bytes) -> list[object]:
+    values = []
+    while data:
+        used, _, value = frame.unmarshal(data)
+        values.append(value)
+        data = data[used:]
+    return values
+
+
+def _login(peer_host: str, username: str = "guest", password: str = "guest") -> list[object]:
+    broker = Broker(Settings(amqp_port=0))
+    connection = AMQPConnection(broker, (peer_host, 40000))
+    connection.receive_data(ProtocolHeader().marshal())
+    connection.data_to_send()
+    start_ok = commands.Connection.StartOk(
+        client_properties={"capabilities": {"authentication_failure_close": True}},
+        mechanism="PLAIN",
+        response=f"\0{username}\0{password}",
+    )
+    connection.receive_data(frame.marshal(start_ok, 0))
+    return _frames(bytes(connection.data_to_send()))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"])
+def test_guest_may_log_in_from_loopback(host: str) -> None:
+    (reply,) = _login(host)
+    assert isinstance(reply, commands.Connection.Tune)
+
+
+@pytest.mark.parametrize("host", ["192.0.2.10", "10.1.2.3", "2001:db8::1"])
+def test_guest_is_refused_from_elsewhere(host: str) -> None:
+    (reply,) = _login(host)
+    assert isinstance(reply, commands.Connection.Close)
+    assert reply.reply_code == 403
+    assert reply.reply_text.startswith("ACCESS_REFUSED - Login was refused")
+
+
+def test_wrong_password_is_refused_even_from_loopback() -> None:
+    (reply,) = _login("127.0.0.1", password="nope")
+    assert isinstance(reply, commands.Connection.Close)
+    assert reply.reply_code == 403
+
+
+def test_is_loopback_rejects_non_addresses() -> None:
+    assert not is_loopback("example.org")
+    assert is_loopback(None)  # in-process peers
