@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from pamqp import commands, frame
 from pamqp.base import Frame
+from pamqp.common import FieldTable
 from pamqp.header import ProtocolHeader
 
 from bench import wire
@@ -62,14 +63,6 @@ class BrokerURL:
         )
 
 
-def _unexpected_deliver(buf: bytearray, pos: int, end: int, size: int) -> int:
-    raise BrokerError("unexpected Basic.Deliver")
-
-
-def _unexpected_confirm(tag: int, multiple: bool, nack: bool) -> None:
-    raise BrokerError("unexpected Basic.Ack/Nack from the broker")
-
-
 class Connection(asyncio.Protocol):
     """One AMQP connection with a single channel; see the module docstring."""
 
@@ -80,14 +73,13 @@ class Connection(asyncio.Protocol):
         self.frame_max = FRAME_MAX
         self.writable = asyncio.Event()
         self.writable.set()
-        self.on_deliver: DeliverHook = _unexpected_deliver
-        self.on_confirm: ConfirmHook = _unexpected_confirm
+        self.on_deliver: DeliverHook = self._unexpected_deliver
+        self.on_confirm: ConfirmHook = self._unexpected_confirm
         self.after_read: Callable[[], None] | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
         self._buf = bytearray()
         self._waiters: deque[tuple[asyncio.Future[Frame], Frame | None]] = deque()
         self._closing = False
-        self._lost = asyncio.get_running_loop().create_future()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,7 +102,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(ProtocolHeader().marshal())
         await start
-        props = {
+        props: FieldTable = {
             "product": "warrenmq-bench",
             "capabilities": {
                 "publisher_confirms": True,
@@ -128,7 +120,8 @@ class Connection(asyncio.Protocol):
             ),
             channel=0,
         )
-        assert isinstance(tune, commands.Connection.Tune)
+        if not isinstance(tune, commands.Connection.Tune):
+            raise BrokerError(f"expected Connection.Tune, got {tune.name}")
         self.frame_max = min(tune.frame_max or FRAME_MAX, FRAME_MAX)
         self.send(
             commands.Connection.TuneOk(
@@ -145,7 +138,8 @@ class Connection(asyncio.Protocol):
             return
         if self.error is None:
             close = commands.Connection.Close(
-                reply_code=200, reply_text="bye", class_id=0, method_id=0)
+                reply_code=200, reply_text="bye", class_id=0, method_id=0
+            )
             with contextlib.suppress(BrokerError, TimeoutError):
                 await asyncio.wait_for(self.call(close, channel=0), 5.0)
         self._closing = True
@@ -194,6 +188,9 @@ class Connection(asyncio.Protocol):
 
     def _on_method(self, channel: int, raw: bytes) -> None:
         _, _, method = frame.unmarshal(raw)
+        if not isinstance(method, Frame):
+            self.fail(BrokerError(f"expected a method frame, got {type(method).__name__}"))
+            return
         if isinstance(method, commands.Connection.Close | commands.Channel.Close):
             reply = (
                 commands.Connection.CloseOk()
@@ -201,10 +198,12 @@ class Connection(asyncio.Protocol):
                 else commands.Channel.CloseOk()
             )
             self.send(reply, channel)
-            self.fail(BrokerError(
-                f"broker closed the {method.name.split('.')[0].lower()}: "
-                f"{method.reply_code} {method.reply_text}"
-            ))
+            self.fail(
+                BrokerError(
+                    f"broker closed the {method.name.split('.')[0].lower()}: "
+                    f"{method.reply_code} {method.reply_text}"
+                )
+            )
         elif isinstance(method, commands.Connection.Blocked):
             self.blocked = True
             print(f"warning: broker blocked the connection: {method.reason}", file=sys.stderr)
@@ -220,8 +219,10 @@ class Connection(asyncio.Protocol):
             fut, request = self._waiters.popleft()
             expected = request.valid_responses if request is not None else None
             if expected and method.name not in expected:
+                assert request is not None
                 self.fail(BrokerError(f"expected a reply to {request.name}, got {method.name}"))
-            elif not fut.done():
+                return
+            if not fut.done():
                 fut.set_result(method)
 
     def fail(self, exc: BaseException) -> None:
@@ -241,6 +242,13 @@ class Connection(asyncio.Protocol):
             self._closing = True
             self.transport.close()
 
+    def _unexpected_deliver(self, buf: bytearray, pos: int, end: int, size: int) -> int:
+        self.fail(BrokerError("unexpected Basic.Deliver"))
+        return size
+
+    def _unexpected_confirm(self, tag: int, multiple: bool, nack: bool) -> None:
+        self.fail(BrokerError("unexpected Basic.Ack/Nack from the broker"))
+
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -250,8 +258,6 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._closing:
             self.fail(BrokerError(f"connection lost: {exc}" if exc else "connection closed"))
-        if not self._lost.done():
-            self._lost.set_result(None)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -290,7 +296,9 @@ class Connection(asyncio.Protocol):
                     if self.error is not None:
                         return
             elif ftype == wire.FRAME_HEARTBEAT:
-                self.transport.write(wire.HEARTBEAT)  # we ask for none; answer one if sent
+                cast(asyncio.Transport, self.transport).write(
+                    wire.HEARTBEAT
+                )  # we ask for none; answer one if sent
             else:
                 self.fail(BrokerError(f"unexpected frame type {ftype}"))
                 return

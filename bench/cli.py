@@ -15,20 +15,27 @@ from bench.report import table
 from bench.scenarios import BY_NAME, SCENARIOS, run_scenario
 from bench.stats import Result
 
-EPILOG = "scenarios:\n" + "\n".join(f"  {s.name:<11} {s.summary}" for s in SCENARIOS) + """
+EPILOG = (
+    "scenarios:\n"
+    + "\n".join(f"  {s.name:<11} {s.summary}" for s in SCENARIOS)
+    + """
 
 Compare brokers side by side (one table column each):
-  python -m bench --url warren=amqp://guest:guest@127.0.0.1:5673/%2F --broker-pid auto \\
+  python -m bench --url warrenmq=amqp://guest:guest@127.0.0.1:5673/%2F --broker-pid auto \\
                   --url rabbitmq=amqp://guest:guest@127.0.0.1:5672/%2F --broker-pid auto
 """
+)
 
 
 class _Ordered(argparse.Action):
     """Keep --url and --broker-pid in command-line order, so a pid pairs with its url."""
 
     def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-        values: Any, option_string: str | None = None,
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
     ) -> None:
         items = getattr(namespace, "targets", None) or []
         items.append((self.dest, values))
@@ -45,34 +52,90 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = Options()
-    p.add_argument("--url", dest="url", action=_Ordered, metavar="[NAME=]URL",
-                   help=f"broker to measure; repeat to compare several (default {DEFAULT_URL.replace('%', '%%')})")
-    p.add_argument("--broker-pid", dest="pid", action=_Ordered, metavar="PID|auto",
-                   help="pid of the broker given by the preceding --url, to report its CPU "
-                   "time per message; 'auto' finds the local process listening on the port")
-    p.add_argument("--scenario", action="append", choices=list(BY_NAME), metavar="NAME",
-                   help="scenario to run; repeatable (default: all, see below)")
-    p.add_argument("--messages", type=int, default=d.messages,
-                   help=f"messages published per scenario (default {d.messages:,})")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help="publish for this long instead of a fixed number of messages")
-    p.add_argument("--window", type=int, default=d.window,
-                   help=f"max messages published but not yet consumed (default {d.window:,})")
-    p.add_argument("--confirm-window", type=int, default=d.confirm_window,
-                   help=f"max unconfirmed messages with confirms (default {d.confirm_window:,})")
-    p.add_argument("--prefetch", type=int, default=d.prefetch,
-                   help=f"Basic.Qos prefetch count for manual acks (default {d.prefetch})")
-    p.add_argument("--body-size", type=int, default=d.body_size,
-                   help=f"message body bytes, at least 16 (default {d.body_size})")
-    p.add_argument("--batch", type=int, default=d.batch,
-                   help=f"max publishes per socket write (default {d.batch})")
-    p.add_argument("--bindings", type=int, default=d.bindings,
-                   help=f"non-matching bindings in the topic scenario (default {d.bindings:,})")
-    p.add_argument("--timeout", type=float, default=d.timeout,
-                   help=f"FAIL a scenario after this many seconds without progress "
-                   f"(default {d.timeout:g})")
-    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
-                   help="event loop for the load generator (default: uvloop if installed)")
+    p.add_argument(
+        "--url",
+        dest="url",
+        action=_Ordered,
+        metavar="[NAME=]URL",
+        help="broker to measure; repeat to compare several (default "
+        + DEFAULT_URL.replace("%", "%%")
+        + ")",
+    )
+    p.add_argument(
+        "--broker-pid",
+        dest="pid",
+        action=_Ordered,
+        metavar="PID|auto",
+        help="pid of the broker given by the preceding --url, to report its CPU "
+        "time per message; 'auto' finds the local process listening on the port",
+    )
+    p.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(BY_NAME),
+        metavar="NAME",
+        help="scenario to run; repeatable (default: all, see below)",
+    )
+    p.add_argument(
+        "--messages",
+        type=int,
+        default=d.messages,
+        help=f"messages published per scenario (default {d.messages:,})",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="publish for this long instead of a fixed number of messages",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=d.window,
+        help=f"max messages published but not yet consumed (default {d.window:,})",
+    )
+    p.add_argument(
+        "--confirm-window",
+        type=int,
+        default=d.confirm_window,
+        help=f"max unconfirmed messages with confirms (default {d.confirm_window:,})",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        default=d.prefetch,
+        help=f"Basic.Qos prefetch count for manual acks (default {d.prefetch})",
+    )
+    p.add_argument(
+        "--body-size",
+        type=int,
+        default=d.body_size,
+        help=f"message body bytes, at least 16 (default {d.body_size})",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=d.batch,
+        help=f"max publishes per socket write (default {d.batch})",
+    )
+    p.add_argument(
+        "--bindings",
+        type=int,
+        default=d.bindings,
+        help=f"non-matching bindings in the topic scenario (default {d.bindings:,})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=d.timeout,
+        help=f"FAIL a scenario after this many seconds without progress (default {d.timeout:g})",
+    )
+    p.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop for the load generator (default: uvloop if installed)",
+    )
     return p
 
 
@@ -115,9 +178,7 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def _run_all(
-    targets: list[Target], scenarios: list[str], opts: Options
-) -> list[Result]:
+async def _run_all(targets: list[Target], scenarios: list[str], opts: Options) -> list[Result]:
     results = []
     for name in scenarios:  # scenario-major, so brokers see similar machine conditions
         for target in targets:
@@ -152,9 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.body_size < 16:
         parser.error("--body-size must be at least 16 (sequence number + timestamp)")
     opts = Options(
-        messages=args.messages, duration=args.duration, window=args.window,
-        confirm_window=args.confirm_window, prefetch=args.prefetch, body_size=args.body_size,
-        batch=args.batch, bindings=args.bindings, timeout=args.timeout,
+        messages=args.messages,
+        duration=args.duration,
+        window=args.window,
+        confirm_window=args.confirm_window,
+        prefetch=args.prefetch,
+        body_size=args.body_size,
+        batch=args.batch,
+        bindings=args.bindings,
+        timeout=args.timeout,
     )
     scenarios = list(dict.fromkeys(args.scenario or [s.name for s in SCENARIOS]))
     for t in targets:
@@ -165,7 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     amount = f"for {opts.duration:g} s" if opts.duration else f"{opts.messages:,} messages"
-    print(f"{amount} per scenario, {opts.body_size}-byte bodies, in-flight window "
-          f"{opts.window:,}; msg/s counts deliveries over all queues; CPU is per delivery.\n")
+    print(
+        f"{amount} per scenario, {opts.body_size}-byte bodies, in-flight window "
+        f"{opts.window:,}; msg/s counts deliveries over all queues; CPU is per delivery.\n"
+    )
     print(table(results, [t.label for t in targets], scenarios))
     return 0 if all(r.ok for r in results) else 1

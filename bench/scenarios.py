@@ -8,8 +8,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter, process_time
+from typing import Any
 
 from pamqp import commands
+from pamqp.base import Frame
 
 from bench import wire
 from bench.amqp import CHANNEL, BrokerError, Connection
@@ -20,11 +22,18 @@ from bench.stats import Result, check_sequence, percentiles
 
 CONSUMER_TAG = "bench"
 BIND_TIMEOUT = 300.0
+LATE_GRACE = 0.2  # seconds to keep listening after the last expected delivery
 TOPIC_KEYS = [f"bench.hot.k{i:02d}.load" for i in range(16)]  # published keys, rotating
 TOPIC_MATCH = "bench.hot.*.load"  # the one binding that matches them
 _FILLER_FORMS = (  # none matches a TOPIC_KEYS key: each has a word "n<i>" in the way
-    "bench.hot.n{}.*", "bench.*.n{}.#", "#.n{}", "bench.#.n{}",
-    "*.hot.n{}", "n{}.#", "bench.hot.*.n{}", "*.*.n{}.load",
+    "bench.hot.n{}.*",
+    "bench.*.n{}.#",
+    "#.n{}",
+    "bench.#.n{}",
+    "*.hot.n{}",
+    "n{}.#",
+    "bench.hot.*.n{}",
+    "*.*.n{}.load",
 )
 
 Log = Callable[[str], None]
@@ -45,11 +54,18 @@ class Scenario:
 SCENARIOS = (
     Scenario("autoack", "1 producer -> 1 queue -> 1 consumer, auto-ack"),
     Scenario("manual-ack", "as autoack, manual acks (multiple) with prefetch", manual_ack=True),
-    Scenario("confirms", "as autoack, with publisher confirms (bounded unconfirmed)", confirms=True),
-    Scenario("fanout", "fanout exchange -> 4 queues -> 4 consumers, auto-ack",
-             exchange_type="fanout", queues=4),
-    Scenario("topic", "topic exchange, 10,000 non-matching bindings + 1 matching -> 1 consumer",
-             exchange_type="topic"),
+    Scenario("confirms", "as autoack, with publisher confirms (bounded in flight)", confirms=True),
+    Scenario(
+        "fanout",
+        "fanout exchange -> 4 queues -> 4 consumers, auto-ack",
+        exchange_type="fanout",
+        queues=4,
+    ),
+    Scenario(
+        "topic",
+        "topic exchange, 10,000 non-matching bindings + 1 matching -> 1 consumer",
+        exchange_type="topic",
+    ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -118,23 +134,34 @@ class _Run:
 
 
 async def _setup(
-    sc: Scenario, opts: Options, pconn: Connection, cconns: list[Connection],
-    exchange: str, queues: list[str], log: Log, prefix: str,
+    sc: Scenario,
+    opts: Options,
+    pconn: Connection,
+    cconns: list[Connection],
+    exchange: str,
+    queues: list[str],
+    log: Log,
+    prefix: str,
 ) -> None:
     """Declare the exchange and (exclusive) queues, bind, set QoS, enable confirms."""
     if exchange:
-        await pconn.rpc(commands.Exchange.Declare(
-            exchange=exchange, exchange_type=sc.exchange_type or "direct", auto_delete=True))
+        await pconn.rpc(
+            commands.Exchange.Declare(
+                exchange=exchange, exchange_type=sc.exchange_type or "direct", auto_delete=True
+            )
+        )
     for conn, queue in zip(cconns, queues, strict=True):
         await conn.rpc(commands.Queue.Declare(queue=queue, exclusive=True))
         if sc.exchange_type == "topic":
             patterns = filler_patterns(opts.bindings) + [TOPIC_MATCH]
             log(f"{prefix} binding {len(patterns):,} topic patterns")
             t0 = perf_counter()
-            futures = conn.call_many([
-                commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=pattern)
-                for pattern in patterns
-            ])
+            futures = conn.call_many(
+                [
+                    commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=pattern)
+                    for pattern in patterns
+                ]
+            )
             await asyncio.wait_for(asyncio.gather(*futures), BIND_TIMEOUT)
             log(f"{prefix} bound in {perf_counter() - t0:.1f} s")
         elif exchange:
@@ -146,11 +173,16 @@ async def _setup(
 
 
 async def _teardown(
-    pconn: Connection | None, cconns: list[Connection], consuming: list[Connection],
-    exchange: str, queues: list[str], log: Log,
+    pconn: Connection | None,
+    cconns: list[Connection],
+    consuming: list[Connection],
+    exchange: str,
+    queues: list[str],
+    log: Log,
 ) -> None:
     """Best effort: delete the exchange, cancel consumers, delete queues, close connections."""
-    async def attempt(conn: Connection, method: commands.Frame) -> None:
+
+    async def attempt(conn: Connection, method: Frame) -> None:
         if conn.error is None:
             try:
                 await asyncio.wait_for(conn.call(method), 10.0)
@@ -188,11 +220,21 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
 
         capacity = opts.messages if opts.duration is None else 1 << 20
         for conn, queue in zip(cconns, queues, strict=True):
-            run.consumers.append(Consumer(
-                conn, queue, manual_ack=sc.manual_ack, ack_every=max(1, opts.prefetch // 2 or 100),
-                capacity=capacity, on_progress=run.progress))
-            await conn.rpc(commands.Basic.Consume(
-                queue=queue, consumer_tag=CONSUMER_TAG, no_ack=not sc.manual_ack))
+            run.consumers.append(
+                Consumer(
+                    conn,
+                    queue,
+                    manual_ack=sc.manual_ack,
+                    ack_every=max(1, opts.prefetch // 2 or 100),
+                    capacity=capacity,
+                    on_progress=run.progress,
+                )
+            )
+            await conn.rpc(
+                commands.Basic.Consume(
+                    queue=queue, consumer_tag=CONSUMER_TAG, no_ack=not sc.manual_ack
+                )
+            )
             consuming.append(conn)
         if sc.exchange_type == "topic":
             keys = TOPIC_KEYS
@@ -201,12 +243,18 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
         else:
             keys = queues
         template = wire.PublishTemplate(
-            CHANNEL, exchange, keys, opts.body_size, opts.batch, pconn.frame_max)
+            CHANNEL, exchange, keys, opts.body_size, opts.batch, pconn.frame_max
+        )
         run.producer = Producer(
-            pconn, template, run.consumers,
-            total=None if opts.duration else opts.messages, duration=opts.duration,
-            window=opts.window, confirm_window=opts.confirm_window if sc.confirms else None,
-            on_progress=run.progress)
+            pconn,
+            template,
+            run.consumers,
+            total=None if opts.duration else opts.messages,
+            duration=opts.duration,
+            window=opts.window,
+            confirm_window=opts.confirm_window if sc.confirms else None,
+            on_progress=run.progress,
+        )
         await _measure(run, target, opts, result, log, prefix)
     except (BrokerError, OSError, TimeoutError) as exc:
         result.problems.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -229,12 +277,13 @@ async def _measure(
     assert producer is not None
     gc.collect()
     gc.disable()
-    broker_cpu0 = cpu_seconds(target.pid) if target.pid else None
+    pid = target.pid
+    broker_cpu0 = cpu_seconds(pid) if pid else 0.0
     client_cpu0 = process_time()
     t0 = perf_counter()
     publishing = asyncio.create_task(producer.run())
     monitor = asyncio.create_task(run.monitor(opts.timeout, log, prefix))
-    pending: set[asyncio.Future[object]] = {run.done, run.failed, run.stalled, publishing}
+    pending: set[asyncio.Future[Any]] = {run.done, run.failed, run.stalled, publishing}
     try:
         while True:  # the publisher finishing normally is not the end: deliveries still come
             finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -242,8 +291,9 @@ async def _measure(
                 break
     finally:
         t_end = run.t_end or (run.t_last_progress if run.stalled.done() else perf_counter())
+        delivered = run.delivered()
         client_cpu = process_time() - client_cpu0
-        broker_cpu = cpu_seconds(target.pid) - broker_cpu0 if broker_cpu0 is not None else None
+        broker_cpu = cpu_seconds(pid) - broker_cpu0 if pid else None
         gc.enable()
         publisher_error = (
             publishing.exception() if publishing.done() and not publishing.cancelled() else None
@@ -252,8 +302,10 @@ async def _measure(
             task.cancel()
         await asyncio.gather(publishing, monitor, return_exceptions=True)
 
+    if run.done.done():
+        await asyncio.sleep(LATE_GRACE)  # a late duplicate or stray message still counts
     result.sent = producer.sent
-    result.delivered = run.delivered()
+    result.delivered = delivered
     result.seconds = t_end - t0
     result.client_cpu_s = client_cpu
     result.broker_cpu_s = broker_cpu

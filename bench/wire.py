@@ -64,8 +64,11 @@ HEARTBEAT = frame(FRAME_HEARTBEAT, 0, b"")
 
 def basic_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     """Basic.Ack method frame."""
-    return frame(FRAME_METHOD, channel, METHOD_ID.pack(BASIC_ACK) + TAG_FLAGS.pack(
-        delivery_tag, 1 if multiple else 0))
+    return frame(
+        FRAME_METHOD,
+        channel,
+        METHOD_ID.pack(BASIC_ACK) + TAG_FLAGS.pack(delivery_tag, 1 if multiple else 0),
+    )
 
 
 class PublishTemplate:
@@ -94,9 +97,7 @@ class PublishTemplate:
         self.batch = batch
         self.stride = len(encoded[0][0])
         self.stamp_offset = encoded[0][1]
-        self._template = memoryview(
-            b"".join(encoded[i % len(encoded)][0] for i in range(batch))
-        )
+        self._template = memoryview(b"".join(encoded[i % len(encoded)][0] for i in range(batch)))
 
     def render(self, first_seq: int, count: int, now_ns: int) -> bytearray:
         """Bytes for ``count`` publishes numbered from ``first_seq``, all stamped ``now_ns``."""

@@ -352,14 +352,16 @@ class AMQPConnection(ProtocolConnection):
             return
         if channel is None or channel.pending is None:
             self._connection_error(
-                UnexpectedFrame(f"expected method frame, got content header on channel {number}"),
+                UnexpectedFrame("expected method frame, got non method frame instead"),
                 0,
                 0,
             )
             return
         if channel.pending_header is not None:
             self._connection_error(
-                UnexpectedFrame("expected content body, got content header frame instead"), 60, 40
+                UnexpectedFrame("expected content body, got non content body frame instead"),
+                60,
+                40,
             )
             return
         if len(payload) < 14:
@@ -368,7 +370,8 @@ class AMQPConnection(ProtocolConnection):
         if payload[0] != 0 or payload[1] != 60:
             self._connection_error(
                 UnexpectedFrame(
-                    f"expected content header for class 60, got class {payload[0] << 8 | payload[1]}"
+                    "expected content header for class 60, "
+                    f"got one for class {payload[0] << 8 | payload[1]} instead"
                 ),
                 60,
                 40,
@@ -399,14 +402,16 @@ class AMQPConnection(ProtocolConnection):
             return
         if channel is None or channel.pending is None:
             self._connection_error(
-                UnexpectedFrame(f"expected method frame, got content body on channel {number}"),
+                UnexpectedFrame("expected method frame, got non method frame instead"),
                 0,
                 0,
             )
             return
         if channel.pending_header is None:
             self._connection_error(
-                UnexpectedFrame("expected content header for class 60, got content body instead"),
+                UnexpectedFrame(
+                    "expected content header for class 60, got non content header frame instead"
+                ),
                 60,
                 40,
             )
@@ -446,20 +451,26 @@ class AMQPConnection(ProtocolConnection):
             self._frame_error("method frame too short")
             return
         class_id, method_id = METHOD_ID.unpack_from(payload)
-        if number > self.channel_max and self._state == OPEN:
+        channel = self.channels.get(number)
+        if channel is None and self._state == OPEN and len(self.channels) >= self.channel_max:
+            # RabbitMQ counts open channels against channel_max, not channel numbers
             self._connection_error(
                 NotAllowed(
-                    f"channel number {number} exceeds negotiated channel_max {self.channel_max}"
+                    f"number of channels opened ({len(self.channels)}) has reached "
+                    f"the negotiated channel_max ({self.channel_max})"
                 ),
                 0,
                 0,
             )
             return
-        channel = self.channels.get(number)
         if channel is not None and channel.pending is not None and not channel.closing:
-            what = "content body" if channel.pending_header is not None else "content header"
+            text = (
+                "expected content body, got non content body frame instead"
+                if channel.pending_header is not None
+                else "expected content header for class 60, got non content header frame instead"
+            )
             self._connection_error(
-                UnexpectedFrame(f"expected {what} for class 60, got non content frame instead"),
+                UnexpectedFrame(text),
                 60,
                 40,
             )
@@ -505,7 +516,7 @@ class AMQPConnection(ProtocolConnection):
         elif isinstance(method, commands.Connection.Blocked | commands.Connection.Unblocked):
             pass
         elif method.index >> 16 != 10:
-            raise ChannelError(f"unexpected method {method.name} on channel 0")
+            raise ChannelError(f"unexpected method {method.name} in connection state running")
         else:
             raise CommandInvalid(f"unexpected method {method.name} on channel 0")
 
@@ -593,10 +604,6 @@ class AMQPConnection(ProtocolConnection):
     def _channel_method(self, number: int, method: Any) -> None:
         if self._state != OPEN:
             raise ChannelError(f"unexpected method {method.name} before the connection is open")
-        if number > self.channel_max:
-            raise NotAllowed(
-                f"channel number {number} exceeds negotiated channel_max {self.channel_max}"
-            )
         channel = self.channels.get(number)
         if channel is None:
             if isinstance(method, commands.Channel.Open):
@@ -719,24 +726,17 @@ def _exchange_delete(connection: AMQPConnection, channel: Channel, method: Any) 
         channel.send(commands.Exchange.DeleteOk())
 
 
-def _exchange_bind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    """exchange.bind and exchange.unbind (exchange-to-exchange bindings)."""
     vhost = channel.vhost
     if method.destination == "":
         raise AccessRefused("operation not permitted on the default exchange")
     destination = vhost.get_exchange(method.destination)
-    vhost.bind(destination, method.source, method.routing_key, method.arguments)
+    binding = isinstance(method, commands.Exchange.Bind)
+    change = vhost.bind if binding else vhost.unbind
+    change(destination, method.source, method.routing_key, method.arguments)
     if not method.nowait:
-        channel.send(commands.Exchange.BindOk())
-
-
-def _exchange_unbind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    vhost = channel.vhost
-    if method.destination == "":
-        raise AccessRefused("operation not permitted on the default exchange")
-    destination = vhost.get_exchange(method.destination)
-    vhost.unbind(destination, method.source, method.routing_key, method.arguments)
-    if not method.nowait:
-        channel.send(commands.Exchange.UnbindOk())
+        channel.send(commands.Exchange.BindOk() if binding else commands.Exchange.UnbindOk())
 
 
 def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
@@ -854,8 +854,8 @@ CHANNEL_HANDLERS: dict[type, Handler] = {
     commands.Channel.FlowOk: _ignore,
     commands.Exchange.Declare: _exchange_declare,
     commands.Exchange.Delete: _exchange_delete,
-    commands.Exchange.Bind: _exchange_bind,
-    commands.Exchange.Unbind: _exchange_unbind,
+    commands.Exchange.Bind: _exchange_binding,
+    commands.Exchange.Unbind: _exchange_binding,
     commands.Queue.Declare: _queue_declare,
     commands.Queue.Bind: _queue_bind,
     commands.Queue.Unbind: _queue_unbind,
