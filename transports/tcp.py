@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import anyio
 from anyio.abc import TaskStatus
+
 from warrenmq import Broker, ListenerSpec, Protocol, ProtocolConnection, Transport, hookimpl
 
 log = logging.getLogger("warrenmq.tcp")

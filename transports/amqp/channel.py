@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
+
 from warrenmq import Exchange, Message, Queue
 from warrenmq.errors import (
     AccessRefused,

@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import warrenmq
 from pamqp import commands, decode
 from pamqp.exceptions import UnmarshalingException
+
+import warrenmq
 from warrenmq import Broker, ProtocolConnection
 from warrenmq.auth import User
 from warrenmq.errors import (
