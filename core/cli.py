@@ -103,15 +103,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     log.info("warrenmq %s starting", __version__)
+    status = 0
     try:
         anyio.run(_run, broker, backend="asyncio", backend_options=_backend_options())
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
-        return 1
-    except PluginError as exc:
-        log.error("%s", exc)
-        return 2
-    return 0
+    except* OSError as group:
+        for exc in _leaves(group):
+            log.error("cannot listen: %s", exc)
+        status = 1
+    except* PluginError as group:
+        for exc in _leaves(group):
+            log.error("%s", exc)
+        status = 2
+    return status
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside (nested) task-group exception groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
