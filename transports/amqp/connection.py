@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +66,7 @@ PUBLISH_KEY = METHOD_ID.pack(60, 40)
 ACK_KEY = METHOD_ID.pack(60, 80)
 _unpack_frame_head = FRAME_HEAD.unpack_from
 _unpack_tag_bits = TAG_BITS.unpack_from
+_unpack_body_size = struct.Struct(">Q").unpack_from
 
 CAPABILITIES = {
     "publisher_confirms": True,
@@ -296,6 +298,9 @@ class AMQPConnection(ProtocolConnection):
                 channel = channels.get(number)
                 if key == PUBLISH_KEY and channel is not None and channel.pending is None:
                     if not channel.closing and self._fast_publish(channel, data, start, end):
+                        pos = self._fast_content(channel, data, pos, length, size_limit)
+                        if self._closed:
+                            return
                         continue
                 elif (
                     key == ACK_KEY
@@ -346,6 +351,54 @@ class AMQPConnection(ProtocolConnection):
             return False
         channel.pending = (exchange, routing_key, bool(bits & 1), data[p:key_end])
         return True
+
+    def _fast_content(
+        self, channel: Channel, data: bytes, pos: int, length: int, size_limit: int
+    ) -> int:
+        """The usual case after a publish: a content header and one body frame, both already
+        read. Publish them in one go and return the new position; otherwise leave them to
+        the frame loop (which also reports any error) and return ``pos`` unchanged."""
+        header_start = pos + 7
+        if length - header_start < 15:
+            return pos
+        frame_type, number, size = _unpack_frame_head(data, pos)
+        header_end = header_start + size
+        if (
+            frame_type != FRAME_HEADER
+            or number != channel.number
+            or size < 14
+            or size > size_limit
+            or header_end >= length
+            or data[header_end] != FRAME_END
+            or data[header_start] != 0
+            or data[header_start + 1] != 60
+        ):
+            return pos
+        body_size = _unpack_body_size(data, header_start + 4)[0]
+        if body_size == 0:
+            body = b""
+            next_pos = header_end + 1
+        else:
+            body_pos = header_end + 1
+            body_start = body_pos + 7
+            body_end = body_start + body_size
+            if body_size > size_limit or body_end >= length:
+                return pos
+            frame_type, number, size = _unpack_frame_head(data, body_pos)
+            if (
+                frame_type != FRAME_BODY
+                or number != channel.number
+                or size != body_size
+                or data[body_end] != FRAME_END
+            ):
+                return pos
+            body = data[body_start:body_end]
+            next_pos = body_end + 1
+        try:
+            channel.publish(data[header_start:header_end], body)
+        except BrokerError as error:
+            self._error(error, channel.number, 60, 40)
+        return next_pos
 
     def _header(self, number: int, payload: bytes) -> None:
         channel = self.channels.get(number)
