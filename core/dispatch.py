@@ -23,12 +23,20 @@ class DispatchPolicy(ABC):
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self.consumers: list[Consumer] = []
+        #: index of the consumer to consider first next time (for policies that rotate)
+        self.cursor = 0
 
     def add(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
 
     def remove(self, consumer: Consumer) -> None:
-        self.consumers.remove(consumer)
+        """Drop ``consumer``, keeping ``cursor`` on the same next consumer."""
+        index = self.consumers.index(consumer)
+        del self.consumers[index]
+        if index < self.cursor:
+            self.cursor -= 1
+        if self.cursor >= len(self.consumers):
+            self.cursor = 0
 
     @abstractmethod
     def select(self) -> Consumer | None:

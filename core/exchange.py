@@ -64,8 +64,11 @@ class Router(ABC):
 
     @abstractmethod
     def route(self, message: Message) -> Collection[Queue | Exchange]:
-        """The destinations for ``message``, each at most once. Must not mutate the result
-        later (the caller may iterate it after other calls)."""
+        """The destinations for ``message``, each at most once.
+
+        The result may be a live view of the router's index (no copy on the hot path): the
+        caller iterates it at once, before any binding can change.
+        """
 
     def close(self) -> None:
         """The exchange is gone; drop any index."""

@@ -386,47 +386,34 @@ class VirtualHost:
     # -- routing ------------------------------------------------------------------------
 
     def route(self, exchange: Exchange, message: Message) -> Collection[Queue]:
-        """The queues ``message`` reaches from ``exchange``, following exchange bindings and,
-        when nothing matched, the ``alternate-exchange`` chain."""
-        destinations = exchange.router.route(message)
-        if not exchange.exchange_destinations:
-            if destinations or exchange.alternate is None:
-                return destinations  # type: ignore[return-value]
-        else:
-            destinations = self._walk(exchange, destinations, message)
-            if destinations or exchange.alternate is None:
-                return destinations  # type: ignore[return-value]
-        return self._route_alternate(exchange, message)
+        """The queues ``message`` reaches from ``exchange``.
 
-    def _walk(
-        self, exchange: Exchange, destinations: Collection[Any], message: Message
-    ) -> Collection[Queue]:
+        Follows exchange-to-exchange bindings; every exchange visited whose own route is empty
+        passes the message to its ``alternate-exchange``, as RabbitMQ does. Each exchange is
+        visited at most once, so binding cycles and alternate-exchange loops end.
+        """
+        destinations = exchange.router.route(message)
+        if not exchange.exchange_destinations and (destinations or exchange.alternate is None):
+            return destinations  # type: ignore[return-value]
         queues: dict[Queue, None] = {}
         seen = {exchange}
-        pending = [destinations]
+        pending: list[tuple[Exchange, Collection[Any]]] = [(exchange, destinations)]
         while pending:
-            for destination in pending.pop():
+            current, results = pending.pop()
+            if not results:
+                alternate = self.exchanges.get(current.alternate) if current.alternate else None
+                if alternate is not None and alternate not in seen:
+                    seen.add(alternate)
+                    pending.append((alternate, alternate.router.route(message)))
+                continue
+            for destination in results:
                 if isinstance(destination, Exchange):
                     if destination not in seen:
                         seen.add(destination)
-                        pending.append(destination.router.route(message))
+                        pending.append((destination, destination.router.route(message)))
                 else:
                     queues[destination] = None
         return queues.keys()
-
-    def _route_alternate(self, exchange: Exchange, message: Message) -> Collection[Queue]:
-        tried = {exchange}
-        current = exchange
-        while current.alternate is not None:
-            alternate = self.exchanges.get(current.alternate)
-            if alternate is None or alternate in tried:
-                return ()
-            tried.add(alternate)
-            queues = self._walk(alternate, alternate.router.route(message), message)
-            if queues:
-                return queues
-            current = alternate
-        return ()
 
 
 def _show(value: Any) -> str:

@@ -15,16 +15,12 @@ from warrenmq import Consumer, DispatchPolicy, hookimpl
 class Fair(DispatchPolicy):
     name = "fair"
 
-    def __init__(self, queue: Any) -> None:
-        super().__init__(queue)
-        self._next = 0
-
     def select(self) -> Consumer | None:
         consumers = self.consumers
         count = len(consumers)
         best: Consumer | None = None
         best_index = 0
-        start = self._next
+        start = self.cursor
         for offset in range(count):
             index = (start + offset) % count
             consumer = consumers[index]
@@ -33,7 +29,7 @@ class Fair(DispatchPolicy):
                 if consumer.unacked == 0:
                     break
         if best is not None:
-            self._next = (best_index + 1) % count
+            self.cursor = (best_index + 1) % count
         return best
 
 

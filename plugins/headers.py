@@ -62,10 +62,27 @@ class HeadersRouter(Router):
 _MISSING = object()
 
 
+def _type_class(value: Any) -> type:
+    """Values match only within a type class, as in RabbitMQ: integers of any width are one
+    class, floats another, and booleans are not integers."""
+    if isinstance(value, bool):
+        return bool
+    if isinstance(value, int):
+        return int
+    if isinstance(value, float):
+        return float
+    if isinstance(value, bytes | bytearray | str):
+        return str
+    return type(value)
+
+
 def _matches(headers: dict[str, Any], match_all: bool, conditions: list[tuple[str, Any]]) -> bool:
     for key, expected in conditions:
         actual = headers.get(key, _MISSING)
-        hit = actual is not _MISSING and (expected is None or actual == expected)
+        hit = actual is not _MISSING and (
+            expected is None
+            or (_type_class(actual) == _type_class(expected) and actual == expected)
+        )
         if match_all and not hit:
             return False
         if not match_all and hit:

@@ -375,6 +375,8 @@ class AMQPConnection(ProtocolConnection):
         ):
             return pos
         body_size = _unpack_body_size(data, header_start + 4)[0]
+        if body_size > self.broker.settings.max_message_size:
+            return pos  # the frame loop refuses it
         if body_size == 0:
             body = b""
             next_pos = header_end + 1

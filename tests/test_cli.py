@@ -1,0 +1,206 @@
+"""The ``warrenmq`` command as a user runs it: a real process, real signals, a real client.
+
+Nothing sleeps: the broker's stderr is read line by line (from a thread) with a deadline, and
+the pika client processes I/O until the broker's close arrives or a deadline passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import IO
+
+import pika
+import pytest
+from pika.exceptions import ConnectionClosedByBroker
+
+import warrenmq
+
+TIMEOUT = 10.0
+RUN_FLAGS = ("--host", "--port", "--data-dir", "--log-level")
+
+
+def warrenmq_command(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "warrenmq", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LineReader:
+    """Reads a stream's lines in a thread so a test can wait for one with a deadline."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no line with {text!r} within {timeout}s; got:\n{self.text}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"stream ended before a line with {text!r}; got:\n{self.text}")
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def finish(self, timeout: float = TIMEOUT) -> str:
+        """Everything, once the stream has ended (the process exited)."""
+        self._thread.join(timeout)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+@contextlib.contextmanager
+def broker_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], LineReader]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "warrenmq", "run", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    reader = LineReader(process.stderr)
+    try:
+        yield process, reader
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(TIMEOUT)
+
+
+# -- help and argument errors ----------------------------------------------------------------------
+
+
+def test_help_lists_the_commands() -> None:
+    result = warrenmq_command("--help")
+    assert result.returncode == 0, result.stderr
+    assert "run" in result.stdout
+    assert "plugins" in result.stdout
+
+
+def test_run_help_lists_the_flags() -> None:
+    result = warrenmq_command("run", "--help")
+    assert result.returncode == 0, result.stderr
+    for flag in RUN_FLAGS:
+        assert flag in result.stdout, f"{flag} missing from run --help"
+
+
+def test_version() -> None:
+    result = warrenmq_command("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"warrenmq {warrenmq.__version__}"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "--no-such-flag"),
+        ("--no-such-flag",),
+        ("run", "--log-level", "chatty"),
+        ("run", "--port", "not-a-number"),
+    ],
+)
+def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
+    result = warrenmq_command(*args)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+    assert "error:" in result.stderr
+
+
+def test_no_command_exits_2_with_usage() -> None:
+    result = warrenmq_command()
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_blocking_an_essential_plugin_is_a_clear_error() -> None:
+    result = warrenmq_command("run", "--port", str(free_port()), "--block-plugin", "topic")
+    assert result.returncode == 2
+    assert "essential" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_serves_and_closes_clients_on_signal(signum: signal.Signals) -> None:
+    port = free_port()
+    with broker_process("--port", str(port), "--log-level", "info") as (process, stderr):
+        line = stderr.wait_for("listening")
+        assert f":{port}" in line
+
+        params = pika.ConnectionParameters(
+            "127.0.0.1", port, connection_attempts=1, socket_timeout=5, blocked_connection_timeout=5
+        )
+        connection = pika.BlockingConnection(params)
+        channel = connection.channel()
+        channel.queue_declare("cli-test", exclusive=True)
+
+        process.send_signal(signum)
+        deadline = time.monotonic() + TIMEOUT
+        with pytest.raises(ConnectionClosedByBroker) as info:
+            while time.monotonic() < deadline:
+                connection.process_data_events(time_limit=0.1)
+        assert info.value.reply_code == 320
+        assert "CONNECTION_FORCED" in info.value.reply_text
+
+        assert process.wait(TIMEOUT) == 0
+        log = stderr.finish()
+        assert signum.name in log
+        assert "Traceback" not in log
+
+
+def test_run_on_a_port_in_use_fails_clearly() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with broker_process("--port", str(port)) as (process, stderr):
+            code = process.wait(TIMEOUT)
+            log = stderr.finish()
+    assert code != 0
+    assert "Traceback" not in log, f"a traceback instead of a clear message:\n{log}"
+    assert "address already in use" in log.lower() or "cannot listen" in log
+    assert str(port) in log
