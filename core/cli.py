@@ -107,12 +107,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         anyio.run(_run, broker, backend="asyncio", backend_options=_backend_options())
     except* OSError as group:
-        for exc in _leaves(group):
-            log.error("cannot listen: %s", exc)
+        for error in _leaves(group):
+            log.error("cannot listen: %s", error)
         status = 1
     except* PluginError as group:
-        for exc in _leaves(group):
-            log.error("%s", exc)
+        for error in _leaves(group):
+            log.error("%s", error)
         status = 2
     return status
 

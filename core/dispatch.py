@@ -24,7 +24,7 @@ class DispatchPolicy(ABC):
         self.queue = queue
         self.consumers: list[Consumer] = []
         #: index of the consumer to consider first next time (for policies that rotate)
-        self.cursor = 0
+        self.cursor: int = 0
 
     def add(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
