@@ -19,12 +19,13 @@ class DispatchPolicy(ABC):
 
     #: the value of the ``x-dispatch`` queue argument that selects this policy
     name: ClassVar[str]
+    #: index of the consumer to consider first next time (for policies that rotate)
+    cursor: int = 0
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self.consumers: list[Consumer] = []
-        #: index of the consumer to consider first next time (for policies that rotate)
-        self.cursor: int = 0
+        self.cursor = 0
 
     def add(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
