@@ -25,7 +25,6 @@ class DispatchPolicy(ABC):
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
         self.consumers: list[Consumer] = []
-        self.cursor = 0
 
     def add(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
