@@ -96,6 +96,8 @@ class VirtualHost:
         exchange_type.validate(arguments or {})
         exchange = Exchange(self, name, exchange_type, durable, auto_delete, internal, arguments)
         self.exchanges[name] = exchange
+        if durable and not name.startswith("amq.") and name:
+            self.broker.store.save_exchange(exchange)
         return exchange
 
     def get_exchange(self, name: str) -> Exchange:
@@ -179,6 +181,8 @@ class VirtualHost:
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
+        if exchange.durable:
+            self.broker.store.delete_exchange(exchange)
         for binding in list(exchange.bindings.values()):
             self._drop_binding(binding, cascade=False)
         for binding in list(exchange.incoming):
@@ -209,6 +213,8 @@ class VirtualHost:
         if isinstance(destination, Exchange):
             source.exchange_destinations += 1
         source.router.add_binding(binding)
+        if source.durable and destination.durable:
+            self.broker.store.save_binding(binding)
 
     def unbind(
         self,
@@ -231,6 +237,8 @@ class VirtualHost:
         if isinstance(binding.destination, Exchange):
             source.exchange_destinations -= 1
         source.router.remove_bindings((binding,))
+        if source.durable and binding.destination.durable and source is not self.default_exchange:
+            self.broker.store.delete_binding(binding)
         if (
             cascade
             and source.auto_delete
@@ -292,6 +300,8 @@ class VirtualHost:
             arguments=arguments,
         )
         self.queues[name] = queue
+        if durable and queue.exclusive_owner is None:
+            self.broker.store.save_queue(queue)
         self._bind_default(queue)
         return queue
 
@@ -365,6 +375,8 @@ class VirtualHost:
             return 0
         queue.deleted = True
         self.queues.pop(queue.name, None)
+        if queue.durable and queue.exclusive_owner is None:
+            self.broker.store.delete_queue(queue)
         count = len(queue.ready)
         queue.ready.clear()
         for consumer in list(queue.consumers):
