@@ -61,7 +61,8 @@ def warrenmq_register_transports(registry: Registry[Any]) -> None:
 def warrenmq_register_auth_backends(registry: Registry[Any]) -> None:
     """Add authentication backends: ``registry.add(MyBackend)`` (subclass of ``AuthBackend``).
 
-    Backends are asked in the order the broker's settings name them.
+    A login is checked against the broker's own user table first, then against each backend
+    in registration order; the first that returns a user admits the client.
     """
 
 

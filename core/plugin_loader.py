@@ -73,6 +73,10 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
     bad_blocks = blocked & ESSENTIAL
     if bad_blocks:
         raise PluginError(f"plugins {sorted(bad_blocks)} are essential and cannot be blocked")
+    unknown = blocked - {ep.name for ep in _entry_points()}
+    if unknown:
+        known = ", ".join(sorted(ep.name for ep in _entry_points()))
+        raise PluginError(f"cannot block unknown plugins {sorted(unknown)} (installed: {known})")
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     plugins = Plugins(manager)

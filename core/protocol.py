@@ -24,6 +24,9 @@ class ProtocolConnection(ABC):
     #: a callable the transport installs; the engine calls it when it has output that did not
     #: come from ``receive_data`` (a delivery caused by another connection, a heartbeat)
     wakeup: Callable[[], None] | None = None
+    #: set by the engine when the deadline ``tick`` would return has changed (a heartbeat was
+    #: negotiated, a close started); the transport calls ``tick`` again and clears it
+    timers_changed: bool = False
 
     @abstractmethod
     def receive_data(self, data: bytes) -> None:

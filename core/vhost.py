@@ -213,7 +213,7 @@ class VirtualHost:
         if isinstance(destination, Exchange):
             source.exchange_destinations += 1
         source.router.add_binding(binding)
-        if source.durable and destination.durable:
+        if _persisted(source) and _persisted(destination):
             self.broker.store.save_binding(binding)
 
     def unbind(
@@ -237,7 +237,11 @@ class VirtualHost:
         if isinstance(binding.destination, Exchange):
             source.exchange_destinations -= 1
         source.router.remove_bindings((binding,))
-        if source.durable and binding.destination.durable and source is not self.default_exchange:
+        if (
+            _persisted(source)
+            and _persisted(binding.destination)
+            and source is not self.default_exchange
+        ):
             self.broker.store.delete_binding(binding)
         if (
             cascade
@@ -426,6 +430,13 @@ class VirtualHost:
                 else:
                     queues[destination] = None
         return queues.keys()
+
+
+def _persisted(thing: Queue | Exchange) -> bool:
+    """Durable and not exclusive: what the store keeps across restarts."""
+    if isinstance(thing, Queue):
+        return thing.durable and thing.exclusive_owner is None
+    return thing.durable
 
 
 def _show(value: Any) -> str:

@@ -512,3 +512,35 @@ def test_tx_commit_without_select_is_an_error(conns: Connections) -> None:
     ch = conns.channel()
     with channel_closed(406, "PRECONDITION_FAILED", "channel is not transactional"):
         ch.tx_commit()
+
+
+def test_reject_inside_a_transaction_waits_for_commit(conns: Connections, unique: str) -> None:
+    ch = conns.channel()
+    ch.queue_declare(unique, exclusive=True)
+    ch.basic_publish("", unique, b"job")
+    ch.tx_select()
+    method, _, _ = ch.basic_get(unique)
+    assert method is not None
+    ch.basic_reject(method.delivery_tag, requeue=True)
+    assert ch.queue_declare(unique, passive=True).method.message_count == 0
+    ch.tx_commit()
+    assert ch.queue_declare(unique, passive=True).method.message_count == 1
+    again, _, body = ch.basic_get(unique, auto_ack=True)
+    assert again is not None and again.redelivered and body == b"job"
+
+
+def test_rollback_forgets_a_reject_and_the_delivery_stays_unacked(
+    conns: Connections, unique: str
+) -> None:
+    ch = conns.channel()
+    ch.queue_declare(unique, exclusive=True)
+    ch.basic_publish("", unique, b"job")
+    ch.tx_select()
+    method, _, _ = ch.basic_get(unique)
+    assert method is not None
+    ch.basic_reject(method.delivery_tag, requeue=True)
+    ch.tx_rollback()
+    assert ch.queue_declare(unique, passive=True).method.message_count == 0
+    ch.basic_ack(method.delivery_tag)  # still ours to ack: no 406
+    ch.tx_commit()
+    assert ch.queue_declare(unique, passive=True).method.message_count == 0

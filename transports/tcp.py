@@ -100,8 +100,8 @@ class _Link(asyncio.Protocol):
         self.flush()
         if flusher.pending:
             flusher.flush()
-        if getattr(engine, "timers_changed", False):
-            engine.timers_changed = False  # type: ignore[attr-defined]
+        if engine.timers_changed:
+            engine.timers_changed = False
             self._schedule_tick()
 
     def eof_received(self) -> bool:

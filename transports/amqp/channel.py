@@ -62,7 +62,10 @@ class Channel:
         self.confirm_mode = False
         self.publish_seq = 0
         self.confirmed_seq = 0
+        #: publishes held by an open transaction (None: not transactional)
         self.tx: list[Callable[[], None]] | None = None
+        #: acks (None), requeues (True) and discards (False) held by the transaction
+        self.tx_settles: list[tuple[list[tuple[int, Unacked]], bool | None]] = []
         self.last_queue: str | None = None
         #: content being assembled: (exchange, routing key, mandatory, route bytes)
         self.pending: tuple[str, str, bool, bytes] | None = None
@@ -171,41 +174,34 @@ class Channel:
 
     # -- acknowledgements -----------------------------------------------------------------
 
-    def _take(self, delivery_tag: int, multiple: bool) -> list[Unacked]:
+    def _take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Unacked]]:
+        """Remove and return the (tag, delivery) pairs an ack/nack/reject names."""
         unacked = self.unacked
         if multiple:
-            taken: list[Unacked] = []
             if delivery_tag == 0:
-                taken = list(unacked.values())
+                taken = list(unacked.items())
                 unacked.clear()
                 return taken
+            taken = []
             while unacked:
                 first = next(iter(unacked))
                 if first > delivery_tag:
                     break
-                taken.append(unacked.popitem(last=False)[1])
+                taken.append(unacked.popitem(last=False))
             if not taken:
                 raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
             return taken
         entry = unacked.pop(delivery_tag, None)
         if entry is None:
             raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
-        return [entry]
+        return [(delivery_tag, entry)]
 
     def ack(self, delivery_tag: int, multiple: bool) -> None:
+        taken = self._take(delivery_tag, multiple)
         if self.tx is not None:
-            self._take_checked(delivery_tag, multiple)
-            self.tx.append(lambda: self._settle(self._take(delivery_tag, multiple)))
+            self.tx_settles.append((taken, None))  # applied at commit, restored on rollback
             return
-        self._settle(self._take(delivery_tag, multiple))
-
-    def _take_checked(self, delivery_tag: int, multiple: bool) -> None:
-        """Validate a tag without taking it (acks inside a transaction apply at commit)."""
-        if multiple:
-            if delivery_tag and not any(tag <= delivery_tag for tag in self.unacked):
-                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
-        elif delivery_tag not in self.unacked:
-            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        self._settle([entry for _, entry in taken])
 
     def _settle(self, entries: list[Unacked]) -> None:
         touched: dict[Queue, None] = {}
@@ -225,11 +221,18 @@ class Channel:
                 queue.dispatch()
 
     def reject(self, delivery_tag: int, multiple: bool, requeue: bool) -> None:
-        entries = self._take(delivery_tag, multiple)
+        taken = self._take(delivery_tag, multiple)
+        if self.tx is not None:
+            self.tx_settles.append((taken, requeue))
+            return
+        self._finish(taken, requeue)
+
+    def _finish(self, taken: list[tuple[int, Unacked]], requeue: bool | None) -> None:
+        entries = [entry for _, entry in taken]
         if requeue:
             self._requeue(entries)
         else:
-            self._settle(entries)
+            self._settle(entries)  # acked, or rejected without requeue: dropped
 
     def _requeue(self, entries: list[Unacked]) -> None:
         by_queue: dict[Queue, list[Message]] = {}
@@ -241,7 +244,9 @@ class Channel:
             queue.requeue(messages)
         self._after_credit(dict.fromkeys(by_queue))
 
-    def recover(self) -> None:
+    def recover(self, requeue: bool) -> None:
+        if not requeue:
+            raise NotImplementedFeature("requeue=false")  # as RabbitMQ
         entries = list(self.unacked.values())
         self.unacked.clear()
         self._requeue(entries)
@@ -339,15 +344,29 @@ class Channel:
         if self.tx is None:
             raise PreconditionFailed("channel is not transactional")
         actions, self.tx = self.tx, []
+        settles, self.tx_settles = self.tx_settles, []
         for action in actions:
             action()
+        for taken, requeue in settles:
+            self._finish(taken, requeue)
         self.send(commands.Tx.CommitOk())
 
     def rollback(self) -> None:
         if self.tx is None:
             raise PreconditionFailed("channel is not transactional")
         self.tx = []
+        self._restore_tx_settles()
         self.send(commands.Tx.RollbackOk())
+
+    def _restore_tx_settles(self) -> None:
+        """Acks and rejects of a rolled-back transaction never happened: unacked again."""
+        settles, self.tx_settles = self.tx_settles, []
+        if not settles:
+            return
+        restored = dict(self.unacked)
+        for taken, _ in settles:
+            restored.update(taken)
+        self.unacked = OrderedDict(sorted(restored.items()))
 
     # -- closing --------------------------------------------------------------------------
 
@@ -355,6 +374,7 @@ class Channel:
         """The channel is closing: cancel consumers, requeue unacked deliveries."""
         self.closing = True
         self.pending = None
+        self._restore_tx_settles()
         consumers = list(self.consumers.values())
         self.consumers.clear()
         entries = list(self.unacked.values())

@@ -878,7 +878,7 @@ def _basic_nack(connection: AMQPConnection, channel: Channel, method: Any) -> No
 
 
 def _basic_recover(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    channel.recover()
+    channel.recover(method.requeue)
     if isinstance(method, commands.Basic.Recover):
         channel.send(commands.Basic.RecoverOk())
 
