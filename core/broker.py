@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from .auth import AuthBackend, User, UserDatabase
 from .dispatch import DispatchPolicy
 from .errors import PluginError
 from .exchange import ExchangeType
+from .memory import default_limit, resident_memory
 from .plugin_loader import Plugins, load_plugins
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
 from .registry import Registry
@@ -39,6 +40,14 @@ class Settings:
     frame_max: int = 131072
     channel_max: int = 2047
     max_message_size: int = 128 * 1024 * 1024
+    #: block publishers above this resident memory, in bytes (None: a fraction of RAM)
+    memory_limit: int | None = None
+    #: that fraction of physical memory, RabbitMQ's default high watermark (0 disables)
+    memory_high_watermark: float = 0.4
+    #: seconds between memory checks
+    memory_check_interval: float = 0.25
+    #: how memory in use is measured (default: this process's resident set size)
+    memory_gauge: Callable[[], int | None] = resident_memory
     #: seconds connections get to close cleanly at shutdown
     shutdown_grace: float = 5.0
     blocked_plugins: frozenset[str] = frozenset()
@@ -87,6 +96,8 @@ class Broker:
         }
         self.connections: set[ProtocolConnection] = set()
         self.listeners: list[ListenerInfo] = []
+        #: True while resident memory is over the limit and publishers are blocked
+        self.memory_alarm = False
         self._protocol_instances: dict[str, Protocol] = {}
 
     # -- services for protocol engines ----------------------------------------------------
@@ -118,6 +129,35 @@ class Broker:
             if inspect.isawaitable(result):
                 await result
 
+    def set_memory_alarm(self, active: bool) -> None:
+        """Block (or unblock) publishers on every connection."""
+        if active == self.memory_alarm:
+            return
+        self.memory_alarm = active
+        for connection in list(self.connections):
+            connection.memory_alarm(active)
+
+    async def _watch_memory(self) -> None:
+        settings = self.settings
+        limit = settings.memory_limit or default_limit(settings.memory_high_watermark)
+        gauge = settings.memory_gauge
+        if not limit or gauge() is None:
+            return
+        log.info("memory alarm at %.0f MiB resident", limit / 2**20)
+        while True:
+            used = gauge() or 0
+            if used > limit and not self.memory_alarm:
+                log.warning(
+                    "memory alarm: %.0f MiB resident exceeds %.0f MiB; blocking publishers",
+                    used / 2**20,
+                    limit / 2**20,
+                )
+                self.set_memory_alarm(True)
+            elif used <= limit * 0.9 and self.memory_alarm:
+                log.warning("memory alarm cleared: %.0f MiB resident", used / 2**20)
+                self.set_memory_alarm(False)
+            await anyio.sleep(settings.memory_check_interval)
+
     async def serve(
         self, *, task_status: TaskStatus[list[ListenerInfo]] = anyio.TASK_STATUS_IGNORED
     ) -> None:
@@ -136,6 +176,7 @@ class Broker:
                     log.info(
                         "listening for %s on %s %s:%d", spec.protocol, spec.transport, host, port
                     )
+                group.start_soon(self._watch_memory)
                 task_status.started(self.listeners)
         finally:
             with anyio.CancelScope(shield=True):

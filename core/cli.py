@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
         "--heartbeat", type=int, default=60, help="heartbeat seconds proposed to clients"
     )
     run.add_argument(
+        "--memory-high-watermark",
+        type=float,
+        default=0.4,
+        metavar="FRACTION",
+        help="block publishers above this fraction of RAM in use by the broker (0: never)",
+    )
+    run.add_argument(
         "--block-plugin",
         action="append",
         default=[],
@@ -95,6 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         default_dispatch=args.default_dispatch,
         heartbeat=args.heartbeat,
+        memory_high_watermark=args.memory_high_watermark,
         blocked_plugins=frozenset(args.block_plugin),
     )
     try:

@@ -52,6 +52,13 @@ class ProtocolConnection(ABC):
     def shutdown(self, reason: str) -> None:
         """The broker is stopping: start a graceful close."""
 
+    #: the transport stops reading while this is True (a publisher blocked by the memory
+    #: alarm) and resumes when it turns False; re-checked after every read and flush
+    reading_paused: bool = False
+
+    def memory_alarm(self, active: bool) -> None:
+        """The broker's memory alarm went on or off: block or unblock publishing."""
+
     def pause_writing(self) -> None:
         """The peer is not reading fast enough: stop producing deliveries."""
 

@@ -64,6 +64,7 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queued = False
         self.closing = False
+        self.reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -117,6 +118,12 @@ class _Link(asyncio.Protocol):
         data = engine.data_to_send()
         if data:
             transport.write(data)
+        if engine.reading_paused != self.reading_paused:
+            self.reading_paused = engine.reading_paused
+            if self.reading_paused:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
         if engine.closed and not self.closing:
             self.closing = True
             transport.close()

@@ -121,6 +121,7 @@ class Channel:
                 f"cannot publish to internal exchange '{exchange_name}' in vhost '{self.vhost.name}'"
             )
         message = Message(exchange_name, routing_key, header, body, route)
+        self.connection.has_published = True
         if header[13] & USER_ID_FLAG:
             self._check_user_id(message)
         if header[12] & EXPIRATION_FLAG_HIGH:

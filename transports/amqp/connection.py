@@ -130,6 +130,11 @@ class AMQPConnection(ProtocolConnection):
         self.client_properties: dict[str, Any] = {}
         self.cancel_notify = False
         self.write_paused = False
+        #: the broker's memory alarm is on; publishing connections are not read meanwhile
+        self._blocked = broker.memory_alarm
+        self._blocked_sent = False
+        self.has_published = False
+        self.blocked_notify = False
         #: the transport re-reads ``tick`` when this is set (heartbeat negotiated, closing)
         self.timers_changed = False
         now = time.monotonic()
@@ -218,6 +223,25 @@ class AMQPConnection(ProtocolConnection):
             return
         error = ConnectionForced(f"broker forced connection closure with reason '{reason}'")
         self._connection_error(error, 0, 0)
+
+    @property
+    def reading_paused(self) -> bool:  # type: ignore[override]
+        return self._blocked and self.has_published
+
+    def memory_alarm(self, active: bool) -> None:
+        self._blocked = active
+        if active and self.has_published:
+            self._send_blocked()
+        elif not active and self._blocked_sent:
+            self._blocked_sent = False
+            self.write(method_frame(0, commands.Connection.Unblocked()))
+        self._wake()  # the transport re-reads reading_paused
+
+    def _send_blocked(self) -> None:
+        if self.blocked_notify and not self._blocked_sent and self._state == OPEN:
+            self._blocked_sent = True
+            log.info("blocking publisher %s: memory alarm", self.name)
+            self.write(method_frame(0, commands.Connection.Blocked("low on memory")))
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -335,6 +359,8 @@ class AMQPConnection(ProtocolConnection):
             self._buf = data[pos:]
         if self.confirm_pending:
             self._send_confirms()
+        if self._blocked and self.has_published and not self._blocked_sent:
+            self._send_blocked()
 
     def _fast_publish(self, channel: Channel, data: bytes, start: int, end: int) -> bool:
         """Basic.Publish without pamqp; False hands the frame to the slow path."""
@@ -582,6 +608,7 @@ class AMQPConnection(ProtocolConnection):
         found = properties.get("capabilities")
         capabilities: dict[str, Any] = found if isinstance(found, dict) else {}
         self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
+        self.blocked_notify = bool(capabilities.get("connection.blocked"))
         mechanism = method.mechanism
         username, password = self._credentials(mechanism, _text(method.response or b""))
         host = self.peer[0] if self.peer else None
