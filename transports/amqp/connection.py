@@ -203,6 +203,8 @@ class AMQPConnection(ProtocolConnection):
         beat = self.heartbeat
         if not beat:
             return None
+        if self.reading_paused:
+            self._last_recv = now  # not reading a blocked publisher: its silence is ours
         if now - self._last_recv > 2 * beat:
             log.warning("closing %s: missed heartbeats from client, timeout: %ds", self.name, beat)
             self._closed = True
@@ -230,6 +232,7 @@ class AMQPConnection(ProtocolConnection):
 
     def memory_alarm(self, active: bool) -> None:
         self._blocked = active
+        self._last_recv = time.monotonic()
         if active and self.has_published:
             self._send_blocked()
         elif not active and self._blocked_sent:
