@@ -159,7 +159,6 @@ class AMQPConnection(ProtocolConnection):
         if self._closed:
             return
         if not data:
-            self._closed = True
             self.connection_lost()
             return
         self._last_recv = time.monotonic()
@@ -181,6 +180,8 @@ class AMQPConnection(ProtocolConnection):
             self._receiving = False
 
     def connection_lost(self) -> None:
+        if not self._closed and self._state == OPEN:
+            log.info("connection %s went away without connection.close", self.name)
         self._closed = True
         self._release_all()
 
