@@ -1,0 +1,260 @@
+"""celery, unchanged, against the broker: a real worker in a subprocess (pyamqp transport, rpc://
+result backend), tasks round-tripping, groups and chains, a failing task's exception, and remote
+control (ping) over the pidbox fanout exchange. Mingle and gossip stay on: they declare fanout
+exchanges and queues with x-message-ttl / x-expires arguments."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any, NoReturn, Protocol
+
+import pytest
+from kombu import Connection
+
+pytestmark = pytest.mark.timeout(60)
+
+READY_TIMEOUT = 15.0
+RESULT_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+LOG_PROBLEM = re.compile(r"^\[[^]]*: (WARNING|ERROR|CRITICAL)/")
+
+TASKS_SOURCE = """\
+from celery import Celery
+
+app = Celery("{name}", broker="{url}", backend="rpc://")
+app.conf.update(
+    broker_connection_retry_on_startup=True,
+    task_default_queue="{queue}",
+)
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def total(numbers: list[int]) -> int:
+    return sum(numbers)
+
+
+@app.task
+def fail(message: str) -> None:
+    raise ValueError(message)
+"""
+
+
+class BrokerLike(Protocol):
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[str]
+    hostname: str
+    lines: list[str] = field(default_factory=list)
+    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+
+    def pump(self, stream: IO[str]) -> None:
+        """Runs in a thread: every output line goes to the queue, then None at EOF."""
+        for line in stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.fail(f"no {needle!r} line within {timeout}s")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.fail(f"worker exited ({self.process.poll()}) before {needle!r}")
+            self.lines.append(line)
+            if needle in line:
+                return
+
+    def output(self) -> str:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "\n".join(self.lines)
+
+    def fail(self, why: str) -> NoReturn:
+        pytest.fail(f"celery worker: {why}\n--- worker output ---\n{self.output()}")
+
+    def problems(self) -> list[str]:
+        """Log lines at WARNING or above, except the one the failing task is expected to cause."""
+        return [
+            line
+            for line in self.output().splitlines()
+            if LOG_PROBLEM.match(line) and "Task tasks.fail[" not in line
+        ]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # warm shutdown
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def celery_dir(tmp_path_factory: pytest.TempPathFactory, broker: BrokerLike) -> Iterator[Path]:
+    """A directory holding tasks.py. Its task queue (and the direct exchange of the same name)
+    is unique to this run and durable, so it is deleted once the worker has stopped."""
+    directory = tmp_path_factory.mktemp("celery")
+    token = uuid.uuid4().hex[:8]
+    url = f"pyamqp://guest:guest@{broker.host}:{broker.port}//"
+    task_queue = f"celery-{token}"
+    source = TASKS_SOURCE.format(name=f"t{token}", url=url, queue=task_queue)
+    (directory / "tasks.py").write_text(source)
+    yield directory
+    with Connection(url, connect_timeout=5) as connection:
+        channel = connection.default_channel
+        channel.queue_delete(task_queue)
+        channel.exchange_delete(task_queue)
+
+
+def close_client(app: Any) -> None:
+    """Close every connection this process opened: the rpc:// reply consumer's and the pool's
+    (publishing and remote control), so none is left for the broker to close at its shutdown."""
+    consumer = app.backend.result_consumer
+    if consumer._connection is not None:
+        consumer.stop()
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def tasks(celery_dir: Path) -> Iterator[ModuleType]:
+    """The same tasks module the worker loads, imported here for the client side."""
+    sys.path.insert(0, str(celery_dir))
+    sys.modules.pop("tasks", None)
+    try:
+        module = importlib.import_module("tasks")
+        yield module
+        close_client(module.app)
+    finally:
+        sys.modules.pop("tasks", None)
+        sys.path.remove(str(celery_dir))
+
+
+@pytest.fixture(scope="module")
+def worker(celery_dir: Path) -> Iterator[Worker]:
+    hostname = f"w-{uuid.uuid4().hex[:8]}@localhost"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--hostname={hostname}",
+            "--loglevel=info",
+        ],
+        cwd=celery_dir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = Worker(process, hostname)
+    assert process.stdout is not None
+    pump = threading.Thread(target=running.pump, args=(process.stdout,), daemon=True)
+    pump.start()
+    try:
+        running.wait_for(" ready.", READY_TIMEOUT)
+        yield running
+    finally:
+        running.stop()
+    pump.join(STOP_TIMEOUT)  # EOF reached: all output is in
+    if process.returncode != 0:
+        running.fail(f"exit status {process.returncode} after SIGTERM (warm shutdown)")
+    if problems := running.problems():
+        running.fail("logged problems:\n" + "\n".join(problems))
+
+
+def test_add_round_trips(worker: Worker, tasks: Any) -> None:
+    assert tasks.add.delay(2, 3).get(timeout=RESULT_TIMEOUT) == 5
+
+
+def test_several_tasks_round_trip(worker: Worker, tasks: Any) -> None:
+    results = [tasks.add.delay(i, i) for i in range(10)]
+    assert [r.get(timeout=RESULT_TIMEOUT) for r in results] == [2 * i for i in range(10)]
+
+
+def test_group(worker: Worker, tasks: Any) -> None:
+    from celery import group
+
+    result = group(tasks.add.s(i, 1) for i in range(5)).apply_async()
+    assert result.get(timeout=RESULT_TIMEOUT) == [1, 2, 3, 4, 5]
+
+
+def test_chain(worker: Worker, tasks: Any) -> None:
+    """Each link is published by the worker itself; the last one answers the caller's reply queue.
+    (A chord would need a result backend other than rpc://, which refuses chords.)"""
+    from celery import chain
+
+    result = chain(tasks.add.s(1, 2), tasks.add.s(3), tasks.total.si([4, 5]), tasks.add.s(1))()
+    assert result.get(timeout=RESULT_TIMEOUT) == 10
+
+
+def test_group_of_chains(worker: Worker, tasks: Any) -> None:
+    from celery import chain, group
+
+    result = group(chain(tasks.add.s(i, i), tasks.add.s(1)) for i in range(3)).apply_async()
+    assert result.get(timeout=RESULT_TIMEOUT) == [1, 3, 5]
+
+
+def test_failing_task_raises_its_exception(worker: Worker, tasks: Any) -> None:
+    result = tasks.fail.delay("kaboom")
+    with pytest.raises(ValueError, match="kaboom"):
+        result.get(timeout=RESULT_TIMEOUT)
+    assert result.state == "FAILURE"
+
+
+def test_control_ping(worker: Worker, tasks: Any) -> None:
+    """A broadcast over the pidbox fanout exchange; the reply comes back through the direct
+    reply.celery.pidbox exchange to a reply queue declared with x-expires and x-message-ttl.
+    Without a destination, ping collects replies for the whole timeout."""
+    replies = tasks.app.control.ping(timeout=2)
+    assert {worker.hostname: {"ok": "pong"}} in replies
+
+
+def test_control_inspect_registered(worker: Worker, tasks: Any) -> None:
+    registered = tasks.app.control.inspect(destination=[worker.hostname], timeout=2).registered()
+    assert registered is not None
+    assert "tasks.add" in registered[worker.hostname]
