@@ -72,6 +72,8 @@ class VirtualHost:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
+        #: state a protocol keeps per virtual host (e.g. AMQP direct reply-to consumers)
+        self.extensions: dict[str, Any] = {}
         for exchange_name, type_name in STANDARD_EXCHANGES:
             self._create_exchange(exchange_name, type_name, durable=True)
         self.default_exchange = self.exchanges[""]

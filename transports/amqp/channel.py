@@ -19,6 +19,7 @@ from warrenmq.errors import (
 )
 from warrenmq.vhost import server_generated_name
 
+from . import reply_to
 from .consumer import AMQPConsumer
 from .frames import (
     BASIC_GET_OK_PREFIX,
@@ -28,6 +29,7 @@ from .frames import (
     FRAME_HEAD,
     FRAME_METHOD,
     LONG,
+    REPLY_TO_FLAG_HIGH,
     SHORT,
     TAG_REDELIVERED,
     USER_ID_FLAG,
@@ -74,6 +76,8 @@ class Channel:
         self.pending_parts: list[bytes] = []
         self.pending_received = 0
         self.closing = False
+        #: the pseudo-queue of this channel's direct reply-to consumer, if any
+        self.reply_queue: Queue | None = None
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -126,6 +130,8 @@ class Channel:
             self._check_user_id(message)
         if header[12] & EXPIRATION_FLAG_HIGH:
             self._set_expiry(message)
+        if header[12] & REPLY_TO_FLAG_HIGH:
+            reply_to.rewrite_reply_to(self, message)
         if self.confirm_mode:
             self.publish_seq += 1
             self.connection.confirm_pending.add(self)
@@ -139,7 +145,13 @@ class Channel:
         if queues:
             for queue in queues:
                 queue.publish(message)
-        elif mandatory:
+            return
+        if exchange is self.vhost.default_exchange:
+            reply_queue = reply_to.reply_destination(self.vhost, message.routing_key)
+            if reply_queue is not None:
+                reply_queue.publish(message)
+                return
+        if mandatory:
             self._return(message, 312, "NO_ROUTE")
 
     def _check_user_id(self, message: Message) -> None:
@@ -255,7 +267,10 @@ class Channel:
     # -- consumers ------------------------------------------------------------------------
 
     def consume(self, method: commands.Basic.Consume) -> None:
-        queue = self._queue(method.queue)
+        if method.queue == reply_to.PSEUDO_QUEUE:
+            queue = reply_to.open_reply_queue(self, method.no_ack)
+        else:
+            queue = self._queue(method.queue)
         tag = method.consumer_tag or server_generated_name("amq.ctag-")
         if tag in self.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
@@ -285,6 +300,8 @@ class Channel:
             self.send(commands.Basic.CancelOk(consumer_tag))
         if consumer is not None:
             consumer.queue.remove_consumer(consumer)
+            if consumer.queue is self.reply_queue:
+                reply_to.close_reply_queue(self)
 
     def consumer_cancelled_by_broker(self, consumer: AMQPConsumer) -> None:
         if self.consumers.pop(consumer.tag, None) is None:
@@ -388,5 +405,6 @@ class Channel:
         # cancel first so requeued messages go to other consumers, not back to these
         for consumer in consumers:
             consumer.queue.remove_consumer(consumer)
+        reply_to.close_reply_queue(self)
         for queue, messages in by_queue.items():
             queue.requeue(messages)

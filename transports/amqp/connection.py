@@ -36,6 +36,7 @@ from warrenmq.errors import (
 )
 from warrenmq.vhost import VirtualHost
 
+from . import reply_to
 from .channel import Channel
 from .frames import (
     FRAME_BODY,
@@ -77,7 +78,7 @@ CAPABILITIES = {
     "consumer_priorities": False,
     "authentication_failure_close": True,
     "per_consumer_qos": True,
-    "direct_reply_to": False,
+    "direct_reply_to": True,
 }
 
 # connection states
@@ -827,6 +828,9 @@ def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any)
 
 
 def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    if method.passive and method.queue == reply_to.PSEUDO_QUEUE:
+        channel.send(commands.Queue.DeclareOk(method.queue, 0, 0))  # exists, as in RabbitMQ
+        return
     queue = channel.vhost.declare_queue(
         method.queue,
         passive=method.passive,

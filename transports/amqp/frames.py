@@ -55,6 +55,8 @@ BASIC_ACK_PREFIX = METHOD_ID.pack(BASIC, 80)
 USER_ID_FLAG = 0x0010
 #: bit of ``expiration`` (0x0100) within the first property-flags byte
 EXPIRATION_FLAG_HIGH = 0x01
+#: bit of ``reply-to`` (0x0200) within the first property-flags byte
+REPLY_TO_FLAG_HIGH = 0x02
 
 
 def short_string(value: str | bytes) -> bytes:
