@@ -1,7 +1,7 @@
 """The ``round-robin`` dispatch policy (RabbitMQ's default): consumers take turns.
 
 The next message goes to the consumer after the one served last, skipping any without
-prefetch credit.
+prefetch credit. Consumers of higher ``x-priority`` are served first.
 """
 
 from __future__ import annotations
@@ -11,23 +11,29 @@ from typing import Any
 from warrenmq import Consumer, DispatchPolicy, hookimpl
 
 
+def next_with_credit(consumers: list[Consumer], start: int) -> tuple[Consumer | None, int]:
+    """The first consumer with credit from ``start`` on, and the index after it."""
+    count = len(consumers)
+    for offset in range(count):
+        index = (start + offset) % count
+        consumer = consumers[index]
+        if consumer.has_credit():
+            return consumer, (index + 1) % count
+    return None, start
+
+
 class RoundRobin(DispatchPolicy):
     name = "round-robin"
 
     def select(self) -> Consumer | None:
         consumers = self.consumers
-        count = len(consumers)
-        if count == 1:
+        if len(consumers) == 1:
             only = consumers[0]
             return only if only.has_credit() else None
-        start = self.cursor
-        for offset in range(count):
-            index = (start + offset) % count
-            consumer = consumers[index]
-            if consumer.has_credit():
-                self.cursor = (index + 1) % count
-                return consumer
-        return None
+        if self.prioritized:
+            return self.select_by_priority(next_with_credit)
+        consumer, self.cursor = next_with_credit(consumers, self.cursor)
+        return consumer
 
 
 @hookimpl
