@@ -48,21 +48,28 @@ def _words(key: str) -> list[str]:
     return key.split(".") if key else []
 
 
-def _match(node: _Node, words: list[str], i: int, n: int, out: dict[Any, None]) -> None:
+def _match(
+    node: _Node, words: list[str], i: int, n: int, out: dict[Any, None], seen: set[tuple[int, int]]
+) -> None:
     hash_node = node.hash
     if hash_node is not None:
         for j in range(i, n + 1):  # '#' swallows zero or more words
-            _match(hash_node, words, j, n, out)
+            # each '#' node is entered at each position once: patterns like '#.a.#.a.#'
+            # would otherwise reach it along exponentially many paths
+            visit = (id(hash_node), j)
+            if visit not in seen:
+                seen.add(visit)
+                _match(hash_node, words, j, n, out, seen)
     if i == n:
         if node.targets:
             out.update(dict.fromkeys(node.targets))
         return
     word_node = node.words.get(words[i])
     if word_node is not None:
-        _match(word_node, words, i + 1, n, out)
+        _match(word_node, words, i + 1, n, out, seen)
     star_node = node.star
     if star_node is not None:
-        _match(star_node, words, i + 1, n, out)
+        _match(star_node, words, i + 1, n, out, seen)
 
 
 class TopicRouter(Router):
@@ -121,7 +128,7 @@ class TopicRouter(Router):
             return cached
         out: dict[Any, None] = {}
         words = _words(key)
-        _match(self._root, words, 0, len(words), out)
+        _match(self._root, words, 0, len(words), out, set())
         result = tuple(out)
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()

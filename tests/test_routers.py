@@ -307,6 +307,27 @@ def test_topic_routing_does_not_scan_bindings(
     assert visits <= 20
 
 
+def test_topic_many_hashes_do_not_explode(
+    vhost: VirtualHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hostile pattern like '#.a.#.a.#...' against a long key must stay polynomial."""
+    topic = RouterUnderTest(vhost, "topic")
+    topic.bind("q", ".".join(["#", "a"] * 12 + ["#"]))
+    topic.bind("r", ".".join(["#", "b"] * 12 + ["#"]))
+    visits = 0
+    match = topic_module._match
+
+    def counting(*args: Any) -> None:
+        nonlocal visits
+        visits += 1
+        match(*args)
+
+    monkeypatch.setattr(topic_module, "_match", counting)
+    key = ".".join(["a"] * 60)
+    assert topic.routes(key) == {"q"}
+    assert visits < 10_000, visits
+
+
 # -- direct and fanout ---------------------------------------------------------------------------
 
 
