@@ -437,19 +437,8 @@ class AMQPConnection(ProtocolConnection):
         channel = self.channels.get(number)
         if channel is not None and channel.closing:
             return
-        if channel is None or channel.pending is None:
-            self._connection_error(
-                UnexpectedFrame("expected method frame, got non method frame instead"),
-                0,
-                0,
-            )
-            return
-        if channel.pending_header is not None:
-            self._connection_error(
-                UnexpectedFrame("expected content body, got non content body frame instead"),
-                60,
-                40,
-            )
+        if channel is None or channel.pending is None or channel.pending_header is not None:
+            self._unexpected_frame(channel)
             return
         if len(payload) < 14:
             self._frame_error("content header too short", 60, 40)
@@ -464,7 +453,7 @@ class AMQPConnection(ProtocolConnection):
                 40,
             )
             return
-        body_size = int.from_bytes(payload[4:12], "big")
+        body_size = _unpack_body_size(payload, 4)[0]
         try:
             if body_size > self.broker.settings.max_message_size:
                 channel.pending = None
@@ -487,21 +476,8 @@ class AMQPConnection(ProtocolConnection):
         channel = self.channels.get(number)
         if channel is not None and channel.closing:
             return
-        if channel is None or channel.pending is None:
-            self._connection_error(
-                UnexpectedFrame("expected method frame, got non method frame instead"),
-                0,
-                0,
-            )
-            return
-        if channel.pending_header is None:
-            self._connection_error(
-                UnexpectedFrame(
-                    "expected content header for class 60, got non content header frame instead"
-                ),
-                60,
-                40,
-            )
+        if channel is None or channel.pending_header is None:
+            self._unexpected_frame(channel)
             return
         received = channel.pending_received + len(payload)
         size = channel.pending_size
@@ -521,6 +497,18 @@ class AMQPConnection(ProtocolConnection):
             channel.publish(channel.pending_header, payload)  # type: ignore[arg-type]
         except BrokerError as error:
             self._error(error, number, 60, 40)
+
+    def _unexpected_frame(self, channel: Channel | None) -> None:
+        """505 for a frame the channel's content state does not expect, in RabbitMQ's words:
+        the frame it expected instead, and the interrupted basic.publish as the culprit."""
+        if channel is None or channel.pending is None:
+            error, culprit = "expected method frame, got non method frame instead", (0, 0)
+        elif channel.pending_header is None:
+            error = "expected content header for class 60, got non content header frame instead"
+            culprit = (60, 40)
+        else:
+            error, culprit = "expected content body, got non content body frame instead", (60, 40)
+        self._connection_error(UnexpectedFrame(error), *culprit)
 
     def _send_confirms(self) -> None:
         out = self._out
@@ -551,16 +539,7 @@ class AMQPConnection(ProtocolConnection):
             )
             return
         if channel is not None and channel.pending is not None and not channel.closing:
-            text = (
-                "expected content body, got non content body frame instead"
-                if channel.pending_header is not None
-                else "expected content header for class 60, got non content header frame instead"
-            )
-            self._connection_error(
-                UnexpectedFrame(text),
-                60,
-                40,
-            )
+            self._unexpected_frame(channel)
             return
         try:
             method = decode_method(payload)
