@@ -395,16 +395,8 @@ class Channel:
         self._restore_tx_settles()
         consumers = list(self.consumers.values())
         self.consumers.clear()
-        entries = list(self.unacked.values())
-        self.unacked.clear()
-        by_queue: dict[Queue, list[Message]] = {}
-        for message, queue, consumer in entries:
-            if consumer is not None:
-                consumer.unacked -= 1
-            by_queue.setdefault(queue, []).append(message)
         # cancel first so requeued messages go to other consumers, not back to these
         for consumer in consumers:
             consumer.queue.remove_consumer(consumer)
         reply_to.close_reply_queue(self)
-        for queue, messages in by_queue.items():
-            queue.requeue(messages)
+        self.recover(requeue=True)
