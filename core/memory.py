@@ -7,11 +7,8 @@ Blocked connections stop being read, and AMQP clients that asked for it are told
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
-
-log = logging.getLogger("warrenmq.memory")
 
 _STATM = Path("/proc/self/statm")
 

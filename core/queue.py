@@ -92,11 +92,9 @@ class Queue:
             consumer = select()
             if consumer is None:
                 return
-            message = ready.popleft()
-            if message.expires_at and message.expires_at <= time.monotonic():
-                self.settle(message)
-                continue
-            consumer.deliver(self, message)
+            message = self.get()
+            if message is not None:
+                consumer.deliver(self, message)
 
     def settle(self, message: Message) -> None:
         """A delivered message was acknowledged (or dropped): it is no longer owed."""

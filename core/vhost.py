@@ -306,7 +306,7 @@ class VirtualHost:
             arguments=arguments,
         )
         self.queues[name] = queue
-        if durable and queue.exclusive_owner is None:
+        if _persisted(queue):
             self.broker.store.save_queue(queue)
         self._bind_default(queue)
         return queue
@@ -381,7 +381,7 @@ class VirtualHost:
             return 0
         queue.deleted = True
         self.queues.pop(queue.name, None)
-        if queue.durable and queue.exclusive_owner is None:
+        if _persisted(queue):
             self.broker.store.delete_queue(queue)
         count = len(queue.ready)
         queue.ready.clear()
