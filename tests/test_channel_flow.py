@@ -4,21 +4,13 @@ active=false with 540 NOT_IMPLEMENTED, so the test is warrenmq-only."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
+from pika_helpers import wait_until
 
 WAIT = 5.0
-
-
-def _wait(connection: pika.BlockingConnection, condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        connection.process_data_events(time_limit=0.02)
 
 
 @pytest.mark.warrenmq_only
@@ -31,18 +23,21 @@ def test_flow_off_holds_deliveries_and_flow_on_resumes(broker: Any, unique: str)
         got: list[bytes] = []
         consuming.basic_consume(unique, lambda _c, _m, _p, body: got.append(body), auto_ack=True)
         other.basic_publish("", unique, b"first")
-        _wait(connection, lambda: got == [b"first"])
+        wait_until(connection, lambda: got == [b"first"], "the first delivery", WAIT)
 
         assert consuming.flow(False) is False
         for n in range(3):
             other.basic_publish("", unique, f"held {n}".encode())
-        _wait(
-            connection, lambda: other.queue_declare(unique, passive=True).method.message_count == 3
+        wait_until(
+            connection,
+            lambda: other.queue_declare(unique, passive=True).method.message_count == 3,
+            "three held messages in the queue",
+            WAIT,
         )
         assert got == [b"first"]
 
         assert consuming.flow(True) is True
-        _wait(connection, lambda: len(got) == 4)
+        wait_until(connection, lambda: len(got) == 4, "the held messages", WAIT)
         assert got[1:] == [f"held {n}".encode() for n in range(3)]
     finally:
         connection.close()

@@ -3,21 +3,13 @@ credit; lower ones only get what they cannot take. Equal priorities share round-
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pika
 import pytest
+from pika_helpers import wait_until
 
 WAIT = 5.0
-
-
-def _wait(connection: pika.BlockingConnection, condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        connection.process_data_events(time_limit=0.02)
 
 
 @pytest.mark.parametrize("dispatch", [None, "fair"])
@@ -42,13 +34,17 @@ def test_high_priority_consumer_is_served_first(
         channel.basic_consume(unique, collector("low"), arguments={"x-priority": 0})
         for n in range(5):
             channel.basic_publish("", unique, f"m{n}".encode())
-        _wait(connection, lambda: len(got["high"]) + len(got["low"]) == 5)
+        wait_until(
+            connection, lambda: len(got["high"]) + len(got["low"]) == 5, "all five deliveries", WAIT
+        )
         assert [body for _, body in got["high"]] == [b"m0", b"m1"]
         assert [body for _, body in got["low"]] == [b"m2", b"m3", b"m4"]
 
         channel.basic_ack(got["high"][0][0])  # the high-priority consumer has credit again
         channel.basic_publish("", unique, b"m5")
-        _wait(connection, lambda: len(got["high"]) == 3)
+        wait_until(
+            connection, lambda: len(got["high"]) == 3, "m5 for the high-priority consumer", WAIT
+        )
         assert got["high"][-1][1] == b"m5"
         assert len(got["low"]) == 3
     finally:
@@ -70,7 +66,7 @@ def test_equal_priorities_alternate(broker: Any, unique: str) -> None:
             )
         for n in range(6):
             channel.basic_publish("", unique, f"m{n}".encode())
-        _wait(connection, lambda: len(got) == 6)
+        wait_until(connection, lambda: len(got) == 6, "six deliveries", WAIT)
         assert got == ["a", "b", "a", "b", "a", "b"]
     finally:
         connection.close()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
+from pika_helpers import wait_until
 
 REPLY_TO = "amq.rabbitmq.reply-to"
 WAIT = 5.0
@@ -50,11 +50,7 @@ def test_rpc_round_trip_through_direct_reply_to(broker: Any, unique: str) -> Non
                 f"ping {n}".encode(),
                 pika.BasicProperties(reply_to=REPLY_TO, correlation_id=str(n)),
             )
-        deadline = time.monotonic() + WAIT
-        while len(replies) < 3:
-            assert time.monotonic() < deadline, replies
-            server.process_data_events(time_limit=0.02)
-            client.process_data_events(time_limit=0.02)
+        wait_until([server, client], lambda: len(replies) == 3, "three replies", WAIT)
         assert replies == [(str(n), f"PING {n}".encode()) for n in range(3)]
         # the server saw a name unique to the requesting channel, not the pseudo-queue
         reply_names = {name for name, _ in requests}

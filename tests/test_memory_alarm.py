@@ -3,10 +3,8 @@ consumers keep working; below it they are unblocked and what they sent arrives."
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pika
+from pika_helpers import ready_count, wait_until
 
 from warrenmq import Settings
 from warrenmq.testing import running_broker
@@ -23,17 +21,6 @@ class Gauge:
 
     def __call__(self) -> int:
         return self.value
-
-
-def _wait(connection: pika.BlockingConnection, condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        connection.process_data_events(time_limit=0.05)
-
-
-def _ready(channel: pika.adapters.blocking_connection.BlockingChannel, queue: str) -> int:
-    return channel.queue_declare(queue, passive=True).method.message_count
 
 
 def test_publisher_is_blocked_and_unblocked_without_losing_messages() -> None:
@@ -58,23 +45,25 @@ def test_publisher_is_blocked_and_unblocked_without_losing_messages() -> None:
             obs.queue_declare("work")
             for n in range(5):
                 pub.basic_publish("", "work", f"before {n}".encode())
-            _wait(publisher, lambda: _ready(obs, "work") == 5)
+            wait_until(publisher, lambda: ready_count(obs, "work") == 5, "the five messages", WAIT)
 
             gauge.value = LIMIT + 1  # over the limit
-            _wait(publisher, lambda: bool(events))
+            wait_until(publisher, lambda: bool(events), "connection.blocked", WAIT)
             assert events == ["blocked:low on memory"]
             for n in range(10):
                 pub.basic_publish("", "work", f"during {n}".encode())
             publisher.process_data_events(time_limit=0.1)
             # the broker does not read the blocked publisher; consumers carry on (a connection
             # that publishes during the alarm would be blocked too, as in RabbitMQ)
-            assert _ready(obs, "work") == 5
+            assert ready_count(obs, "work") == 5
             method, _, body = obs.basic_get("work", auto_ack=True)
             assert method is not None and body == b"before 0"
 
             gauge.value = 0  # memory freed
-            _wait(publisher, lambda: events[-1] == "unblocked")
-            _wait(observer, lambda: _ready(obs, "work") == 4 + 10)
+            wait_until(publisher, lambda: events[-1] == "unblocked", "connection.unblocked", WAIT)
+            wait_until(
+                observer, lambda: ready_count(obs, "work") == 4 + 10, "the held messages", WAIT
+            )
             bodies = []
             while (got := obs.basic_get("work", auto_ack=True))[0] is not None:
                 bodies.append(got[2])
