@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import importlib
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pytest
 from kombu import Connection
+from line_reader import LineReader
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,49 +67,19 @@ class BrokerLike(Protocol):
 class Worker:
     process: subprocess.Popen[str]
     hostname: str
-    lines: list[str] = field(default_factory=list)
-    _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
-
-    def pump(self, stream: IO[str]) -> None:
-        """Runs in a thread: every output line goes to the queue, then None at EOF."""
-        for line in stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+    output: LineReader
 
     def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.fail(f"no {needle!r} line within {timeout}s")
-            try:
-                line = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if line is None:
-                self.fail(f"worker exited ({self.process.poll()}) before {needle!r}")
-            self.lines.append(line)
-            if needle in line:
-                return
-
-    def output(self) -> str:
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return "\n".join(self.lines)
+        self.output.wait_for(needle, timeout)
 
     def fail(self, why: str) -> NoReturn:
-        pytest.fail(f"celery worker: {why}\n--- worker output ---\n{self.output()}")
+        pytest.fail(f"celery worker: {why}\n--- worker output ---\n{self.output.finish(0)}")
 
     def problems(self) -> list[str]:
         """Log lines at WARNING or above, except the one the failing task is expected to cause."""
         return [
             line
-            for line in self.output().splitlines()
+            for line in self.output.finish(0).splitlines()
             if LOG_PROBLEM.match(line) and "Task tasks.fail[" not in line
         ]
 
@@ -191,16 +159,14 @@ def worker(celery_dir: Path) -> Iterator[Worker]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = Worker(process, hostname)
     assert process.stdout is not None
-    pump = threading.Thread(target=running.pump, args=(process.stdout,), daemon=True)
-    pump.start()
+    running = Worker(process, hostname, LineReader(process.stdout))
     try:
         running.wait_for(" ready.", READY_TIMEOUT)
         yield running
     finally:
         running.stop()
-    pump.join(STOP_TIMEOUT)  # EOF reached: all output is in
+    running.output.finish(STOP_TIMEOUT)  # EOF reached: all output is in
     if process.returncode != 0:
         running.fail(f"exit status {process.returncode} after SIGTERM (warm shutdown)")
     if problems := running.problems():
