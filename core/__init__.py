@@ -10,9 +10,10 @@ from .consumer import Consumer
 from .dispatch import DispatchPolicy
 from .errors import BrokerError, PreconditionFailed
 from .exchange import Binding, Exchange, ExchangeType, Router
-from .message import Message
+from .message import Message, Properties, PropertiesCodec
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
-from .queue import Queue
+from .queue import Entry, Queue, QueueView
+from .session import Session, SessionConsumer
 from .store import Store
 
 __version__ = "0.1.0"
@@ -27,15 +28,21 @@ __all__ = [
     "BrokerError",
     "Consumer",
     "DispatchPolicy",
+    "Entry",
     "Exchange",
     "ExchangeType",
     "ListenerSpec",
     "Message",
     "PreconditionFailed",
+    "Properties",
+    "PropertiesCodec",
     "Protocol",
     "ProtocolConnection",
     "Queue",
+    "QueueView",
     "Router",
+    "Session",
+    "SessionConsumer",
     "Settings",
     "Store",
     "Transport",

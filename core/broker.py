@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,18 @@ from .exchange import ExchangeType
 from .memory import default_limit, resident_memory
 from .plugin_loader import Plugins, load_plugins
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
+from .queue import Queue
 from .registry import Registry
 from .store import Store
+from .timers import Timers
 from .vhost import VirtualHost
 
 log = logging.getLogger("warrenmq")
+
+#: bytes a message costs beyond its body (objects and bookkeeping), for memory accounting
+MESSAGE_OVERHEAD = 320
+#: resident memory this many times the limit raises the alarm even if accounting says less
+RESIDENT_GUARD = 1.5
 
 
 @dataclass
@@ -40,13 +48,13 @@ class Settings:
     frame_max: int = 131072
     channel_max: int = 2047
     max_message_size: int = 128 * 1024 * 1024
-    #: block publishers above this resident memory, in bytes (None: a fraction of RAM)
+    #: block publishers above this much memory held, in bytes (None: a fraction of RAM)
     memory_limit: int | None = None
     #: that fraction of physical memory, RabbitMQ's default high watermark (0 disables)
     memory_high_watermark: float = 0.4
     #: seconds between memory checks
     memory_check_interval: float = 0.25
-    #: how memory in use is measured (default: this process's resident set size)
+    #: resident memory, the second guard (default: this process's resident set size)
     memory_gauge: Callable[[], int | None] = resident_memory
     #: seconds connections get to close cleanly at shutdown
     shutdown_grace: float = 5.0
@@ -77,6 +85,7 @@ class Broker:
         registries = self.plugins.registries
         self.exchange_types: Registry[type[ExchangeType]] = registries["exchange_types"]
         self.dispatch_policies: Registry[type[DispatchPolicy]] = registries["dispatch_policies"]
+        self.queue_types: Registry[type[Queue]] = registries["queue_types"]
         self.stores: Registry[type[Store]] = registries["stores"]
         self.protocols: Registry[type[Protocol]] = registries["protocols"]
         self.transports: Registry[type[Transport]] = registries["transports"]
@@ -91,6 +100,8 @@ class Broker:
             raise PluginError(f"store '{self.settings.store}' is not registered")
         self.store: Store = store_class(self.settings.data_dir)
         self.users = UserDatabase.with_default_guest()
+        #: the broker's one timer service (message TTL, x-expires)
+        self.timers = Timers()
         self.vhosts: dict[str, VirtualHost] = {
             name: VirtualHost(self, name) for name in self.settings.vhosts
         }
@@ -137,26 +148,86 @@ class Broker:
         for connection in list(self.connections):
             connection.memory_alarm(active)
 
-    async def _watch_memory(self) -> None:
+    def accounted_memory(self) -> int:
+        """Bytes the broker knows it holds: messages in queues (ready and unacknowledged,
+        with a per-message overhead), plus each connection's buffers and partial content."""
+        total = 0
+        for vhost in self.vhosts.values():
+            for queue in vhost.queues.values():
+                total += (
+                    queue.ready_bytes
+                    + queue.unacked_bytes
+                    + MESSAGE_OVERHEAD * (queue.ready_count + queue.unacked_count)
+                )
+        for connection in list(self.connections):
+            total += connection.buffered_bytes()
+        return total
+
+    def memory_limit(self) -> int | None:
         settings = self.settings
-        limit = settings.memory_limit or default_limit(settings.memory_high_watermark)
-        gauge = settings.memory_gauge
-        if not limit or gauge() is None:
+        return settings.memory_limit or default_limit(settings.memory_high_watermark)
+
+    def check_memory(self) -> None:
+        """Raise or clear the memory alarm.
+
+        The alarm goes by accounted memory; resident memory is a second guard for what the
+        accounting misses, and only while accounted memory is substantial too, because
+        CPython rarely returns freed memory to the system (a drained broker stays large).
+        """
+        limit = self.memory_limit()
+        if not limit:
             return
-        log.info("memory alarm at %.0f MiB resident", limit / 2**20)
-        while True:
-            used = gauge() or 0
-            if used > limit and not self.memory_alarm:
+        accounted = self.accounted_memory()
+        resident = self.settings.memory_gauge() or 0
+        resident_high = resident >= RESIDENT_GUARD * limit
+        if not self.memory_alarm:
+            if accounted >= limit or (resident_high and accounted >= limit / 2):
                 log.warning(
-                    "memory alarm: %.0f MiB resident exceeds %.0f MiB; blocking publishers",
-                    used / 2**20,
+                    "memory alarm: %.0f MiB held (%.0f MiB resident), limit %.0f MiB; "
+                    "blocking publishers",
+                    accounted / 2**20,
+                    resident / 2**20,
                     limit / 2**20,
                 )
                 self.set_memory_alarm(True)
-            elif used <= limit * 0.9 and self.memory_alarm:
-                log.warning("memory alarm cleared: %.0f MiB resident", used / 2**20)
-                self.set_memory_alarm(False)
-            await anyio.sleep(settings.memory_check_interval)
+        elif accounted < 0.9 * limit and not (resident_high and accounted >= 0.45 * limit):
+            log.warning(
+                "memory alarm cleared: %.0f MiB held (%.0f MiB resident)",
+                accounted / 2**20,
+                resident / 2**20,
+            )
+            self.set_memory_alarm(False)
+
+    async def _watch_memory(self) -> None:
+        limit = self.memory_limit()
+        if not limit:
+            return
+        log.info("memory alarm at %.0f MiB held by messages and buffers", limit / 2**20)
+        while True:
+            self.check_memory()
+            await anyio.sleep(self.settings.memory_check_interval)
+
+    async def _run_timers(self) -> None:
+        """Run due timers; sleep until the next deadline or until an earlier one is added."""
+        timers = self.timers
+        wake = anyio.Event()
+
+        def earlier() -> None:
+            wake.set()
+
+        timers.on_earlier = earlier
+        try:
+            while True:
+                deadline = timers.run_due()
+                if wake.is_set():
+                    wake = anyio.Event()
+                    continue
+                delay = None if deadline is None else max(0.0, deadline - time.monotonic())
+                with anyio.move_on_after(delay):
+                    await wake.wait()
+                wake = anyio.Event()
+        finally:
+            timers.on_earlier = None
 
     async def serve(
         self, *, task_status: TaskStatus[list[ListenerInfo]] = anyio.TASK_STATUS_IGNORED
@@ -177,6 +248,7 @@ class Broker:
                         "listening for %s on %s %s:%d", spec.protocol, spec.transport, host, port
                     )
                 group.start_soon(self._watch_memory)
+                group.start_soon(self._run_timers)
                 task_status.started(self.listeners)
         finally:
             with anyio.CancelScope(shield=True):

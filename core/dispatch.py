@@ -1,75 +1,51 @@
 """The dispatch-policy interface: which consumer of a queue gets the next message.
 
-A policy sees only consumers; queues ask ``select()`` once per message, so it must be cheap.
+A policy sees only consumers that can take a message now. The queue adds a consumer when it
+attaches or gets credit back, and removes it when it leaves or is found without credit (the
+queue checks ``has_credit`` on the consumer ``select`` returns). So ``select`` never scans
+consumers that cannot take a message, and its cost does not grow with how many are waiting.
+
+Consumer priorities (``x-priority``) are the queue's business: it keeps one policy instance per
+priority and asks the highest first, so a policy never sees two priorities at once.
 Built-in policies (``round-robin``, ``fair``) are plugins like any other.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .queue import Queue
 
-#: picks a consumer with credit from ``consumers`` starting at a cursor; returns it (or None)
-#: and the cursor for next time
-Chooser = Callable[[list["Consumer"], int], tuple["Consumer | None", int]]
-
 
 class DispatchPolicy(ABC):
-    """Chooses among a queue's consumers; one instance per queue."""
+    """Chooses among some of a queue's consumers; one instance per queue and priority."""
 
     #: the value of the ``x-dispatch`` queue argument that selects this policy
     name: ClassVar[str]
-    #: index of the consumer to consider first next time (for policies that rotate)
-    cursor: int = 0
-
-    #: consumers do not all have the same priority (``x-priority``); see ``select_by_priority``
-    prioritized: bool = False
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue
-        self.consumers: list[Consumer] = []
-        #: consumers by priority, highest first, each group with its own cursor
-        self.groups: list[tuple[list[Consumer], list[int]]] = []
 
+    @abstractmethod
     def add(self, consumer: Consumer) -> None:
-        self.consumers.append(consumer)
-        if self.prioritized or consumer.priority != self.consumers[0].priority:
-            self._regroup()
+        """``consumer`` may be offered messages (it attached, or has credit again)."""
 
+    @abstractmethod
     def remove(self, consumer: Consumer) -> None:
-        """Drop ``consumer``, keeping ``cursor`` on the same next consumer."""
-        index = self.consumers.index(consumer)
-        del self.consumers[index]
-        if index < self.cursor:
-            self.cursor -= 1
-        if self.cursor >= len(self.consumers):
-            self.cursor = 0
-        if self.prioritized:
-            self._regroup()
-
-    def _regroup(self) -> None:
-        priorities = sorted({c.priority for c in self.consumers}, reverse=True)
-        self.prioritized = len(priorities) > 1
-        self.groups = (
-            [([c for c in self.consumers if c.priority == p], [0]) for p in priorities]
-            if self.prioritized
-            else []
-        )
-
-    def select_by_priority(self, choose: Chooser) -> Consumer | None:
-        """RabbitMQ's consumer priorities: a lower priority gets a message only when every
-        consumer of higher priority lacks credit. ``choose`` applies within one priority."""
-        for consumers, cursor in self.groups:
-            consumer, cursor[0] = choose(consumers, cursor[0])
-            if consumer is not None:
-                return consumer
-        return None
+        """Stop offering ``consumer`` messages. Called per delivery that exhausts a
+        consumer's credit, so it must be cheap (O(1) or O(log n)), not a scan."""
 
     @abstractmethod
     def select(self) -> Consumer | None:
-        """A consumer with credit for the next message, or None if none can take one."""
+        """The consumer for the next message among those added, or None if none is.
+
+        Called once per delivered message. The queue delivers to the consumer if it has
+        credit, else removes it and asks again.
+        """
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """How many consumers are added."""

@@ -66,8 +66,9 @@ class Router(ABC):
     def route(self, message: Message) -> Collection[Queue | Exchange]:
         """The destinations for ``message``, each at most once.
 
-        The result may be a live view of the router's index (no copy on the hot path): the
-        caller iterates it at once, before any binding can change.
+        Never a live view of the router's index: a delivery made while the caller iterates
+        may change bindings (an auto-delete queue losing its last consumer). Keep immutable
+        snapshots (tuples) updated on bind/unbind, so routing copies nothing.
         """
 
     def close(self) -> None:

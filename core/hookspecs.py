@@ -37,6 +37,15 @@ def warrenmq_register_dispatch_policies(registry: Registry[Any]) -> None:
 
 
 @hookspec
+def warrenmq_register_queue_types(registry: Registry[Any]) -> None:
+    """Add queue types: ``registry.add(MyQueue, "my-type")``.
+
+    Each is a subclass of :class:`warrenmq.Queue` that owns its messages; queues choose one
+    with the ``x-queue-type`` argument (``classic`` when absent). Called once at startup.
+    """
+
+
+@hookspec
 def warrenmq_register_stores(registry: Registry[Any]) -> None:
     """Add message/definition stores: ``registry.add(MyStore)`` (subclass of ``Store``)."""
 

@@ -1,90 +1,148 @@
-"""The message the broker moves: routing data, raw AMQP content header, body.
+"""The message the broker moves, in no protocol's format.
 
-Properties stay as the content-header bytes the publisher sent; they are decoded only when
-something asks for a field (the headers exchange, TTL, user-id checks, protocol conversion).
-The broker mostly moves bytes, and deliveries reuse those bytes as they are.
+A ``Message`` is a routing key, a body shared by every queue the message reaches, and neutral
+``Properties`` decoded only when something reads them. The publishing protocol's own encoding of
+the properties (for AMQP, the content-header bytes) is kept beside them together with the codec
+that reads it, so a delivery in the same protocol is a byte copy; a delivery in another protocol
+converts once and caches the result. The model is RabbitMQ's message container (``mc.erl``).
+
+Nothing here knows a wire format: codecs live with their protocols and plug in through
+``PropertiesCodec``.
 """
 
 from __future__ import annotations
 
-import struct
+import itertools
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
 from typing import Any
 
-from pamqp import commands
-from pamqp.header import ContentHeader
-
-_BASIC_CLASS = 60
-_HEADER_PREFIX = struct.Struct(">HHQ")
+_ids = itertools.count(1)
 
 
-def short_string(value: str) -> bytes:
-    """An AMQP shortstr: one length byte then UTF-8."""
-    raw = value.encode()
-    if len(raw) > 255:
-        raise ValueError("short string longer than 255 bytes")
-    return bytes((len(raw),)) + raw
+@dataclass(slots=True, eq=True)
+class Properties:
+    """A message's properties, as every protocol can express them (all optional)."""
+
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: dict[str, Any] | None = None
+    #: 2 = persistent, 1 = transient
+    delivery_mode: int | None = None
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    #: per-message TTL in milliseconds, as a decimal string (AMQP's representation)
+    expiration: str | None = None
+    message_id: str | None = None
+    #: seconds since the epoch
+    timestamp: int | None = None
+    type: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
+
+    def copy(self) -> Properties:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.headers is not None:
+            values["headers"] = dict(self.headers)
+        return Properties(**values)
+
+
+class PropertiesCodec(ABC):
+    """A protocol's encoding of ``Properties`` (registered by the protocol, not the core)."""
+
+    #: a short name for logs and for the message's cache of encodings
+    name: str = "?"
+
+    @abstractmethod
+    def decode(self, encoded: bytes) -> Properties:
+        """Read properties from this protocol's encoding; raise ``BrokerError`` if malformed."""
+
+    @abstractmethod
+    def encode(self, properties: Properties, body_size: int) -> bytes:
+        """This protocol's encoding of ``properties`` for a body of ``body_size`` bytes."""
 
 
 class Message:
-    """One published message; shared by every queue it is routed to (do not mutate)."""
+    """One published message; shared by every queue it reaches, so never mutated after routing.
+
+    Per-queue state (redelivered, delivery count, expiry) lives in the queue's own entries.
+    """
 
     __slots__ = (
+        "_id",
         "exchange",
         "routing_key",
-        "header",
         "body",
+        "encoded",
+        "codec",
         "route_bytes",
-        "redelivered",
-        "expires_at",
+        "ttl",
         "_properties",
+        "_encodings",
     )
 
     def __init__(
         self,
         exchange: str,
         routing_key: str,
-        header: bytes,
         body: bytes,
+        properties: Properties | None = None,
+        encoded: bytes | None = None,
+        codec: PropertiesCodec | None = None,
         route_bytes: bytes | None = None,
-        redelivered: bool = False,
     ) -> None:
+        self._id = 0
         self.exchange = exchange
         self.routing_key = routing_key
-        #: the AMQP content header payload: class, weight, body size, flags, properties
-        self.header = header
         self.body = body
-        #: exchange and routing key as two AMQP short strings, as deliveries carry them
+        #: the publishing protocol's encoding of the properties, read by ``codec``
+        self.encoded = encoded
+        self.codec = codec
+        #: a delivering protocol's cached encoding of exchange and routing key
         self.route_bytes = route_bytes
-        self.redelivered = redelivered
-        #: time.monotonic() after which the message is dropped; 0.0 = never (per-message TTL)
-        self.expires_at = 0.0
-        self._properties: commands.Basic.Properties | None = None
-
-    @classmethod
-    def build(
-        cls,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        properties: commands.Basic.Properties | None = None,
-    ) -> Message:
-        """A message made by the broker or another protocol rather than an AMQP publisher."""
-        header = ContentHeader(0, len(body), properties or commands.Basic.Properties()).marshal()
-        return cls(exchange, routing_key, header, body)
+        #: per-message time to live in milliseconds (from ``expiration``), None if unset
+        self.ttl: int | None = None
+        if properties is None and encoded is None:
+            properties = Properties()
+        self._properties = properties
+        self._encodings: dict[PropertiesCodec, bytes] | None = None
 
     @property
-    def body_size(self) -> int:
-        return len(self.body)
+    def id(self) -> int:
+        """A broker-wide identity, for stores and logs (given on first use)."""
+        if not self._id:
+            self._id = next(_ids)
+        return self._id
 
     @property
-    def properties(self) -> commands.Basic.Properties:
-        """The decoded basic properties (decoded once, on first use)."""
+    def properties(self) -> Properties:
+        """The decoded properties (decoded once, on first use). Treat as read-only."""
         props = self._properties
         if props is None:
-            content = ContentHeader()
-            content.unmarshal(self.header)
-            props = self._properties = content.properties
+            assert self.codec is not None and self.encoded is not None
+            props = self._properties = self.codec.decode(self.encoded)
         return props
+
+    def encoded_for(self, codec: PropertiesCodec) -> bytes:
+        """The properties in ``codec``'s encoding: the original bytes, or a cached conversion."""
+        if codec is self.codec and self.encoded is not None:
+            return self.encoded
+        cache = self._encodings
+        if cache is None:
+            cache = self._encodings = {}
+        encoded = cache.get(codec)
+        if encoded is None:
+            encoded = cache[codec] = codec.encode(self.properties, len(self.body))
+        return encoded
+
+    def with_properties(self, properties: Properties) -> None:
+        """Replace the properties before the message is routed (drops the cached encodings)."""
+        self._properties = properties
+        self.encoded = None
+        self.codec = None
+        self._encodings = None
 
     @property
     def headers(self) -> dict[str, Any]:
@@ -94,25 +152,13 @@ class Message:
     def persistent(self) -> bool:
         return self.properties.delivery_mode == 2
 
-    def encoded_route(self) -> bytes:
-        route = self.route_bytes
-        if route is None:
-            route = self.route_bytes = short_string(self.exchange) + short_string(self.routing_key)
-        return route
-
-    def as_redelivered(self) -> Message:
-        """A copy flagged redelivered, for requeueing in one queue without touching others."""
-        if self.redelivered:
-            return self
-        copy = Message(
-            self.exchange, self.routing_key, self.header, self.body, self.route_bytes, True
-        )
-        copy._properties = self._properties
-        copy.expires_at = self.expires_at
-        return copy
+    @property
+    def size(self) -> int:
+        """Bytes of body, as counted against length limits and memory."""
+        return len(self.body)
 
     def __repr__(self) -> str:
         return (
-            f"Message(exchange={self.exchange!r}, routing_key={self.routing_key!r}, "
-            f"body_size={len(self.body)})"
+            f"Message(id={self.id}, exchange={self.exchange!r}, "
+            f"routing_key={self.routing_key!r}, body_size={len(self.body)})"
         )

@@ -1,8 +1,9 @@
 """Plugin loading: every plugin, built-in or not, comes through the ``warrenmq`` entry points.
 
 Each entry point is loaded on its own, so a broken plugin is named in the error instead of
-silently stopping the rest. The four standard exchange types are essential (the predeclared
-``amq.*`` exchanges need them) and cannot be blocked.
+silently stopping the rest. The four standard exchange types (the predeclared ``amq.*``
+exchanges need them) and the ``classic`` queue type (the default) are essential and cannot be
+blocked.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from .registry import Registry
 log = logging.getLogger("warrenmq.plugins")
 
 GROUP = "warrenmq"
-ESSENTIAL = frozenset({"direct", "fanout", "topic", "headers"})
+ESSENTIAL = frozenset({"direct", "fanout", "topic", "headers", "classic-queue"})
 
 #: registry attribute name -> (hook name, kind shown to users)
 REGISTRIES = {
     "exchange_types": ("warrenmq_register_exchange_types", "exchange type"),
     "dispatch_policies": ("warrenmq_register_dispatch_policies", "dispatch policy"),
+    "queue_types": ("warrenmq_register_queue_types", "queue type"),
     "stores": ("warrenmq_register_stores", "store"),
     "protocols": ("warrenmq_register_protocols", "protocol"),
     "transports": ("warrenmq_register_transports", "transport"),
@@ -121,10 +123,12 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
         plugins.registries[attribute] = registry
-    missing = ESSENTIAL - set(plugins.registries["exchange_types"])
+    missing = {"direct", "fanout", "topic", "headers"} - set(plugins.registries["exchange_types"])
+    if "classic" not in plugins.registries["queue_types"]:
+        missing.add("classic (queue type)")
     if missing:
         raise PluginError(
-            f"essential exchange types {sorted(missing)} are not registered; "
+            f"essential types {sorted(missing)} are not registered; "
             "is warrenmq installed (pip install warrenmq)?"
         )
     return plugins

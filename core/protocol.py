@@ -24,6 +24,8 @@ class ProtocolConnection(ABC):
     #: a callable the transport installs; the engine calls it when it has output that did not
     #: come from ``receive_data`` (a delivery caused by another connection, a heartbeat)
     wakeup: Callable[[], None] | None = None
+    #: installed by the transport: bytes waiting in its write buffer (for memory accounting)
+    transport_buffer: Callable[[], int] | None = None
     #: set by the engine when the deadline ``tick`` would return has changed (a heartbeat was
     #: negotiated, a close started); the transport calls ``tick`` again and clears it
     timers_changed: bool = False
@@ -58,6 +60,10 @@ class ProtocolConnection(ABC):
 
     def memory_alarm(self, active: bool) -> None:
         """The broker's memory alarm went on or off: block or unblock publishing."""
+
+    def buffered_bytes(self) -> int:
+        """Bytes held for this connection (output, partial input), for the memory alarm."""
+        return 0
 
     def pause_writing(self) -> None:
         """The peer is not reading fast enough: stop producing deliveries."""

@@ -1,15 +1,20 @@
-"""Queues: a FIFO of ready messages, the consumers it feeds and its dispatch policy.
+"""Queues: the interface every queue type implements, and the consumer bookkeeping they share.
 
-Unacknowledged messages are held by the sessions that received them (they know the delivery
-tags); a session hands them back with ``requeue`` or settles them with ``settle``.
+A queue owns its messages and their state (ready, delivered and unsettled, gone); nothing
+outside it touches its containers. Queue types (``classic`` built in) are plugins, chosen with
+the ``x-queue-type`` argument, as in RabbitMQ's ``rabbit_queue_type``. This base class keeps
+what every type needs alike: consumers by priority with a dispatch policy per priority, single
+active consumer, exclusive consumers, counters and ``x-expires``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections import deque
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import AccessRefused
 from .message import Message
@@ -18,30 +23,91 @@ if TYPE_CHECKING:
     from .consumer import Consumer
     from .dispatch import DispatchPolicy
     from .exchange import Binding
+    from .timers import Timer
     from .vhost import VirtualHost
 
+log = logging.getLogger("warrenmq.queue")
 
-class Queue:
-    """A named queue in a virtual host."""
+# -- how a delivery is settled ---------------------------------------------------------------
+
+#: the consumer is done with it
+ACK = 0
+#: put it back where it was, for another delivery
+REQUEUE = 1
+#: refused: dead-lettered with reason ``rejected`` if the queue has a dead-letter exchange
+REJECT = 2
+#: dropped without dead-lettering
+DISCARD = 3
+
+# -- an entry's state ------------------------------------------------------------------------
+
+READY = 0
+OUT = 1
+GONE = 2
+
+
+class Entry:
+    """One message in one queue, with the state that belongs to this queue only."""
+
+    __slots__ = ("message", "seq", "deliveries", "expires_at", "state")
+
+    def __init__(
+        self, message: Message, seq: int, expires_at: float, state: int, deliveries: int = 0
+    ) -> None:
+        self.message = message
+        #: position in publish order (a requeued message goes back to it)
+        self.seq = seq
+        #: how many times it was delivered (> 1 at delivery: redelivered)
+        self.deliveries = deliveries
+        #: time.monotonic() deadline from TTL; 0.0 = never expires
+        self.expires_at = expires_at
+        self.state = state
+
+    @property
+    def redelivered(self) -> bool:
+        return self.deliveries > 1
+
+    def __repr__(self) -> str:
+        return f"Entry(seq={self.seq}, deliveries={self.deliveries}, state={self.state})"
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """A read-only snapshot of a queue, for management and tests."""
+
+    name: str
+    vhost: str
+    type: str
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    arguments: dict[str, Any]
+    dispatch: str
+    messages_ready: int
+    messages_unacknowledged: int
+    message_bytes_ready: int
+    message_bytes_unacknowledged: int
+    consumers: int
+    published: int
+    delivered: int
+    redelivered: int
+    acknowledged: int
+    expired: int
+    dead_lettered: int
+    dropped: int
+    rejected_publishes: int
+
+    @property
+    def messages(self) -> int:
+        return self.messages_ready + self.messages_unacknowledged
+
+
+class Queue(ABC):
+    """A named queue in a virtual host; subclasses keep the messages."""
 
     kind = "queue"
-
-    __slots__ = (
-        "name",
-        "vhost",
-        "durable",
-        "exclusive_owner",
-        "auto_delete",
-        "arguments",
-        "ready",
-        "policy",
-        "consumers",
-        "exclusive_consumer",
-        "incoming",
-        "had_consumer",
-        "deleted",
-        "__weakref__",
-    )
+    #: the ``x-queue-type`` value that selects this queue type
+    queue_type: ClassVar[str]
 
     def __init__(
         self,
@@ -60,54 +126,75 @@ class Queue:
         self.exclusive_owner = exclusive_owner
         self.auto_delete = auto_delete
         self.arguments: dict[str, Any] = dict(arguments or {})
-        self.ready: deque[Message] = deque()
-        self.policy = policy_class(self)
-        #: the policy's consumer list (shared, not copied)
-        self.consumers = self.policy.consumers
+        self.policy_class = policy_class
+        #: attached consumers in arrival order
+        self.consumers: dict[Consumer, None] = {}
+        #: (priority, policy) for each consumer priority present, highest first
+        self._levels: list[tuple[int, DispatchPolicy]] = []
+        #: the policy when all consumers share one priority (the usual case, a fast path)
+        self.sole_policy: DispatchPolicy | None = None
         self.exclusive_consumer: Consumer | None = None
+        self.single_active = bool(self.arguments.get("x-single-active-consumer"))
+        self.active_consumer: Consumer | None = None
         #: bindings with this queue as destination
         self.incoming: set[Binding] = set()
         self.had_consumer = False
         self.deleted = False
+        # counters, updated on the hot path (plain integer attributes)
+        self.ready_count = 0
+        self.ready_bytes = 0
+        self.unacked_count = 0
+        self.unacked_bytes = 0
+        self.published = 0
+        self.delivered = 0
+        self.redelivered = 0
+        self.acknowledged = 0
+        self.expired = 0
+        self.dead_lettered = 0
+        self.dropped = 0
+        self.rejected_publishes = 0
+        #: x-expires in seconds (None: never), and when the queue was last used
+        self.expires_after: float | None = None
+        expires = self.arguments.get("x-expires")
+        if isinstance(expires, int) and not isinstance(expires, bool):
+            self.expires_after = expires / 1000
+        self.last_used = time.monotonic()
+        self._expires_timer: Timer | None = None
 
-    # -- the hot path ---------------------------------------------------------------------
+    # -- the message interface each queue type implements ----------------------------------
 
-    def publish(self, message: Message) -> None:
-        """Hand ``message`` straight to a consumer with credit, or keep it in order."""
-        if not self.ready:
-            consumer = self.policy.select()
-            if consumer is not None:
-                consumer.deliver(self, message)
-                return
-        if message.expires_at and message.expires_at <= time.monotonic():
-            self.settle(message)  # TTL 0: only an immediate delivery would have taken it
-            return
-        self.ready.append(message)
+    @abstractmethod
+    def publish(self, message: Message) -> bool:
+        """Take ``message``: deliver it or keep it. False: refused (a length limit)."""
 
+    @abstractmethod
     def dispatch(self) -> None:
         """Deliver ready messages while some consumer has credit."""
-        ready = self.ready
-        select = self.policy.select
-        while ready:
-            consumer = select()
-            if consumer is None:
-                return
-            message = self.get()
-            if message is not None:
-                consumer.deliver(self, message)
 
-    def settle(self, message: Message) -> None:
-        """A delivered message was acknowledged (or dropped): it is no longer owed."""
+    @abstractmethod
+    def get(self, no_ack: bool) -> tuple[Message, Entry] | None:
+        """The next ready message (basic.get), or None; with ``no_ack`` it is settled."""
 
-    def requeue(self, messages: Iterable[Message]) -> None:
-        """Put unsettled messages back at the head, in their original order, as redelivered."""
-        if self.deleted:
-            return
-        returned = [m.as_redelivered() for m in messages]
-        self.ready.extendleft(reversed(returned))
-        self.dispatch()
+    @abstractmethod
+    def settle(self, entries: Iterable[Entry], outcome: int) -> None:
+        """Settle deliveries of this queue: ``ACK``, ``REQUEUE``, ``REJECT`` or ``DISCARD``."""
 
-    # -- consumers ------------------------------------------------------------------------
+    def ack(self, entry: Entry) -> None:
+        """One delivery acknowledged: the common case of ``settle``, kept cheap."""
+        self.settle((entry,), ACK)
+
+    @abstractmethod
+    def purge(self) -> int:
+        """Drop every ready message; return how many."""
+
+    def delete(self) -> int:
+        """The queue is being deleted: drop its messages and timers; return how many were
+        ready. Unsettled deliveries are forgotten (their later settlement is ignored)."""
+        if self._expires_timer is not None:
+            self._expires_timer.cancel()
+        return self.purge()
+
+    # -- consumers -----------------------------------------------------------------------
 
     def add_consumer(self, consumer: Consumer) -> None:
         if self.exclusive_consumer is not None or (consumer.exclusive and self.consumers):
@@ -116,45 +203,178 @@ class Queue:
             )
         if consumer.exclusive:
             self.exclusive_consumer = consumer
-        self.policy.add(consumer)
+        self.consumers[consumer] = None
         self.had_consumer = True
+        self.touch()
+        consumer.parked = True
+        if not self.single_active:
+            self._offer(consumer)
+        elif self.active_consumer is None:
+            self.active_consumer = consumer
+            self._offer(consumer)
         self.dispatch()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         """Forget ``consumer``; an auto-delete queue goes with its last consumer."""
         if consumer not in self.consumers:
             return
-        self.policy.remove(consumer)
+        del self.consumers[consumer]
+        self._withdraw(consumer)
+        self._drop_level_of(consumer)
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
-        if self.auto_delete and not self.consumers and not self.deleted:
-            self.vhost.delete_queue(self.name, owner=self.exclusive_owner)
+        if self.active_consumer is consumer:
+            self.active_consumer = None
+            self._activate_next()
+        if not self.consumers and not self.deleted:
+            self.touch()
+            if self.auto_delete:
+                self.vhost.delete_queue(self.name, owner=self.exclusive_owner)
 
-    # -- management -----------------------------------------------------------------------
+    def consumer_ready(self, consumer: Consumer) -> None:
+        """``consumer`` may have credit again: offer it messages if the queue had parked it."""
+        if not consumer.parked or self.deleted or consumer not in self.consumers:
+            return
+        if self.single_active and consumer is not self.active_consumer:
+            return
+        self._offer(consumer)
+        self.dispatch()
 
-    def get(self) -> Message | None:
-        """Take the next ready message (basic.get), dropping expired ones on the way."""
-        ready = self.ready
-        while ready:
-            message = ready.popleft()
-            if message.expires_at and message.expires_at <= time.monotonic():
-                self.settle(message)
-                continue
-            return message
+    def _activate_next(self) -> None:
+        """Single active consumer: the next consumer by priority, then arrival, takes over."""
+        best: Consumer | None = None
+        for candidate in self.consumers:
+            if best is None or candidate.priority > best.priority:
+                best = candidate
+        if best is not None:
+            self.active_consumer = best
+            self._offer(best)
+            self.dispatch()
+
+    def _offer(self, consumer: Consumer) -> None:
+        consumer.parked = False
+        priority = consumer.priority
+        for level, policy in self._levels:
+            if level == priority:
+                policy.add(consumer)
+                return
+        policy = self.policy_class(self)
+        policy.add(consumer)
+        self._levels.append((priority, policy))
+        self._levels.sort(key=lambda level: -level[0])
+        self.sole_policy = self._levels[0][1] if len(self._levels) == 1 else None
+
+    def _withdraw(self, consumer: Consumer) -> None:
+        """Stop offering ``consumer`` messages (it may come back with ``consumer_ready``)."""
+        if consumer.parked:
+            return
+        consumer.parked = True
+        for level, policy in self._levels:
+            if level == consumer.priority:
+                policy.remove(consumer)
+                return
+
+    def _drop_level_of(self, consumer: Consumer) -> None:
+        """A consumer left: forget its priority's policy if no one else has that priority."""
+        priority = consumer.priority
+        if any(other.priority == priority for other in self.consumers):
+            return
+        self._levels = [level for level in self._levels if level[0] != priority]
+        self.sole_policy = self._levels[0][1] if len(self._levels) == 1 else None
+
+    def next_consumer(self) -> Consumer | None:
+        """A consumer with credit for the next message (parking those found without)."""
+        for _, policy in self._levels:
+            select = policy.select
+            while True:
+                consumer = select()
+                if consumer is None:
+                    break
+                if consumer.has_credit():
+                    return consumer
+                policy.remove(consumer)
+                consumer.parked = True
         return None
 
-    def purge(self) -> int:
-        count = len(self.ready)
-        self.ready.clear()
-        return count
+    def park(self, consumer: Consumer) -> None:
+        """``consumer`` has no credit: offer it nothing until ``consumer_ready``."""
+        self._withdraw(consumer)
+
+    def consumer_failed(self, consumer: Consumer, error: BaseException) -> None:
+        """``consumer.deliver`` raised: detach it and let its session close; others go on."""
+        log.error(
+            "consumer %r of queue '%s' failed on delivery; detaching it",
+            consumer,
+            self.name,
+            exc_info=error,
+        )
+        self.remove_consumer(consumer)
+        try:
+            consumer.failed(self, error)
+        except Exception:
+            log.exception("consumer %r failed while being detached", consumer)
+
+    # -- x-expires -----------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """The queue was used (declared, consumed from, basic.get): restart x-expires."""
+        self.last_used = time.monotonic()
+        if self.expires_after is not None and self._expires_timer is None and not self.deleted:
+            timers = self.vhost.broker.timers
+            self._expires_timer = timers.call_at(
+                self.last_used + self.expires_after, self._check_expires
+            )
+
+    def _check_expires(self) -> None:
+        self._expires_timer = None
+        if self.deleted or self.expires_after is None:
+            return
+        if self.consumers:
+            return  # touched again when the last consumer leaves
+        due = self.last_used + self.expires_after
+        if time.monotonic() >= due:
+            log.info("queue '%s' in vhost '%s' expired (x-expires)", self.name, self.vhost.name)
+            self.vhost.remove_queue(self)
+            return
+        self._expires_timer = self.vhost.broker.timers.call_at(due, self._check_expires)
+
+    # -- views ---------------------------------------------------------------------------
 
     @property
     def message_count(self) -> int:
-        return len(self.ready)
+        return self.ready_count
 
     @property
     def consumer_count(self) -> int:
         return len(self.consumers)
 
+    def view(self) -> QueueView:
+        return QueueView(
+            name=self.name,
+            vhost=self.vhost.name,
+            type=self.queue_type,
+            durable=self.durable,
+            exclusive=self.exclusive_owner is not None,
+            auto_delete=self.auto_delete,
+            arguments=dict(self.arguments),
+            dispatch=self.policy_class.name,
+            messages_ready=self.ready_count,
+            messages_unacknowledged=self.unacked_count,
+            message_bytes_ready=self.ready_bytes,
+            message_bytes_unacknowledged=self.unacked_bytes,
+            consumers=len(self.consumers),
+            published=self.published,
+            delivered=self.delivered,
+            redelivered=self.redelivered,
+            acknowledged=self.acknowledged,
+            expired=self.expired,
+            dead_lettered=self.dead_lettered,
+            dropped=self.dropped,
+            rejected_publishes=self.rejected_publishes,
+        )
+
     def __repr__(self) -> str:
-        return f"Queue({self.name!r}, ready={len(self.ready)}, consumers={len(self.consumers)})"
+        return (
+            f"{type(self).__name__}({self.name!r}, ready={self.ready_count}, "
+            f"consumers={len(self.consumers)})"
+        )

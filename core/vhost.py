@@ -7,6 +7,7 @@ exclusive ownership, auto-delete) live in one place.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,24 @@ from .errors import (
 from .exchange import Binding, Exchange
 from .message import Message
 from .queue import Queue
+from .queue_arguments import argument_text, validate_queue_arguments
 
 if TYPE_CHECKING:
     from .broker import Broker
+
+log = logging.getLogger("warrenmq.vhost")
+
+# -- what became of a publish (``VirtualHost.publish``) ---------------------------------------
+
+#: every queue it reached took it
+ROUTED = 0
+#: no queue matched (a mandatory publish is returned)
+UNROUTABLE = 1
+#: some queue refused it (a length limit with reject-publish): the publisher gets a nack
+REFUSED = 2
+
+#: the prefix of direct reply-to pseudo-queue names (RabbitMQ's ``amq.rabbitmq.reply-to``)
+REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
 
 #: exchanges every virtual host has, as in RabbitMQ
 STANDARD_EXCHANGES = (
@@ -72,8 +88,10 @@ class VirtualHost:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
-        #: state a protocol keeps per virtual host (e.g. AMQP direct reply-to consumers)
+        #: state a protocol keeps per virtual host
         self.extensions: dict[str, Any] = {}
+        #: direct reply-to pseudo-queues by name (not in ``queues``: never declared or bound)
+        self.reply_queues: dict[str, Queue] = {}
         for exchange_name, type_name in STANDARD_EXCHANGES:
             self._create_exchange(exchange_name, type_name, durable=True)
         self.default_exchange = self.exchanges[""]
@@ -294,9 +312,12 @@ class VirtualHost:
             if (existing.exclusive_owner is not None) != exclusive:
                 raise self._locked(name)
             self._check_queue_equivalence(existing, durable, exclusive, auto_delete, arguments)
+            existing.touch()
             return existing
+        queue_class = self._queue_type_for(name, arguments)
+        validate_queue_arguments(arguments, f"queue '{name}' {self._where()}")
         policy_class = self._policy_for(name, arguments)
-        queue = Queue(
+        queue = queue_class(
             self,
             name,
             policy_class,
@@ -309,7 +330,34 @@ class VirtualHost:
         if _persisted(queue):
             self.broker.store.save_queue(queue)
         self._bind_default(queue)
+        queue.touch()
         return queue
+
+    def _queue_type_for(self, name: str, arguments: Mapping[str, Any]) -> Any:
+        wanted = argument_text(arguments, "x-queue-type") or "classic"
+        queue_class = self.broker.queue_types.get(wanted)
+        if queue_class is None:
+            known = ", ".join(sorted(self.broker.queue_types.names()))
+            raise PreconditionFailed(
+                f"invalid arg 'x-queue-type' for queue '{name}' {self._where()}: "
+                f"unknown queue type '{wanted}' (known: {known})"
+            )
+        return queue_class
+
+    def open_reply_queue(self) -> Queue:
+        """A direct reply-to pseudo-queue with a fresh name (see ``REPLY_TO_PREFIX``)."""
+        name = server_generated_name(REPLY_TO_PREFIX)
+        broker = self.broker
+        queue: Queue = broker.queue_types["classic"](
+            self, name, broker.dispatch_policies[broker.settings.default_dispatch]
+        )
+        self.reply_queues[name] = queue
+        return queue
+
+    def close_reply_queue(self, queue: Queue) -> None:
+        if self.reply_queues.pop(queue.name, None) is not None:
+            queue.deleted = True
+            queue.delete()
 
     def _bind_default(self, queue: Queue) -> None:
         binding = Binding(self.default_exchange, queue, queue.name)
@@ -371,7 +419,7 @@ class VirtualHost:
         queue = self.get_queue(name, owner)
         if if_unused and queue.consumers:
             raise PreconditionFailed(f"queue '{name}' {self._where()} in use")
-        if if_empty and queue.ready:
+        if if_empty and queue.ready_count:
             raise PreconditionFailed(f"queue '{name}' {self._where()} not empty")
         return self.remove_queue(queue)
 
@@ -383,12 +431,12 @@ class VirtualHost:
         self.queues.pop(queue.name, None)
         if _persisted(queue):
             self.broker.store.delete_queue(queue)
-        count = len(queue.ready)
-        queue.ready.clear()
-        for consumer in list(queue.consumers):
-            queue.policy.remove(consumer)
+        count = queue.delete()
+        consumers = list(queue.consumers)
+        for consumer in consumers:
+            queue.remove_consumer(consumer)
+        for consumer in consumers:
             consumer.cancelled_by_broker(queue)
-        queue.exclusive_consumer = None
         for binding in list(queue.incoming):
             self._drop_binding(binding)
         return count
@@ -400,6 +448,46 @@ class VirtualHost:
         """Exclusive queues go with the connection that declared them."""
         for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
             self.remove_queue(queue)
+
+    # -- publishing --------------------------------------------------------------------
+
+    def publish(self, exchange_name: str, message: Message) -> int:
+        """Route ``message`` from the exchange named ``exchange_name`` into its queues.
+
+        Returns ``ROUTED``, ``UNROUTABLE`` or ``REFUSED``; raises 404 for a missing exchange
+        and 403 for an internal one. A queue or plugin that fails is logged and skipped: the
+        other queues still get the message.
+        """
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            raise NotFound(f"no exchange '{exchange_name}' {self._where()}")
+        if exchange.internal:
+            raise AccessRefused(
+                f"cannot publish to internal exchange '{exchange_name}' {self._where()}"
+            )
+        try:
+            queues = exchange.router.route(message)
+            if exchange.exchange_destinations or (not queues and exchange.alternate is not None):
+                queues = self.route(exchange, message)
+        except Exception:
+            log.exception("routing through exchange '%s' failed", exchange_name)
+            return REFUSED
+        if not queues:
+            if exchange is self.default_exchange and self.reply_queues:
+                reply_queue = self.reply_queues.get(message.routing_key)
+                if reply_queue is not None:
+                    reply_queue.publish(message)
+                    return ROUTED
+            return UNROUTABLE
+        outcome = ROUTED
+        for queue in queues:
+            try:
+                if not queue.publish(message):
+                    outcome = REFUSED
+            except Exception:
+                log.exception("queue '%s' failed to take a message", queue.name)
+                outcome = REFUSED
+        return outcome
 
     # -- routing ------------------------------------------------------------------------
 

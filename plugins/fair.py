@@ -1,42 +1,47 @@
 """The ``fair`` dispatch policy: the consumer with the fewest unacknowledged messages first.
 
-Among consumers with prefetch credit it picks the least loaded; ties go round-robin. With
-prefetch 1 this is the classic fair dispatch: a slow consumer is not handed work it cannot
-start. Consumers of higher ``x-priority`` are served first.
+Among consumers with credit it picks the least loaded; ties go to the one that waited longest.
+With prefetch 1 this is the classic fair dispatch: a busy consumer has no credit, so it is not
+even considered, and the choice is O(1). With larger prefetch the choice scans the consumers
+that have credit, stopping at the first idle one.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
-from warrenmq import Consumer, DispatchPolicy, hookimpl
-
-
-def least_loaded(consumers: list[Consumer], start: int) -> tuple[Consumer | None, int]:
-    """The consumer with credit and the fewest unacked, scanning from ``start`` for ties."""
-    count = len(consumers)
-    best: Consumer | None = None
-    best_index = start
-    for offset in range(count):
-        index = (start + offset) % count
-        consumer = consumers[index]
-        if consumer.has_credit() and (best is None or consumer.unacked < best.unacked):
-            best, best_index = consumer, index
-            if consumer.unacked == 0:
-                break
-    if best is None:
-        return None, start
-    return best, (best_index + 1) % count
+from warrenmq import Consumer, DispatchPolicy, Queue, hookimpl
 
 
 class Fair(DispatchPolicy):
     name = "fair"
 
+    def __init__(self, queue: Queue) -> None:
+        super().__init__(queue)
+        #: consumers in turn order (for ties); the first waited longest
+        self._turns: OrderedDict[Consumer, None] = OrderedDict()
+
+    def add(self, consumer: Consumer) -> None:
+        self._turns[consumer] = None
+
+    def remove(self, consumer: Consumer) -> None:
+        self._turns.pop(consumer, None)
+
     def select(self) -> Consumer | None:
-        if self.prioritized:
-            return self.select_by_priority(least_loaded)
-        consumer, self.cursor = least_loaded(self.consumers, self.cursor)
-        return consumer
+        turns = self._turns
+        best: Consumer | None = None
+        for consumer in turns:
+            if best is None or consumer.unacked < best.unacked:
+                best = consumer
+                if not consumer.unacked:
+                    break
+        if best is not None and len(turns) > 1:
+            turns.move_to_end(best)
+        return best
+
+    def __len__(self) -> int:
+        return len(self._turns)
 
 
 @hookimpl

@@ -1,39 +1,42 @@
 """The ``round-robin`` dispatch policy (RabbitMQ's default): consumers take turns.
 
-The next message goes to the consumer after the one served last, skipping any without
-prefetch credit. Consumers of higher ``x-priority`` are served first.
+The next message goes to the consumer that has waited longest since its last one. A consumer
+that lost its credit leaves the rotation and rejoins at the end when credit returns, as in
+RabbitMQ. Every operation is O(1), however many consumers a queue has.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
-from warrenmq import Consumer, DispatchPolicy, hookimpl
-
-
-def next_with_credit(consumers: list[Consumer], start: int) -> tuple[Consumer | None, int]:
-    """The first consumer with credit from ``start`` on, and the index after it."""
-    count = len(consumers)
-    for offset in range(count):
-        index = (start + offset) % count
-        consumer = consumers[index]
-        if consumer.has_credit():
-            return consumer, (index + 1) % count
-    return None, start
+from warrenmq import Consumer, DispatchPolicy, Queue, hookimpl
 
 
 class RoundRobin(DispatchPolicy):
     name = "round-robin"
 
+    def __init__(self, queue: Queue) -> None:
+        super().__init__(queue)
+        #: consumers in turn order; the first is next
+        self._turns: OrderedDict[Consumer, None] = OrderedDict()
+
+    def add(self, consumer: Consumer) -> None:
+        self._turns[consumer] = None
+
+    def remove(self, consumer: Consumer) -> None:
+        self._turns.pop(consumer, None)
+
     def select(self) -> Consumer | None:
-        consumers = self.consumers
-        if len(consumers) == 1:
-            only = consumers[0]
-            return only if only.has_credit() else None
-        if self.prioritized:
-            return self.select_by_priority(next_with_credit)
-        consumer, self.cursor = next_with_credit(consumers, self.cursor)
+        turns = self._turns
+        if not turns:
+            return None
+        consumer = next(iter(turns))
+        turns.move_to_end(consumer)
         return consumer
+
+    def __len__(self) -> int:
+        return len(self._turns)
 
 
 @hookimpl

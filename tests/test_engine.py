@@ -288,7 +288,7 @@ def run_script(
             elif chunk:  # b"" would mean end of stream
                 engine.receive_data(chunk)
         outputs.append(tuple(bytes(e.data_to_send()) for e in engines))
-    ready = {name: len(queue.ready) for name, queue in broker.vhosts["/"].queues.items()}
+    ready = {name: queue.ready_count for name, queue in broker.vhosts["/"].queues.items()}
     return Transcript(outputs, tuple(e.closed for e in engines), ready, broker, engines)
 
 

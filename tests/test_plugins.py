@@ -15,7 +15,16 @@ from pika.exceptions import UnroutableError
 from pika_helpers import Collector, connection_parameters, wait_until
 
 import warrenmq
-from warrenmq import Binding, Consumer, DispatchPolicy, Exchange, ExchangeType, Message, Router
+from warrenmq import (
+    Binding,
+    Consumer,
+    DispatchPolicy,
+    Exchange,
+    ExchangeType,
+    Message,
+    Queue,
+    Router,
+)
 from warrenmq.errors import PluginError
 from warrenmq.testing import running_broker
 
@@ -69,11 +78,24 @@ class FirstAvailable(DispatchPolicy):
 
     name = "first-available"
 
+    def __init__(self, queue: Queue) -> None:
+        super().__init__(queue)
+        self._ready: dict[Consumer, None] = {}
+
+    def add(self, consumer: Consumer) -> None:
+        self._ready[consumer] = None
+
+    def remove(self, consumer: Consumer) -> None:
+        self._ready.pop(consumer, None)
+
     def select(self) -> Consumer | None:
-        for consumer in self.consumers:
-            if consumer.has_credit():
+        for consumer in self.queue.consumers:  # in arrival order
+            if consumer in self._ready:
                 return consumer
         return None
+
+    def __len__(self) -> int:
+        return len(self._ready)
 
 
 class FirstAvailablePlugin:
@@ -93,6 +115,7 @@ BUILT_INS = [
     ("exchange type", "headers", "headers"),
     ("dispatch policy", "round-robin", "round-robin"),
     ("dispatch policy", "fair", "fair"),
+    ("queue type", "classic", "classic-queue"),
     ("store", "memory", "memory-store"),
     ("protocol", "amqp", "amqp"),
     ("transport", "tcp", "tcp"),
@@ -188,7 +211,7 @@ def test_third_party_dispatch_policy_selected_with_x_dispatch() -> None:
                 "jobs", exclusive=True, arguments={"x-dispatch": "first-available"}
             )
             queue = running.broker.vhosts["/"].queues["jobs"]
-            assert type(queue.policy) is FirstAvailable
+            assert queue.policy_class is FirstAvailable
 
             primary, standby = Collector(ack=True), Collector(ack=True)
             channel.basic_consume("jobs", primary, consumer_tag="primary")

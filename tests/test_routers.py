@@ -13,10 +13,9 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import pytest
-from pamqp import commands
 
 import warrenmq
-from warrenmq import Binding, Exchange, Message, PreconditionFailed, Queue, Router
+from warrenmq import Binding, Exchange, Message, PreconditionFailed, Properties, Queue, Router
 from warrenmq.plugins import topic as topic_module
 from warrenmq.vhost import VirtualHost
 
@@ -57,8 +56,8 @@ class RouterUnderTest:
 
     def route(self, key: str, headers: dict[str, Any] | None = None) -> list[str]:
         """Names of the destinations, in the router's order; checks there are no duplicates."""
-        properties = commands.Basic.Properties(headers=headers) if headers is not None else None
-        result = self.router.route(Message.build(self.exchange.name, key, b"", properties))
+        properties = Properties(headers=headers) if headers is not None else None
+        result = self.router.route(Message(self.exchange.name, key, b"", properties))
         names = [destination.name for destination in result]
         assert len(names) == len(set(names)), f"duplicate destinations {names}"
         return names
@@ -414,7 +413,7 @@ def test_headers_matching(
     exchange = vhost.declare_exchange("hx", "headers")
     queue = vhost.declare_queue("q")
     vhost.bind(queue, "hx", "", arguments)
-    message = Message.build("hx", "", b"", commands.Basic.Properties(headers=headers))
+    message = Message("hx", "", b"", Properties(headers=headers))
     assert {q.name for q in vhost.route(exchange, message)} == ({"q"} if expected else set())
 
 
@@ -450,9 +449,7 @@ def test_headers_invalid_x_match_is_406(vhost: VirtualHost, mode: str) -> None:
 
 
 def routed(vhost: VirtualHost, exchange: str, key: str = "k") -> list[str]:
-    result: Collection[Queue] = vhost.route(
-        vhost.exchanges[exchange], Message.build(exchange, key, b"")
-    )
+    result: Collection[Queue] = vhost.route(vhost.exchanges[exchange], Message(exchange, key, b""))
     names = [queue.name for queue in result]
     assert len(names) == len(set(names)), f"duplicates in {names}"
     return sorted(names)
@@ -583,7 +580,7 @@ def test_unbinding_exchange_to_exchange_stops_routing(vhost: VirtualHost) -> Non
 
 def _iter_all(router: Router, keys: list[str]) -> Iterator[set[str]]:
     for key in keys:
-        yield {d.name for d in router.route(Message.build("x", key, b""))}
+        yield {d.name for d in router.route(Message("x", key, b""))}
 
 
 def test_closed_router_routes_nothing(vhost: VirtualHost) -> None:

@@ -81,6 +81,7 @@ class _Link(asyncio.Protocol):
             listener.broker, (peer[0], peer[1]) if peer else None, transport_name="tcp"
         )
         self.engine.wakeup = self._wakeup
+        self.engine.transport_buffer = self.transport.get_write_buffer_size
         listener.links.add(self)
         log.debug("connection from %s", peer)
         self._schedule_tick()

@@ -63,6 +63,8 @@ log = logging.getLogger("warrenmq.amqp")
 
 HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 3.0
+#: output buffered in the engine beyond which deliveries wait for the transport to take it
+OUT_LIMIT = 1024 * 1024
 PUBLISH_KEY = METHOD_ID.pack(60, 40)
 ACK_KEY = METHOD_ID.pack(60, 80)
 _unpack_frame_head = FRAME_HEAD.unpack_from
@@ -130,7 +132,11 @@ class AMQPConnection(ProtocolConnection):
         self.vhost: VirtualHost = next(iter(broker.vhosts.values()))
         self.client_properties: dict[str, Any] = {}
         self.cancel_notify = False
+        #: the transport's buffer is full: no deliveries, and the client is not read
         self.write_paused = False
+        self.out_limit = OUT_LIMIT
+        #: deliveries stopped because the engine's own output buffer passed ``out_limit``
+        self._out_full = False
         #: the broker's memory alarm is on; publishing connections are not read meanwhile
         self._blocked = broker.memory_alarm
         self._blocked_sent = False
@@ -154,7 +160,34 @@ class AMQPConnection(ProtocolConnection):
         if out:
             self._out = bytearray()
             self._last_send = time.monotonic()
+        if self._out_full:
+            self._out_full = False  # the transport took the output: deliver more
+            if not self.write_paused:
+                for channel in list(self.channels.values()):
+                    channel.update_paused()
         return out
+
+    def output_full(self) -> None:
+        """A delivery filled the output buffer: stop delivering until it is written."""
+        if not self._out_full:
+            self._out_full = True
+            for channel in self.channels.values():
+                channel.paused = True
+
+    def buffered_bytes(self) -> int:
+        """Bytes this connection holds: output not yet written and content being assembled."""
+        held = len(self._out) + len(self._buf)
+        for channel in self.channels.values():
+            held += channel.pending_received
+        transport_buffer = self.transport_buffer
+        if transport_buffer is not None:
+            held += transport_buffer()
+        return held
+
+    def fail(self, error: BrokerError) -> None:
+        """Close the connection for an error found outside its own input (a delivery bug)."""
+        self._connection_error(error, 0, 0)
+        self._wake()
 
     def receive_data(self, data: bytes) -> None:
         if self._closed:
@@ -230,7 +263,9 @@ class AMQPConnection(ProtocolConnection):
 
     @property
     def reading_paused(self) -> bool:  # type: ignore[override]
-        return self._blocked and self.has_published
+        # a publisher under the memory alarm; or a client that does not read what we send
+        # (its returns, say): stop reading it until its output drains
+        return (self._blocked and self.has_published) or self.write_paused
 
     def memory_alarm(self, active: bool) -> None:
         self._blocked = active
@@ -255,6 +290,7 @@ class AMQPConnection(ProtocolConnection):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._out_full = False
         for channel in list(self.channels.values()):
             channel.update_paused()
 
@@ -381,6 +417,7 @@ class AMQPConnection(ProtocolConnection):
         except (IndexError, UnicodeDecodeError):
             return False
         channel.pending = (exchange, routing_key, bool(bits & 1), data[p:key_end])
+        self.has_published = True
         return True
 
     def _fast_content(

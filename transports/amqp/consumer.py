@@ -1,10 +1,12 @@
-"""An AMQP consumer: a ``basic.consume`` on a channel, as the core's ``Consumer``."""
+"""An AMQP consumer: a ``basic.consume`` on a channel, as the core's ``SessionConsumer``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from warrenmq import Consumer, Message, Queue
+from warrenmq import Message, Queue
+from warrenmq.queue import Entry
+from warrenmq.session import SessionConsumer
 
 from .frames import (
     BASIC_DELIVER_PREFIX,
@@ -15,24 +17,17 @@ from .frames import (
     content_frames,
     short_string,
 )
+from .properties import AMQP_CODEC
 
 if TYPE_CHECKING:
     from .channel import Channel
 
+_pack_head = FRAME_HEAD.pack
+_pack_tag = TAG_REDELIVERED.pack
 
-class AMQPConsumer(Consumer):
-    __slots__ = (
-        "tag",
-        "channel",
-        "queue",
-        "no_ack",
-        "exclusive",
-        "priority",
-        "prefetch",
-        "unacked",
-        "_prefix",
-        "_prefix_len",
-    )
+
+class AMQPConsumer(SessionConsumer):
+    __slots__ = ("channel", "_prefix", "_prefix_len")
 
     def __init__(
         self,
@@ -44,48 +39,48 @@ class AMQPConsumer(Consumer):
         prefetch: int,
         priority: int = 0,
     ) -> None:
+        super().__init__(
+            channel,
+            queue,
+            tag,
+            acks=not no_ack,
+            exclusive=exclusive,
+            prefetch=prefetch,
+            priority=priority,
+        )
         self.channel = channel
-        self.queue = queue
-        self.tag = tag
-        self.no_ack = no_ack
-        self.exclusive = exclusive
-        self.priority = priority
-        #: per-consumer prefetch_count (0 = unlimited), fixed at consume time as in RabbitMQ
-        self.prefetch = prefetch
-        self.unacked = 0
         #: basic.deliver's class/method ids and consumer tag, prebuilt once
         self._prefix = BASIC_DELIVER_PREFIX + short_string(tag)
         self._prefix_len = len(self._prefix) + TAG_REDELIVERED.size
 
-    def has_credit(self) -> bool:
+    def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
         channel = self.channel
-        if channel.paused:
-            return False
-        if self.no_ack:
-            return True
-        if self.prefetch and self.unacked >= self.prefetch:
-            return False
-        limit = channel.global_prefetch
-        return not limit or len(channel.unacked) < limit
-
-    def deliver(self, queue: Queue, message: Message) -> None:
-        channel = self.channel
+        header = message.encoded if message.codec is AMQP_CODEC else None
+        if header is None:
+            header = message.encoded_for(AMQP_CODEC)
+        route = message.route_bytes or channel.encoded_route(message)
+        # the session's ``track``, inlined: this runs once per delivered message
         tag = channel.delivery_tag = channel.delivery_tag + 1
-        if not self.no_ack:
-            channel.unacked[tag] = (message, queue, self)
-            self.unacked += 1
+        if entry is None:
+            redelivered = False
+        else:
+            redelivered = entry.deliveries > 1
+            if self.acks:
+                channel.unacked[tag] = (queue, entry, self)
+                self.unacked += 1
         connection = channel.connection
         out = connection._out
         if not out and not connection._receiving:
             connection._wake()
-        route = message.route_bytes or message.encoded_route()
         number = channel.number
-        out += FRAME_HEAD.pack(FRAME_METHOD, number, self._prefix_len + len(route))
+        out += _pack_head(FRAME_METHOD, number, self._prefix_len + len(route))
         out += self._prefix
-        out += TAG_REDELIVERED.pack(tag, message.redelivered)
+        out += _pack_tag(tag, redelivered)
         out += route
         out += FRAME_END_BYTE
-        content_frames(out, number, message.header, message.body, connection.max_body)
+        content_frames(out, number, header, message.body, connection.max_body)
+        if len(out) > connection.out_limit:
+            connection.output_full()
 
     def cancelled_by_broker(self, queue: Queue) -> None:
         self.channel.consumer_cancelled_by_broker(self)

@@ -50,6 +50,7 @@ BASIC_DELIVER_PREFIX = METHOD_ID.pack(BASIC, 60)
 BASIC_GET_OK_PREFIX = METHOD_ID.pack(BASIC, 71)
 BASIC_RETURN_PREFIX = METHOD_ID.pack(BASIC, 50)
 BASIC_ACK_PREFIX = METHOD_ID.pack(BASIC, 80)
+BASIC_NACK_PREFIX = METHOD_ID.pack(BASIC, 120)
 
 #: bit of ``user-id`` in the basic property flags (checked without decoding properties)
 USER_ID_FLAG = 0x0010
@@ -73,6 +74,16 @@ def basic_ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     return (
         FRAME_HEAD.pack(FRAME_METHOD, channel, 13)
         + BASIC_ACK_PREFIX
+        + TAG_BITS.pack(delivery_tag, 1 if multiple else 0)
+        + FRAME_END_BYTE
+    )
+
+
+def basic_nack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
+    """basic.nack (requeue=false) for a publish the broker refused."""
+    return (
+        FRAME_HEAD.pack(FRAME_METHOD, channel, 13)
+        + BASIC_NACK_PREFIX
         + TAG_BITS.pack(delivery_tag, 1 if multiple else 0)
         + FRAME_END_BYTE
     )

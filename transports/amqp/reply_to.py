@@ -3,29 +3,21 @@
 A client consumes the pseudo-queue ``amq.rabbitmq.reply-to`` (no-ack) and publishes requests
 with ``reply_to = "amq.rabbitmq.reply-to"``; the broker rewrites that to a name unique to the
 channel, and a reply published to the default exchange under that name goes straight to the
-channel's reply consumer. Nothing is declared, so nothing is left behind.
+channel's reply consumer (the core's ``VirtualHost.publish`` looks reply queues up). Nothing is
+declared, so nothing is left behind.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pamqp.header import ContentHeader
-
 from warrenmq import Message, Queue
 from warrenmq.errors import PreconditionFailed
-from warrenmq.vhost import VirtualHost, server_generated_name
 
 if TYPE_CHECKING:
     from .channel import Channel
 
 PSEUDO_QUEUE = "amq.rabbitmq.reply-to"
-PREFIX = PSEUDO_QUEUE + "."
-_EXTENSION = "amqp.direct-reply-to"
-
-
-def _registry(vhost: VirtualHost) -> dict[str, Queue]:
-    return vhost.extensions.setdefault(_EXTENSION, {})
 
 
 def open_reply_queue(channel: Channel, no_ack: bool) -> Queue:
@@ -34,12 +26,7 @@ def open_reply_queue(channel: Channel, no_ack: bool) -> Queue:
         raise PreconditionFailed("reply consumer cannot acknowledge")
     if channel.reply_queue is not None:
         raise PreconditionFailed("reply consumer already set")
-    vhost = channel.vhost
-    name = server_generated_name(PREFIX)
-    policy = vhost.broker.dispatch_policies[vhost.broker.settings.default_dispatch]
-    queue = Queue(vhost, name, policy, auto_delete=False)
-    _registry(vhost)[name] = queue
-    channel.reply_queue = queue
+    queue = channel.reply_queue = channel.vhost.open_reply_queue()
     return queue
 
 
@@ -48,16 +35,7 @@ def close_reply_queue(channel: Channel) -> None:
     if queue is None:
         return
     channel.reply_queue = None
-    queue.deleted = True
-    queue.ready.clear()
-    _registry(channel.vhost).pop(queue.name, None)
-
-
-def reply_destination(vhost: VirtualHost, routing_key: str) -> Queue | None:
-    """The reply consumer's pseudo-queue for a reply routed by the default exchange."""
-    if not routing_key.startswith(PREFIX):
-        return None
-    return _registry(vhost).get(routing_key)
+    channel.vhost.close_reply_queue(queue)
 
 
 def rewrite_reply_to(channel: Channel, message: Message) -> None:
@@ -68,5 +46,6 @@ def rewrite_reply_to(channel: Channel, message: Message) -> None:
     queue = channel.reply_queue
     if queue is None:
         raise PreconditionFailed("fast reply consumer does not exist")
+    properties = properties.copy()
     properties.reply_to = queue.name
-    message.header = ContentHeader(0, len(message.body), properties).marshal()
+    message.with_properties(properties)

@@ -1,0 +1,123 @@
+"""Dead-lettering, as RabbitMQ's ``rabbit_dead_letter``: a message that a queue drops
+(rejected, expired, over a length limit) is republished to the queue's dead-letter exchange
+with an ``x-death`` history, and dropped instead if that would loop without a rejection.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .message import Message
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+log = logging.getLogger("warrenmq.dead_letter")
+
+REJECTED = "rejected"
+EXPIRED = "expired"
+MAXLEN = "maxlen"
+
+
+def _text(value: Any) -> Any:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _deaths_with(
+    deaths: list[Any], queue: str, reason: str, message: Message, expiration: str | None
+) -> list[Any]:
+    """``x-death`` after one more death: the entry for (queue, reason) counts up and moves to
+    the front, or a new entry goes in front."""
+    for index, death in enumerate(deaths):
+        if (
+            isinstance(death, dict)
+            and _text(death.get("queue")) == queue
+            and _text(death.get("reason")) == reason
+        ):
+            updated = dict(death)
+            count = updated.get("count")
+            updated["count"] = (count if isinstance(count, int) else 0) + 1
+            return [updated, *deaths[:index], *deaths[index + 1 :]]
+    entry: dict[str, Any] = {
+        "count": 1,
+        "reason": reason,
+        "queue": queue,
+        "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        "exchange": message.exchange,
+        "routing-keys": [message.routing_key],
+    }
+    if expiration is not None:
+        entry["original-expiration"] = expiration
+    return [entry, *deaths]
+
+
+def _is_cycle(queue_name: str, deaths: list[Any]) -> bool:
+    """RabbitMQ's rule: the target queue is in the history, and no death from there to now
+    was a rejection (a client's decision), so the message would go round forever."""
+    for death in deaths:
+        if not isinstance(death, dict):
+            continue
+        if _text(death.get("reason")) == REJECTED:
+            return False
+        if _text(death.get("queue")) == queue_name:
+            return True
+    return False
+
+
+def dead_letter(
+    queue: Queue, message: Message, reason: str, exchange_name: str, routing_key: str | None
+) -> bool:
+    """Republish ``message``, dropped by ``queue`` for ``reason``, to ``exchange_name``.
+
+    Returns True if it reached at least one queue. A missing exchange drops it silently,
+    as in RabbitMQ.
+    """
+    vhost = queue.vhost
+    exchange = vhost.exchanges.get(exchange_name)
+    if exchange is None:
+        return False
+    try:
+        properties = message.properties.copy()
+    except Exception as exc:  # undecodable properties: nothing sensible to republish
+        log.warning("cannot dead-letter a message from queue '%s': %s", queue.name, exc)
+        return False
+    headers = dict(properties.headers or {})
+    previous = headers.get("x-death")
+    deaths = _deaths_with(
+        list(previous) if isinstance(previous, list) else [],
+        queue.name,
+        reason,
+        message,
+        properties.expiration,
+    )
+    headers["x-death"] = deaths
+    headers.setdefault("x-first-death-reason", reason)
+    headers.setdefault("x-first-death-queue", queue.name)
+    headers.setdefault("x-first-death-exchange", message.exchange)
+    properties.headers = headers
+    properties.expiration = None
+    letter = Message(
+        exchange_name,
+        routing_key if routing_key is not None else message.routing_key,
+        message.body,
+        properties,
+    )
+    try:
+        targets = vhost.route(exchange, letter)
+    except Exception:
+        log.exception("routing a dead-lettered message from queue '%s' failed", queue.name)
+        return False
+    reached = False
+    for target in list(targets):
+        if reason != REJECTED and _is_cycle(target.name, deaths):
+            log.warning(
+                "dead-letter cycle: message from queue '%s' not republished to queue '%s'",
+                queue.name,
+                target.name,
+            )
+            continue
+        if target.publish(letter):
+            reached = True
+    return reached

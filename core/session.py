@@ -1,0 +1,237 @@
+"""The delivery tracker: one protocol session's consumers, unsettled deliveries and credit.
+
+Every protocol uses it the same way (an AMQP channel is a ``Session``; an MQTT client session
+will be one too): consumers deliver through ``track``, the client's acks, nacks and rejects
+become ``settle``, closing the session requeues what was not settled, and a transaction holds
+publishes and settlements until commit. The protocol engine only encodes and decodes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .consumer import Consumer
+from .errors import PreconditionFailed
+from .queue import ACK, REQUEUE
+
+if TYPE_CHECKING:
+    from .queue import Entry, Queue
+
+#: an unsettled delivery: its queue, the queue's entry, and the consumer (None: basic.get)
+Delivery = tuple["Queue", "Entry", "SessionConsumer | None"]
+
+
+class SessionConsumer(Consumer):
+    """A consumer that belongs to a session, with per-consumer and per-session prefetch."""
+
+    __slots__ = (
+        "session",
+        "queue",
+        "tag",
+        "acks",
+        "exclusive",
+        "priority",
+        "prefetch",
+        "unacked",
+        "parked",
+    )
+
+    def __init__(
+        self,
+        session: Session,
+        queue: Queue,
+        tag: str,
+        *,
+        acks: bool = True,
+        exclusive: bool = False,
+        prefetch: int = 0,
+        priority: int = 0,
+    ) -> None:
+        self.session = session
+        self.queue = queue
+        self.tag = tag
+        self.acks = acks
+        self.exclusive = exclusive
+        self.priority = priority
+        #: per-consumer unsettled limit (0 = none), fixed when consuming starts
+        self.prefetch = prefetch
+        self.unacked = 0
+        self.parked = True
+
+    def has_credit(self) -> bool:
+        session = self.session
+        if session.paused:
+            return False
+        if not self.acks:
+            return True
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        limit = session.global_prefetch
+        return not limit or len(session.unacked) < limit
+
+    def failed(self, queue: Queue, error: BaseException) -> None:
+        self.session.consumer_failed(self, error)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.tag!r}, queue={self.queue.name!r})"
+
+
+class Session:
+    """Unsettled deliveries by tag (in tag order), consumers by tag, credit, transactions."""
+
+    def __init__(self) -> None:
+        self.consumers: dict[str, SessionConsumer] = {}
+        #: delivery tag -> unsettled delivery
+        self.unacked: OrderedDict[int, Delivery] = OrderedDict()
+        self.delivery_tag = 0
+        #: session-wide unsettled limit (AMQP basic.qos global), 0 = none
+        self.global_prefetch = 0
+        #: no deliveries now (client flow control, or the socket is backed up)
+        self.paused = False
+        #: publishes held by an open transaction (None: not transactional)
+        self.tx: list[Callable[[], None]] | None = None
+        #: settlements held by the transaction: (taken deliveries, outcome)
+        self.tx_settles: list[tuple[list[tuple[int, Delivery]], int]] = []
+        self.closing = False
+
+    # -- delivering ----------------------------------------------------------------------
+
+    def track(self, queue: Queue, entry: Entry, consumer: SessionConsumer | None) -> int:
+        """Record a delivery that needs settling; returns its tag."""
+        tag = self.delivery_tag = self.delivery_tag + 1
+        self.unacked[tag] = (queue, entry, consumer)
+        if consumer is not None:
+            consumer.unacked += 1
+        return tag
+
+    def next_tag(self) -> int:
+        """A tag for a delivery that needs no settling (no-ack)."""
+        tag = self.delivery_tag = self.delivery_tag + 1
+        return tag
+
+    # -- settling ------------------------------------------------------------------------
+
+    def take(self, delivery_tag: int, multiple: bool) -> list[tuple[int, Delivery]]:
+        """Remove and return the deliveries an ack/nack/reject names (406 if none)."""
+        unacked = self.unacked
+        if multiple:
+            if delivery_tag == 0:
+                taken = list(unacked.items())
+                unacked.clear()
+                return taken
+            taken = []
+            while unacked:
+                first = next(iter(unacked))
+                if first > delivery_tag:
+                    break
+                taken.append(unacked.popitem(last=False))
+            if not taken:
+                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+            return taken
+        delivery = unacked.pop(delivery_tag, None)
+        if delivery is None:
+            raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+        return [(delivery_tag, delivery)]
+
+    def settle(self, delivery_tag: int, multiple: bool, outcome: int) -> None:
+        """The client settled deliveries up to/at ``delivery_tag`` (held if in a transaction)."""
+        taken = self.take(delivery_tag, multiple)
+        if self.tx is not None:
+            self.tx_settles.append((taken, outcome))  # applied at commit, undone on rollback
+            return
+        self.apply(taken, outcome)
+
+    def apply(self, taken: list[tuple[int, Delivery]], outcome: int) -> None:
+        """Settle taken deliveries with their queues, then hand back the credit they held."""
+        ready: dict[SessionConsumer, None] = {}
+        if outcome == ACK:
+            for _, (queue, entry, consumer) in taken:
+                queue.ack(entry)
+                if consumer is not None:
+                    consumer.unacked -= 1
+                    if consumer.parked:
+                        ready[consumer] = None
+        else:
+            by_queue: dict[Queue, list[Entry]] = {}
+            for _, (queue, entry, consumer) in taken:
+                if consumer is not None:
+                    consumer.unacked -= 1
+                    if consumer.parked:
+                        ready[consumer] = None
+                by_queue.setdefault(queue, []).append(entry)
+            for queue, entries in by_queue.items():
+                queue.settle(entries, outcome)
+        if self.global_prefetch:
+            ready = {c: None for c in self.consumers.values() if c.parked}
+        for consumer in ready:
+            consumer.queue.consumer_ready(consumer)
+
+    def requeue_all(self) -> None:
+        """Every unsettled delivery goes back to its queue (basic.recover, close)."""
+        taken = list(self.unacked.items())
+        self.unacked.clear()
+        if taken:
+            self.apply(taken, REQUEUE)
+
+    def credit_changed(self) -> None:
+        """Prefetch, flow or socket state changed: parked consumers may deliver again."""
+        if self.paused:
+            return
+        for consumer in list(self.consumers.values()):
+            if consumer.parked:
+                consumer.queue.consumer_ready(consumer)
+
+    # -- consumers -----------------------------------------------------------------------
+
+    def add_consumer(self, consumer: SessionConsumer) -> None:
+        self.consumers[consumer.tag] = consumer
+        consumer.queue.add_consumer(consumer)
+
+    def remove_consumer(self, tag: str) -> SessionConsumer | None:
+        consumer = self.consumers.pop(tag, None)
+        if consumer is not None:
+            consumer.queue.remove_consumer(consumer)
+        return consumer
+
+    def consumer_failed(self, consumer: SessionConsumer, error: BaseException) -> None:
+        """A delivery to one of this session's consumers raised: the protocol closes the
+        session (override); by default the consumer is just forgotten."""
+        self.consumers.pop(consumer.tag, None)
+
+    # -- transactions --------------------------------------------------------------------
+
+    def commit(self) -> None:
+        actions, self.tx = self.tx or [], []
+        settles, self.tx_settles = self.tx_settles, []
+        for action in actions:
+            action()
+        for taken, outcome in settles:
+            self.apply(taken, outcome)
+
+    def rollback(self) -> None:
+        self.tx = []
+        self.restore_tx_settles()
+
+    def restore_tx_settles(self) -> None:
+        """Settlements of a rolled-back transaction never happened: unsettled again."""
+        settles, self.tx_settles = self.tx_settles, []
+        if not settles:
+            return
+        restored = dict(self.unacked)
+        for taken, _ in settles:
+            restored.update(taken)
+        self.unacked = OrderedDict(sorted(restored.items()))
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Cancel every consumer, then requeue every unsettled delivery (to other consumers)."""
+        self.closing = True
+        self.restore_tx_settles()
+        consumers = list(self.consumers.values())
+        self.consumers.clear()
+        for consumer in consumers:
+            consumer.queue.remove_consumer(consumer)
+        self.requeue_all()

@@ -1,0 +1,443 @@
+"""The ``classic`` queue type: messages in memory, with RabbitMQ's queue features.
+
+Behaviour comes from the queue's arguments: ``x-message-ttl`` and per-message expiration
+(expired anywhere in the queue, not only at the head), ``x-max-length``/``-bytes`` with
+``x-overflow``, dead-lettering, ``x-max-priority``. Ready messages sit in publish order; a
+requeued message goes back to its original place, as in RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from warrenmq import Message, Queue, hookimpl
+from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
+from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry
+from warrenmq.queue_arguments import argument_text
+
+if TYPE_CHECKING:
+    from warrenmq.consumer import Consumer
+    from warrenmq.dispatch import DispatchPolicy
+    from warrenmq.timers import Timer
+    from warrenmq.vhost import VirtualHost
+
+_monotonic = time.monotonic
+#: per-message TTL heap entries beyond this many more than ready messages trigger a rebuild
+_EXPIRY_SLACK = 4096
+#: lazily removed entries tolerated in the ready index before it is rebuilt
+_GONE_SLACK = 1024
+
+
+class Fifo:
+    """Ready entries in publish order: new ones at the tail, requeued ones by position."""
+
+    __slots__ = ("items", "returned")
+
+    def __init__(self) -> None:
+        self.items: deque[Entry] = deque()
+        #: requeued entries, a heap by publish position, merged with ``items`` on pop
+        self.returned: list[tuple[int, Entry]] = []
+
+    def push(self, entry: Entry) -> None:
+        self.items.append(entry)
+
+    def put_back(self, entry: Entry) -> None:
+        heapq.heappush(self.returned, (entry.seq, entry))
+
+    def pop(self) -> Entry | None:
+        """The oldest entry (possibly one the queue marked gone), or None."""
+        returned = self.returned
+        items = self.items
+        if returned and (not items or returned[0][0] < items[0].seq):
+            return heapq.heappop(returned)[1]
+        return items.popleft() if items else None
+
+    def entries(self) -> list[Entry]:
+        return [*(entry for _, entry in self.returned), *self.items]
+
+    def compact(self) -> None:
+        self.items = deque(entry for entry in self.items if entry.state == READY)
+        self.returned = [item for item in self.returned if item[1].state == READY]
+        heapq.heapify(self.returned)
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.returned.clear()
+
+
+class PriorityIndex:
+    """One ``Fifo`` per priority level; the highest non-empty level goes first."""
+
+    __slots__ = ("levels", "max_priority")
+
+    def __init__(self, max_priority: int) -> None:
+        self.max_priority = max_priority
+        self.levels = [Fifo() for _ in range(max_priority + 1)]
+
+    def _level(self, entry: Entry) -> Fifo:
+        priority = entry.message.properties.priority or 0
+        return self.levels[min(max(priority, 0), self.max_priority)]
+
+    def push(self, entry: Entry) -> None:
+        self._level(entry).push(entry)
+
+    def put_back(self, entry: Entry) -> None:
+        self._level(entry).put_back(entry)
+
+    def pop(self) -> Entry | None:
+        for level in reversed(self.levels):
+            entry = level.pop()
+            if entry is not None:
+                return entry
+        return None
+
+    def entries(self) -> list[Entry]:
+        return [entry for level in reversed(self.levels) for entry in level.entries()]
+
+    def compact(self) -> None:
+        for level in self.levels:
+            level.compact()
+
+    def clear(self) -> None:
+        for level in self.levels:
+            level.clear()
+
+
+class ClassicQueue(Queue):
+    """A queue whose messages live in this process's memory."""
+
+    queue_type = "classic"
+
+    def __init__(
+        self,
+        vhost: VirtualHost,
+        name: str,
+        policy_class: type[DispatchPolicy],
+        durable: bool = False,
+        exclusive_owner: object | None = None,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            vhost, name, policy_class, durable, exclusive_owner, auto_delete, arguments
+        )
+        args = self.arguments
+        ttl = args.get("x-message-ttl")
+        #: queue-wide TTL in seconds, None: none
+        self.message_ttl: float | None = ttl / 1000 if isinstance(ttl, int) else None
+        self.max_length: int | None = args.get("x-max-length")
+        self.max_length_bytes: int | None = args.get("x-max-length-bytes")
+        self.overflow = argument_text(args, "x-overflow") or "drop-head"
+        self.dead_letter_exchange = argument_text(args, "x-dead-letter-exchange")
+        self.dead_letter_routing_key = argument_text(args, "x-dead-letter-routing-key")
+        self._limited = self.max_length is not None or self.max_length_bytes is not None
+        max_priority = args.get("x-max-priority")
+        self._index: Fifo | PriorityIndex = (
+            PriorityIndex(max_priority) if isinstance(max_priority, int) else Fifo()
+        )
+        self._seq = 0
+        #: entries marked gone while still in the index (skipped when popped)
+        self._gone = 0
+        #: (deadline, seq, entry) of ready entries that expire
+        self._expiry: list[tuple[float, int, Entry]] = []
+        self._expiry_timer: Timer | None = None
+
+    # -- publish (hot path) ---------------------------------------------------------------
+
+    def publish(self, message: Message) -> bool:
+        self.published += 1
+        ttl = message.ttl
+        queue_ttl = self.message_ttl
+        if ttl is None and queue_ttl is None:
+            expires_at = 0.0
+        else:
+            seconds = ttl / 1000 if ttl is not None else queue_ttl
+            if queue_ttl is not None and queue_ttl < seconds:  # type: ignore[operator]
+                seconds = queue_ttl
+            expires_at = _monotonic() + seconds  # type: ignore[operator]
+        if not self.ready_count:
+            policy = self.sole_policy
+            if policy is None:
+                consumer = self.next_consumer()
+            else:  # next_consumer, inlined for the usual case
+                consumer = policy.select()
+                if consumer is not None and not consumer.has_credit():
+                    self.park(consumer)
+                    consumer = self.next_consumer()
+            if consumer is not None:
+                self._seq += 1
+                self.delivered += 1
+                if consumer.acks:
+                    entry: Entry | None = Entry(message, self._seq, expires_at, OUT, 1)
+                    self.unacked_count += 1
+                    self.unacked_bytes += len(message.body)
+                else:
+                    entry = None
+                try:
+                    consumer.deliver(self, message, entry)
+                except Exception as error:
+                    self._undeliver(consumer, message, entry, expires_at, error)
+                return True
+        if expires_at and expires_at <= _monotonic():
+            self.expired += 1  # TTL 0: only a consumer waiting right now could take it
+            self._dead_letter(message, EXPIRED)
+            return True
+        if self._limited and self.overflow != "drop-head" and self._full_for(message):
+            self.rejected_publishes += 1
+            if self.overflow == "reject-publish-dlx":
+                self._dead_letter(message, MAXLEN)
+            return False
+        self._seq += 1
+        entry = Entry(message, self._seq, expires_at, READY)
+        self._index.push(entry)
+        self.ready_count += 1
+        self.ready_bytes += len(message.body)
+        if expires_at:
+            self._schedule_expiry(entry)
+        if self._limited:
+            self._drop_head()
+        return True
+
+    def _undeliver(
+        self,
+        consumer: Consumer,
+        message: Message,
+        entry: Entry | None,
+        expires_at: float,
+        error: BaseException,
+    ) -> None:
+        """A direct hand-over failed: keep the message as ready and detach the consumer."""
+        self.delivered -= 1
+        if entry is None:
+            entry = Entry(message, self._seq, expires_at, READY)
+        else:
+            self.unacked_count -= 1
+            self.unacked_bytes -= len(message.body)
+            entry.deliveries = 0
+            entry.state = READY
+        self._index.put_back(entry)
+        self.ready_count += 1
+        self.ready_bytes += len(message.body)
+        if expires_at:
+            self._schedule_expiry(entry)
+        self.consumer_failed(consumer, error)
+
+    def _full_for(self, message: Message) -> bool:
+        limit = self.max_length
+        if limit is not None and self.ready_count >= limit:
+            return True
+        limit = self.max_length_bytes
+        return limit is not None and self.ready_bytes + len(message.body) > limit
+
+    def _drop_head(self) -> None:
+        """drop-head: the oldest ready messages go (dead-lettered) until within the limits."""
+        max_length, max_bytes = self.max_length, self.max_length_bytes
+        while (max_length is not None and self.ready_count > max_length) or (
+            max_bytes is not None and self.ready_bytes > max_bytes
+        ):
+            entry = self._take_ready()
+            if entry is None:
+                return
+            entry.state = GONE
+            self.dropped += 1
+            self._dead_letter(entry.message, MAXLEN)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def _take_ready(self) -> Entry | None:
+        """Remove the next ready entry from the index (skipping gone ones), or None."""
+        pop = self._index.pop
+        while True:
+            entry = pop()
+            if entry is None:
+                self._gone = 0
+                return None
+            if entry.state == READY:
+                self.ready_count -= 1
+                self.ready_bytes -= len(entry.message.body)
+                return entry
+            self._gone -= 1
+
+    def dispatch(self) -> None:
+        take = self._take_ready
+        while self.ready_count and not self.deleted:
+            policy = self.sole_policy
+            if policy is None:
+                consumer = self.next_consumer()
+            else:  # next_consumer, inlined for the usual case
+                consumer = policy.select()
+                if consumer is not None and not consumer.has_credit():
+                    self.park(consumer)
+                    consumer = self.next_consumer()
+            if consumer is None:
+                return
+            entry = take()
+            if entry is None:
+                return
+            if entry.expires_at and entry.expires_at <= _monotonic():
+                entry.state = GONE
+                self.expired += 1
+                self._dead_letter(entry.message, EXPIRED)
+                continue
+            entry.deliveries += 1
+            self.delivered += 1
+            if entry.deliveries > 1:
+                self.redelivered += 1
+            message = entry.message
+            if consumer.acks:
+                entry.state = OUT
+                self.unacked_count += 1
+                self.unacked_bytes += len(message.body)
+            else:
+                entry.state = GONE
+            try:
+                consumer.deliver(self, message, entry)
+            except Exception as error:
+                self._restore(entry, consumer.acks)
+                self.consumer_failed(consumer, error)
+
+    def _restore(self, entry: Entry, was_tracked: bool) -> None:
+        """Undo a delivery that failed: the entry is ready again, as if never delivered."""
+        self.delivered -= 1
+        if entry.deliveries > 1:
+            self.redelivered -= 1
+        entry.deliveries -= 1
+        if was_tracked:
+            self.unacked_count -= 1
+            self.unacked_bytes -= len(entry.message.body)
+        entry.state = READY
+        self._index.put_back(entry)
+        self.ready_count += 1
+        self.ready_bytes += len(entry.message.body)
+
+    def get(self, no_ack: bool) -> tuple[Message, Entry] | None:
+        self.touch()
+        while True:
+            entry = self._take_ready()
+            if entry is None:
+                return None
+            if entry.expires_at and entry.expires_at <= _monotonic():
+                entry.state = GONE
+                self.expired += 1
+                self._dead_letter(entry.message, EXPIRED)
+                continue
+            entry.deliveries += 1
+            self.delivered += 1
+            if entry.deliveries > 1:
+                self.redelivered += 1
+            if no_ack:
+                entry.state = GONE
+            else:
+                entry.state = OUT
+                self.unacked_count += 1
+                self.unacked_bytes += len(entry.message.body)
+            return entry.message, entry
+
+    # -- settlement ----------------------------------------------------------------------
+
+    def ack(self, entry: Entry) -> None:
+        """One delivery acknowledged (the common case of ``settle``)."""
+        if entry.state == OUT:
+            entry.state = GONE
+            self.unacked_count -= 1
+            self.unacked_bytes -= len(entry.message.body)
+            self.acknowledged += 1
+
+    def settle(self, entries: Iterable[Entry], outcome: int) -> None:
+        requeued = False
+        for entry in entries:
+            if entry.state != OUT:
+                continue
+            message = entry.message
+            self.unacked_count -= 1
+            self.unacked_bytes -= len(message.body)
+            if outcome == ACK:
+                entry.state = GONE
+                self.acknowledged += 1
+            elif outcome == REQUEUE and not self.deleted:
+                if entry.expires_at and entry.expires_at <= _monotonic():
+                    entry.state = GONE
+                    self.expired += 1
+                    self._dead_letter(message, EXPIRED)
+                    continue
+                entry.state = READY
+                self._index.put_back(entry)
+                self.ready_count += 1
+                self.ready_bytes += len(message.body)
+                if entry.expires_at:
+                    self._schedule_expiry(entry)
+                requeued = True
+            else:
+                entry.state = GONE
+                if outcome == REJECT and not self.deleted:
+                    self._dead_letter(message, REJECTED)
+        if requeued:
+            self.dispatch()
+
+    def purge(self) -> int:
+        count = self.ready_count
+        for entry in self._index.entries():
+            entry.state = GONE
+        self._index.clear()
+        self._expiry.clear()
+        self._gone = 0
+        self.ready_count = 0
+        self.ready_bytes = 0
+        return count
+
+    def delete(self) -> int:
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+            self._expiry_timer = None
+        return super().delete()
+
+    # -- expiry and dead-lettering -------------------------------------------------------
+
+    def _schedule_expiry(self, entry: Entry) -> None:
+        expiry = self._expiry
+        heapq.heappush(expiry, (entry.expires_at, entry.seq, entry))
+        if len(expiry) > 2 * self.ready_count + _EXPIRY_SLACK:
+            self._expiry = expiry = [item for item in expiry if item[2].state == READY]
+            heapq.heapify(expiry)
+        timer = self._expiry_timer
+        if timer is None or entry.expires_at < timer.when:
+            if timer is not None:
+                timer.cancel()
+            self._expiry_timer = self.vhost.broker.timers.call_at(expiry[0][0], self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Drop (and dead-letter) every ready message whose TTL has passed, wherever it is."""
+        self._expiry_timer = None
+        expiry = self._expiry
+        now = _monotonic()
+        while expiry and expiry[0][0] <= now:
+            entry = heapq.heappop(expiry)[2]
+            if entry.state != READY or entry.expires_at > now:
+                continue
+            entry.state = GONE
+            self._gone += 1
+            self.ready_count -= 1
+            self.ready_bytes -= len(entry.message.body)
+            self.expired += 1
+            self._dead_letter(entry.message, EXPIRED)
+        if self._gone > _GONE_SLACK and self._gone > self.ready_count:
+            self._index.compact()
+            self._gone = 0
+        if expiry and not self.deleted:
+            self._expiry_timer = self.vhost.broker.timers.call_at(expiry[0][0], self._expire_due)
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        exchange = self.dead_letter_exchange
+        if exchange is None:
+            return
+        self.dead_lettered += 1
+        dead_letter(self, message, reason, exchange, self.dead_letter_routing_key)
+
+
+@hookimpl
+def warrenmq_register_queue_types(registry: Any) -> None:
+    registry.add(ClassicQueue, "classic")

@@ -1,0 +1,121 @@
+"""AMQP 0-9-1 basic properties <-> the core's neutral ``Properties``.
+
+The content-header payload (class id, weight, body size, property flags, property list) is
+what the core keeps as a message's encoding. Decoding is hand-written for the plain fields
+(a header exchange or a priority queue reads them per message); field tables go through pamqp.
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+from typing import Any
+
+from pamqp import decode, encode
+
+from warrenmq.errors import SyntaxError_
+from warrenmq.message import Properties, PropertiesCodec
+
+_HEAD = struct.Struct(">HHQH")
+_LONG = struct.Struct(">I")
+_LONGLONG = struct.Struct(">Q")
+
+#: (flag bit, field, kind) in wire order
+_FIELDS = (
+    (0x8000, "content_type", "s"),
+    (0x4000, "content_encoding", "s"),
+    (0x2000, "headers", "t"),
+    (0x1000, "delivery_mode", "o"),
+    (0x0800, "priority", "o"),
+    (0x0400, "correlation_id", "s"),
+    (0x0200, "reply_to", "s"),
+    (0x0100, "expiration", "s"),
+    (0x0080, "message_id", "s"),
+    (0x0040, "timestamp", "T"),
+    (0x0020, "type", "s"),
+    (0x0010, "user_id", "s"),
+    (0x0008, "app_id", "s"),
+    (0x0004, "cluster_id", "s"),
+)
+
+
+def decode_properties(payload: bytes) -> Properties:
+    """Properties of a content-header payload (from the class id on)."""
+    try:
+        flags = _HEAD.unpack_from(payload)[3]
+        if flags & 0x0001:
+            raise SyntaxError_("continued property flags are not supported")
+        pos = _HEAD.size
+        props = Properties()
+        for bit, name, kind in _FIELDS:
+            if not flags & bit:
+                continue
+            if kind == "s":
+                end = pos + 1 + payload[pos]
+                if end > len(payload):
+                    raise IndexError
+                value: Any = payload[pos + 1 : end].decode("utf-8", "surrogateescape")
+                pos = end
+            elif kind == "o":
+                value = payload[pos]
+                pos += 1
+            elif kind == "T":
+                value = _LONGLONG.unpack_from(payload, pos)[0]
+                pos += 8
+            else:
+                size = _LONG.unpack_from(payload, pos)[0]
+                if pos + 4 + size > len(payload):
+                    raise IndexError
+                _, value = decode.field_table(payload[pos : pos + 4 + size])
+                pos += 4 + size
+            setattr(props, name, value)
+        return props
+    except SyntaxError_:
+        raise
+    except (IndexError, struct.error, ValueError, TypeError, RecursionError) as exc:
+        raise SyntaxError_(f"cannot decode content header properties: {exc}") from None
+    except Exception as exc:  # pamqp raises assorted errors for bad tables
+        raise SyntaxError_(f"cannot decode content header properties: {exc}") from None
+
+
+def _short(value: str) -> bytes:
+    raw = value.encode("utf-8", "surrogateescape")
+    if len(raw) > 255:
+        raw = raw[:255]
+    return bytes((len(raw),)) + raw
+
+
+def encode_properties(props: Properties, body_size: int) -> bytes:
+    """A content-header payload for ``props`` and a body of ``body_size`` bytes."""
+    flags = 0
+    parts: list[bytes] = []
+    for bit, name, kind in _FIELDS:
+        value = getattr(props, name)
+        if value is None:
+            continue
+        flags |= bit
+        if kind == "s":
+            parts.append(_short(str(value)))
+        elif kind == "o":
+            parts.append(bytes((int(value) & 0xFF,)))
+        elif kind == "T":
+            if isinstance(value, datetime.datetime):
+                value = int(value.timestamp())
+            parts.append(_LONGLONG.pack(int(value)))
+        else:
+            parts.append(encode.field_table(value))
+    return _HEAD.pack(60, 0, body_size, flags) + b"".join(parts)
+
+
+class AMQPPropertiesCodec(PropertiesCodec):
+    name = "amqp-0-9-1"
+
+    def decode(self, encoded: bytes) -> Properties:
+        return decode_properties(encoded)
+
+    def encode(self, properties: Properties, body_size: int) -> bytes:
+        return encode_properties(properties, body_size)
+
+
+#: the one instance (messages compare codecs by identity)
+AMQP_CODEC = AMQPPropertiesCodec()
