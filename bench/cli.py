@@ -15,9 +15,10 @@ from bench.report import table
 from bench.scenarios import BY_NAME, SCENARIOS, run_scenario
 from bench.stats import Result
 
+_WIDTH = max(len(s.name) for s in SCENARIOS)
 EPILOG = (
     "scenarios:\n"
-    + "\n".join(f"  {s.name:<11} {s.summary}" for s in SCENARIOS)
+    + "\n".join(f"  {s.name:<{_WIDTH}} {s.summary}" for s in SCENARIOS)
     + """
 
 Compare brokers side by side (one table column each):
@@ -125,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"non-matching bindings in the topic scenario (default {d.bindings:,})",
     )
     p.add_argument(
+        "--idle-consumers",
+        type=int,
+        default=d.idle_consumers,
+        help="consumers without credit in the consumers-10k scenario "
+        f"(default {d.idle_consumers:,})",
+    )
+    p.add_argument(
         "--timeout",
         type=float,
         default=d.timeout,
@@ -210,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = _targets(getattr(args, "targets", None) or [], parser)
     if args.messages < 1 or args.window < 1 or args.confirm_window < 1 or args.batch < 1:
         parser.error("--messages, --window, --confirm-window and --batch must be positive")
+    if args.idle_consumers < 0:
+        parser.error("--idle-consumers must not be negative")
     if args.body_size < 16:
         parser.error("--body-size must be at least 16 (sequence number + timestamp)")
     opts = Options(
@@ -221,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         body_size=args.body_size,
         batch=args.batch,
         bindings=args.bindings,
+        idle_consumers=args.idle_consumers,
         timeout=args.timeout,
     )
     scenarios = list(dict.fromkeys(args.scenario or [s.name for s in SCENARIOS]))

@@ -30,4 +30,5 @@ class Options:
     body_size: int = 64
     batch: int = 256
     bindings: int = 10_000
+    idle_consumers: int = 9_999
     timeout: float = 15.0

@@ -111,6 +111,48 @@ class Consumer:
         self._on_progress()
 
 
+class RecordingConsumer(Consumer):
+    """A Consumer that also records, for checks after the run, the sequence number of every
+    delivery in arrival order and the content header (its payload: class id, weight, body size,
+    properties) of every ``keep_every``-th one, starting with the first."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        queue: str,
+        *,
+        manual_ack: bool,
+        ack_every: int,
+        capacity: int,
+        on_progress: Callable[[], None],
+        keep_every: int,
+    ) -> None:
+        super().__init__(
+            conn,
+            queue,
+            manual_ack=manual_ack,
+            ack_every=ack_every,
+            capacity=capacity,
+            on_progress=on_progress,
+        )
+        self.keep_every = max(1, keep_every)
+        self.order = array("Q")
+        self.headers: list[bytes] = []
+
+    def _deliver(self, buf: bytearray, pos: int, end: int, n: int) -> int:
+        nxt = super()._deliver(buf, pos, end, n)
+        if nxt < 0 or self.conn.error is not None:
+            return nxt
+        header = end + 1 + wire.HEAD_SIZE
+        size = wire.FRAME_HEAD.unpack_from(buf, end + 1)[2]
+        if wire.U64.unpack_from(buf, header + 4)[0] < wire.STAMP.size:
+            return nxt  # malformed: already counted
+        if len(self.order) % self.keep_every == 0:
+            self.headers.append(bytes(buf[header : header + size]))
+        self.order.append(wire.U64.unpack_from(buf, header + size + 1 + wire.HEAD_SIZE)[0])
+        return nxt
+
+
 class Producer:
     """Publishes numbered, timestamped messages in batches (one socket write per batch).
 

@@ -1,4 +1,4 @@
-"""The five scenarios and how one of them is set up, measured and torn down."""
+"""The scenarios and how one of them is set up, measured and torn down."""
 
 from __future__ import annotations
 
@@ -7,22 +7,30 @@ import gc
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from time import perf_counter, process_time
 from typing import Any
 
 from pamqp import commands
 from pamqp.base import Frame
+from pamqp.common import FieldTable
 
 from bench import wire
 from bench.amqp import CHANNEL, BrokerError, Connection
+from bench.checks import priority_order, x_death_problems
 from bench.config import Options, Target
-from bench.peers import Consumer, Producer
+from bench.crowd import Crowd
+from bench.peers import Consumer, Producer, RecordingConsumer
 from bench.procfs import cpu_seconds
 from bench.stats import Result, check_sequence, percentiles
 
 CONSUMER_TAG = "bench"
 BIND_TIMEOUT = 300.0
 LATE_GRACE = 0.2  # seconds to keep listening after the last expected delivery
+QUEUE_TTL_MS = 60_000  # ttl scenario: long enough that nothing expires during a run
+MESSAGE_TTL_MS = 30_000  # ttl scenario: per-message expiration, on every other message
+MAX_PRIORITY = 10
+X_DEATH_SAMPLE = 10_000  # dead-letter scenario: check x-death on every n-th delivery
 TOPIC_KEYS = [f"bench.hot.k{i:02d}.load" for i in range(16)]  # published keys, rotating
 TOPIC_MATCH = "bench.hot.*.load"  # the one binding that matches them
 _FILLER_FORMS = (  # none matches a TOPIC_KEYS key: each has a word "n<i>" in the way
@@ -49,6 +57,23 @@ class Scenario:
     queues: int = 1  # one consumer (and connection) per queue
     manual_ack: bool = False
     confirms: bool = False
+    queue_arguments: FieldTable | None = None  # of the consumed queues
+    properties: tuple[commands.Basic.Properties | None, ...] = (None,)  # rotate over messages
+    dead_letter: bool = False  # publish to a queue that dead-letters at once into the exchange
+    crowd: bool = False  # --idle-consumers consumers without credit share the (one) queue
+    needs: str = ""  # the broker features it relies on, named when it FAILs
+
+    @property
+    def max_priority(self) -> int:
+        value = (self.queue_arguments or {}).get("x-max-priority")
+        return value if isinstance(value, int) else 0
+
+    @property
+    def keep_every(self) -> int:
+        """Keep the content header of every n-th delivery for the checks (0: none)."""
+        if self.max_priority:
+            return 1
+        return X_DEATH_SAMPLE if self.dead_letter else 0
 
 
 SCENARIOS = (
@@ -66,6 +91,36 @@ SCENARIOS = (
         "topic exchange, 10,000 non-matching bindings + 1 matching -> 1 consumer",
         exchange_type="topic",
     ),
+    Scenario(
+        "ttl",
+        "as autoack, queue x-message-ttl 60 s, every other message with expiration 30 s",
+        queue_arguments={"x-message-ttl": QUEUE_TTL_MS},
+        properties=(commands.Basic.Properties(expiration=str(MESSAGE_TTL_MS)), None),
+        needs="x-message-ttl and per-message expiration",
+    ),
+    Scenario(
+        "priority",
+        "as manual-ack, queue x-max-priority 10, priorities 0-10 and none mixed",
+        manual_ack=True,
+        queue_arguments={"x-max-priority": MAX_PRIORITY},
+        properties=tuple(commands.Basic.Properties(priority=p) for p in range(MAX_PRIORITY + 1))
+        + (None,),
+        needs="priority queues (x-max-priority)",
+    ),
+    Scenario(
+        "dead-letter",
+        "queue A (x-message-ttl 0, no consumer) -> dead-letter fanout exchange -> queue B "
+        "-> 1 consumer",
+        exchange_type="fanout",
+        dead_letter=True,
+        needs="dead-lettering of expired messages (x-message-ttl 0, x-dead-letter-exchange)",
+    ),
+    Scenario(
+        "consumers-10k",
+        "1 queue, 9,999 consumers without credit + 1 auto-ack consumer",
+        crowd=True,
+        needs="per-consumer prefetch (Basic.Qos global=false)",
+    ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -78,14 +133,16 @@ def filler_patterns(count: int) -> list[str]:
 class _Run:
     """Ties a producer to its consumers: wakes the producer, notices completion or a stall."""
 
-    def __init__(self, sc: Scenario) -> None:
+    def __init__(self, sc: Scenario, source: str) -> None:
         loop = asyncio.get_running_loop()
         self.sc = sc
+        self.source = source  # dead-letter scenario: the queue messages are dead-lettered from
         self.done: asyncio.Future[None] = loop.create_future()
         self.failed: asyncio.Future[BaseException] = loop.create_future()
         self.stalled: asyncio.Future[None] = loop.create_future()
         self.producer: Producer | None = None
         self.consumers: list[Consumer] = []
+        self.crowd = Crowd()
         self.t_end = 0.0
         self.t_last_progress = 0.0
 
@@ -139,19 +196,33 @@ async def _setup(
     pconn: Connection,
     cconns: list[Connection],
     exchange: str,
+    source: str,
     queues: list[str],
     log: Log,
     prefix: str,
 ) -> None:
-    """Declare the exchange and (exclusive) queues, bind, set QoS, enable confirms."""
+    """Declare the exchange and queues, bind, set QoS, enable confirms.
+
+    Queues are exclusive, but the crowd's must be shared (it is auto-delete instead).
+    """
     if exchange:
         await pconn.rpc(
             commands.Exchange.Declare(
                 exchange=exchange, exchange_type=sc.exchange_type or "direct", auto_delete=True
             )
         )
+    if source:
+        dead_letter: FieldTable = {"x-message-ttl": 0, "x-dead-letter-exchange": exchange}
+        await pconn.rpc(commands.Queue.Declare(queue=source, exclusive=True, arguments=dead_letter))
     for conn, queue in zip(cconns, queues, strict=True):
-        await conn.rpc(commands.Queue.Declare(queue=queue, exclusive=True))
+        await conn.rpc(
+            commands.Queue.Declare(
+                queue=queue,
+                exclusive=not sc.crowd,
+                auto_delete=sc.crowd,
+                arguments=sc.queue_arguments,
+            )
+        )
         if sc.exchange_type == "topic":
             patterns = filler_patterns(opts.bindings) + [TOPIC_MATCH]
             log(f"{prefix} binding {len(patterns):,} topic patterns")
@@ -177,10 +248,12 @@ async def _teardown(
     cconns: list[Connection],
     consuming: list[Connection],
     exchange: str,
-    queues: list[str],
+    queues: list[tuple[Connection, str]],
+    crowd: Crowd,
     log: Log,
 ) -> None:
-    """Best effort: delete the exchange, cancel consumers, delete queues, close connections."""
+    """Best effort: delete the exchange, cancel consumers, close the crowd's connections (so
+    the messages they held do not go to the measured consumer), delete queues, close."""
 
     async def attempt(conn: Connection, method: Frame) -> None:
         if conn.error is None:
@@ -191,9 +264,11 @@ async def _teardown(
 
     if pconn is not None and exchange:
         await attempt(pconn, commands.Exchange.Delete(exchange=exchange))
-    for conn, queue in zip(cconns, queues, strict=False):
-        if conn in consuming:
-            await attempt(conn, commands.Basic.Cancel(consumer_tag=CONSUMER_TAG))
+    for conn in consuming:
+        await attempt(conn, commands.Basic.Cancel(consumer_tag=CONSUMER_TAG))
+    for conn in crowd.conns:
+        await conn.close()
+    for conn, queue in queues:
         await attempt(conn, commands.Queue.Delete(queue=queue))
     for conn in ([pconn] if pconn else []) + cconns:
         await conn.close()
@@ -205,8 +280,9 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
     prefix = f"[{target.label}] {sc.name}:"
     names = f"warrenmq-bench.{secrets.token_hex(4)}.{sc.name}"
     exchange = f"{names}.x" if sc.exchange_type else ""
+    source = f"{names}.dead" if sc.dead_letter else ""  # dead-letters into the exchange
     queues = [f"{names}.q{i}" for i in range(sc.queues)]
-    run = _Run(sc)
+    run = _Run(sc, source)
     pconn: Connection | None = None
     cconns: list[Connection] = []
     consuming: list[Connection] = []
@@ -216,12 +292,17 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
         for _ in queues:
             cconns.append(await Connection.open(target.url))
             cconns[-1].on_failure = run.on_failure
-        await _setup(sc, opts, pconn, cconns, exchange, queues, log, prefix)
+        await _setup(sc, opts, pconn, cconns, exchange, source, queues, log, prefix)
+        if sc.crowd:
+            await run.crowd.gather(
+                target.url, queues[0], opts.idle_consumers, pconn, opts, log, prefix, run.on_failure
+            )
 
         capacity = opts.messages if opts.duration is None else 1 << 20
+        kind = partial(RecordingConsumer, keep_every=sc.keep_every) if sc.keep_every else Consumer
         for conn, queue in zip(cconns, queues, strict=True):
             run.consumers.append(
-                Consumer(
+                kind(
                     conn,
                     queue,
                     manual_ack=sc.manual_ack,
@@ -236,14 +317,23 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
                 )
             )
             consuming.append(conn)
-        if sc.exchange_type == "topic":
+        target_exchange = exchange
+        if source:
+            target_exchange, keys = "", [source]
+        elif sc.exchange_type == "topic":
             keys = TOPIC_KEYS
         elif exchange:
             keys = [""]
         else:
             keys = queues
         template = wire.PublishTemplate(
-            CHANNEL, exchange, keys, opts.body_size, opts.batch, pconn.frame_max
+            CHANNEL,
+            target_exchange,
+            keys,
+            opts.body_size,
+            opts.batch,
+            pconn.frame_max,
+            sc.properties,
         )
         run.producer = Producer(
             pconn,
@@ -259,7 +349,12 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
     except (BrokerError, OSError, TimeoutError) as exc:
         result.problems.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     finally:
-        await _teardown(pconn, cconns, consuming, exchange, queues, log)
+        declared = list(zip(cconns, queues, strict=False))
+        if pconn is not None and source:
+            declared.append((pconn, source))
+        await _teardown(pconn, cconns, consuming, exchange, declared, run.crowd, log)
+    if result.problems and sc.needs:
+        result.problems.append(f"this scenario relies on {sc.needs}")
     verdict = "OK" if result.ok else "FAIL: " + "; ".join(result.problems)
     rate = f", {result.rate:,.0f} msg/s" if result.rate else ""
     if result.seconds:
@@ -313,6 +408,7 @@ async def _measure(
     if qs:
         result.p50_ms, result.p99_ms = qs
     _collect_problems(run, opts, result, publisher_error)
+    result.problems[:0] = _feature_problems(run, opts, log, prefix)  # the clearest first
 
 
 def _collect_problems(
@@ -337,3 +433,40 @@ def _collect_problems(
         problems.append(f"{producer.nacked:,} nacked by the broker")
     if run.sc.confirms and producer.confirmed < producer.sent:
         problems.append(f"{producer.sent - producer.confirmed:,} never confirmed")
+
+
+def _feature_problems(run: _Run, opts: Options, log: Log, prefix: str) -> list[str]:
+    """The checks particular to the priority, dead-letter and consumers-10k scenarios."""
+    sc, problems = run.sc, []
+    for c in run.consumers:
+        if not isinstance(c, RecordingConsumer):
+            continue
+        if sc.dead_letter and not c.order:
+            problems.append(f"{c.queue}: no message was dead-lettered into it")
+        elif sc.dead_letter:
+            log(f"{prefix} checking x-death on {len(c.headers):,} sampled deliveries")
+            problems.extend(
+                f"{c.queue}: {p}" for p in x_death_problems(c.headers, run.source, "expired")
+            )
+        if sc.max_priority and c.order:
+            misordered, overtaken = priority_order(c.order, c.headers, sc.max_priority)
+            log(f"{prefix} {overtaken:,} deliveries came after a later-published message")
+            if misordered:
+                problems.append(
+                    f"{c.queue}: {misordered:,} deliveries out of priority order (after a "
+                    "later-published message of lower or equal priority)"
+                )
+            backlog = opts.window > 2 * opts.prefetch and len(c.order) >= 10 * opts.prefetch
+            if not overtaken and backlog:
+                problems.append(
+                    f"{c.queue}: priorities ignored: all {len(c.order):,} deliveries came in "
+                    f"publish order, with up to {opts.window:,} messages in flight for a "
+                    f"prefetch of {opts.prefetch}"
+                )
+    crowd = run.crowd
+    if sc.crowd and crowd.received != crowd.size:
+        problems.append(
+            f"the {crowd.size:,} consumers without credit got {crowd.received:,} messages, "
+            f"not {crowd.size:,}"
+        )
+    return problems

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
+
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 FRAME_METHOD = 1
 FRAME_HEADER = 2
@@ -38,9 +42,14 @@ def frame(frame_type: int, channel: int, payload: bytes) -> bytes:
 
 
 def publish(
-    channel: int, exchange: str, routing_key: str, body: bytes, frame_max: int
+    channel: int,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    frame_max: int,
+    properties: Basic.Properties | None = None,
 ) -> tuple[bytes, int]:
-    """Basic.Publish method frame + content header (no properties) + body frame(s).
+    """Basic.Publish method frame + content header + body frame(s).
 
     Returns the bytes and the offset of the body's first byte in them.
     """
@@ -51,9 +60,11 @@ def publish(
         + _shortstr(routing_key)
         + b"\x00"  # mandatory=0, immediate=0
     )
-    head = frame(FRAME_METHOD, channel, method) + frame(
-        FRAME_HEADER, channel, struct.pack(">HHQH", 60, 0, len(body), 0)
-    )
+    if properties is None:
+        content_header = struct.pack(">HHQH", 60, 0, len(body), 0)
+    else:
+        content_header = ContentHeader(0, len(body), properties).marshal()
+    head = frame(FRAME_METHOD, channel, method) + frame(FRAME_HEADER, channel, content_header)
     chunk = frame_max - HEAD_SIZE - 1
     bodies = [frame(FRAME_BODY, channel, body[i : i + chunk]) for i in range(0, len(body), chunk)]
     return head + b"".join(bodies), len(head) + HEAD_SIZE
@@ -74,8 +85,9 @@ def basic_ack(channel: int, delivery_tag: int, multiple: bool) -> bytes:
 class PublishTemplate:
     """A batch of pre-encoded publishes; rendering only stamps sequence numbers and the time.
 
-    Routing keys rotate through ``routing_keys`` (which must all have the same length, so every
-    message has the same size and the stamp sits at a fixed stride).
+    Within a batch, message ``i`` has routing key ``routing_keys[i % len(routing_keys)]`` and
+    properties ``properties[i % len(properties)]`` (``None``: no properties); every batch
+    starts again at ``i = 0``.
     """
 
     def __init__(
@@ -86,26 +98,36 @@ class PublishTemplate:
         body_size: int,
         batch: int,
         frame_max: int,
+        properties: Sequence[Basic.Properties | None] = (None,),
     ) -> None:
         if body_size < STAMP.size:
             raise ValueError(f"body size must be at least {STAMP.size} bytes")
-        encoded = [
-            publish(channel, exchange, key, bytes(body_size), frame_max) for key in routing_keys
+        body = bytes(body_size)
+        messages = [
+            publish(
+                channel,
+                exchange,
+                routing_keys[i % len(routing_keys)],
+                body,
+                frame_max,
+                properties[i % len(properties)],
+            )
+            for i in range(batch)
         ]
-        if len({len(m) for m, _ in encoded}) != 1:
-            raise ValueError("routing keys must all have the same length")
         self.batch = batch
-        self.stride = len(encoded[0][0])
-        self.stamp_offset = encoded[0][1]
-        self._template = memoryview(b"".join(encoded[i % len(encoded)][0] for i in range(batch)))
+        self._stamps: list[int] = []  # where each message's stamp goes
+        self._ends: list[int] = []  # where each message ends
+        size = 0
+        for encoded, stamp_offset in messages:
+            self._stamps.append(size + stamp_offset)
+            size += len(encoded)
+            self._ends.append(size)
+        self._template = memoryview(b"".join(encoded for encoded, _ in messages))
 
     def render(self, first_seq: int, count: int, now_ns: int) -> bytearray:
         """Bytes for ``count`` publishes numbered from ``first_seq``, all stamped ``now_ns``."""
-        buf = bytearray(self._template[: count * self.stride])
+        buf = bytearray(self._template[: self._ends[count - 1]])
         pack_into = STAMP.pack_into
-        offset = self.stamp_offset
-        stride = self.stride
-        for seq in range(first_seq, first_seq + count):
+        for seq, offset in zip(range(first_seq, first_seq + count), self._stamps, strict=False):
             pack_into(buf, offset, seq, now_ns)
-            offset += stride
         return buf
