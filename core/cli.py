@@ -14,7 +14,7 @@ import anyio
 from . import __version__
 from .broker import Broker, Settings
 from .errors import PluginError
-from .testing import _backend_options
+from .testing import _backend_options, _leaves
 
 log = logging.getLogger("warrenmq")
 
@@ -160,21 +160,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         anyio.run(_run, broker, backend="asyncio", backend_options=_backend_options())
     except* OSError as group:
         for error in _leaves(group):
-            log.error("cannot listen: %s", error)
+            log.error("cannot start the broker: %s", error)
         status = 1
     except* PluginError as group:
         for error in _leaves(group):
             log.error("%s", error)
         status = 2
     return status
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions inside (nested) task-group exception groups."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from typing import Any, cast
@@ -188,9 +189,12 @@ class TCPTransport(Transport):
     ) -> None:
         loop = asyncio.get_running_loop()
         listener = _Listener(broker, broker.protocol(spec.protocol), loop)
-        server = await loop.create_server(
-            lambda: _Link(listener), spec.host, spec.port, reuse_address=True, backlog=1024
-        )
+        try:
+            server = await loop.create_server(
+                lambda: _Link(listener), spec.host, spec.port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise _listen_error(exc, spec) from exc
         host, port = server.sockets[0].getsockname()[:2]
         task_status.started((host, port))
         try:
@@ -210,6 +214,15 @@ class TCPTransport(Transport):
                     for link in list(listener.links):
                         if link.transport is not None:
                             link.transport.abort()
+
+
+def _listen_error(exc: OSError, spec: ListenerSpec) -> OSError:
+    """``exc`` (same errno) saying which address could not be listened on, and why."""
+    if exc.errno is not None and exc.errno > 0:
+        reason = os.strerror(exc.errno)  # asyncio's text differs between its loops
+    else:  # e.g. socket.gaierror, whose errno is negative
+        reason = exc.strerror or str(exc)
+    return OSError(exc.errno, f"cannot listen on {spec.host}:{spec.port}: {reason}")
 
 
 @hookimpl
