@@ -8,6 +8,7 @@ silently stopping the rest. The four standard exchange types are essential (the 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -61,10 +62,35 @@ class Plugins:
         return rows
 
 
+def _distribution(ep: EntryPoint) -> tuple[str, str]:
+    """(package, version) that declares ``ep``."""
+    dist = ep.dist
+    return (dist.name, dist.version) if dist is not None else ("?", "")
+
+
+def _same_distribution(a: EntryPoint, b: EntryPoint) -> bool:
+    if a.dist is None or b.dist is None:
+        return a.value == b.value
+    return _normalized(a.dist.name) == _normalized(b.dist.name)
+
+
+def _normalized(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
 def _entry_points() -> list[EntryPoint]:
+    """One entry point per name. The same distribution may be visible twice (an editable and a
+    site install): its first copy counts. Two distributions declaring one name are refused:
+    which one should load depends on ``sys.path`` order, and the other would silently vanish."""
     seen: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
-        seen.setdefault(ep.name, ep)  # the same dist may be visible twice (editable + site)
+        first = seen.setdefault(ep.name, ep)
+        if first is not ep and not _same_distribution(first, ep):
+            raise PluginError(
+                f"plugin name '{ep.name}' is declared by two packages: "
+                f"{' '.join(_distribution(first))} ({first.value}) and "
+                f"{' '.join(_distribution(ep))} ({ep.value}); uninstall one of them"
+            )
     return list(seen.values())
 
 
@@ -73,19 +99,19 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
     bad_blocks = blocked & ESSENTIAL
     if bad_blocks:
         raise PluginError(f"plugins {sorted(bad_blocks)} are essential and cannot be blocked")
-    unknown = blocked - {ep.name for ep in _entry_points()}
+    installed = _entry_points()
+    unknown = blocked - {ep.name for ep in installed}
     if unknown:
-        known = ", ".join(sorted(ep.name for ep in _entry_points()))
+        known = ", ".join(sorted(ep.name for ep in installed))
         raise PluginError(f"cannot block unknown plugins {sorted(unknown)} (installed: {known})")
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     plugins = Plugins(manager)
-    for ep in _entry_points():
+    for ep in installed:
         if ep.name in blocked:
             log.info("plugin %r blocked", ep.name)
             continue
-        dist = ep.dist
-        package, version = (dist.name, dist.version) if dist is not None else ("?", "")
+        package, version = _distribution(ep)
         try:
             module = ep.load()
             manager.register(module, name=ep.name)
