@@ -46,6 +46,8 @@ class _Flusher:
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Write every pending link. ``_Link.flush`` never raises: a link whose engine fails is
+        closed on its own, and the links after it are still written."""
         self.scheduled = False
         pending = self.pending
         while pending:
@@ -65,6 +67,8 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queued = False
         self.closing = False
+        #: the engine raised; the connection is being aborted and the engine is not called again
+        self.failed = False
         self.reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -97,6 +101,8 @@ class _Link(asyncio.Protocol):
         flusher.reading = True
         try:
             engine.receive_data(data)
+        except Exception:
+            self._fail("reading")
         finally:
             flusher.reading = False
         self.flush()
@@ -113,8 +119,28 @@ class _Link(asyncio.Protocol):
         return False
 
     def flush(self) -> None:
+        """Write the engine's output and apply its state; if the engine raises, close this
+        connection only (see ``_fail``)."""
+        try:
+            self._flush()
+        except Exception:
+            self._fail("writing")
+
+    def _fail(self, where: str) -> None:
+        """The engine raised while ``where``: log it once, abort this connection."""
+        if self.failed:
+            return
+        self.failed = True
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        log.exception(
+            "connection from %s: protocol engine failed while %s; closing it", peer, where
+        )
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
         engine, transport = self.engine, self.transport
-        if engine is None or transport is None or transport.is_closing():
+        if engine is None or transport is None or transport.is_closing() or self.failed:
             return
         data = engine.data_to_send()
         if data:
