@@ -51,12 +51,14 @@ class Plugins:
     registries: dict[str, Registry[Any]] = field(default_factory=dict)
 
     def registered(self) -> list[tuple[str, str, str, str]]:
-        """(kind, name, plugin, package) for everything registered, for ``warrenmq plugins``."""
+        """(kind, name, plugin, package) for everything registered, for ``warrenmq plugins``:
+        by kind, then by name (entry points come in ``sys.path`` and directory order, which
+        differs between installs)."""
         packages = {p.name: f"{p.package} {p.version}".strip() for p in self.loaded}
         rows = []
         for attribute, (_, kind) in REGISTRIES.items():
             registry = self.registries[attribute]
-            for name in registry:
+            for name in sorted(registry):
                 plugin = registry.sources[name]
                 rows.append((kind, name, plugin, packages.get(plugin, "")))
         return rows

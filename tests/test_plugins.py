@@ -125,6 +125,32 @@ def test_plugins_command_lists_every_built_in() -> None:
         assert package == f"warrenmq {warrenmq.__version__}"
 
 
+def test_plugins_command_lists_each_kind_by_name(tmp_path: Path) -> None:
+    """A package found before warrenmq on the path is still listed in its place by name."""
+    site = install_distribution(
+        tmp_path,
+        "warrenmq-loud-fanout",
+        "0.3",
+        {"loud-fanout": "warrenmq_loud_fanout"},
+        {"warrenmq_loud_fanout": LOUD_FANOUT},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "warrenmq", "plugins"],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,  # not a checkout of warrenmq, whose metadata would come first
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [re.split(r"\s{2,}", line.strip()) for line in result.stdout.splitlines()[1:]]
+    exchange_types = [name for kind, name, _, _ in rows if kind == "exchange type"]
+    assert exchange_types == ["direct", "fanout", "headers", "topic", "x-loud-fanout"]
+    assert rows[4] == ["exchange type", "x-loud-fanout", "loud-fanout", "warrenmq-loud-fanout 0.3"]
+    assert [kind for kind, _, _, _ in rows][-3:] == ["store", "protocol", "transport"]
+
+
 def test_plugins_command_honours_block_plugin() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "warrenmq", "plugins", "--block-plugin", "fair"],
