@@ -125,6 +125,10 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
         plugins.loaded.append(LoadedPlugin(ep.name, package, version))
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"extra-{index}"
+        if manager.is_registered(plugin):
+            # e.g. a plugin's tests pass its module while its package is installed
+            log.debug("plugin %r is already registered as %r", name, manager.get_name(plugin))
+            continue
         try:
             manager.register(plugin, name=name)
         except Exception as exc:
