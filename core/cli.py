@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -13,9 +14,42 @@ import anyio
 from . import __version__
 from .broker import Broker, Settings
 from .errors import PluginError
-from .testing import _backend_options
+from .testing import _backend_options, _leaves
 
 log = logging.getLogger("warrenmq")
+
+#: the largest value of an AMQP short (heartbeat seconds in connection.tune) and of a TCP port
+MAX_SHORT = 65535
+
+
+def _int_in_range(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse ``type`` taking an integer in ``low..high``."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not {what} ({low} to {high})")
+        return value
+
+    return convert
+
+
+def _watermark(text: str) -> float:
+    """A fraction of RAM as RabbitMQ's ``vm_memory_high_watermark.relative`` takes it, 0 < f <= 1,
+    or 0 for no memory alarm (RabbitMQ's 0 blocks every publisher instead)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid fraction: {text!r}") from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a fraction of RAM: give a number above 0 and at most 1 "
+            "(0.4 is 40%), or 0 to turn the memory alarm off"
+        )
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
-    run.add_argument("--port", type=int, default=5672, help="AMQP port (default: %(default)s)")
+    run.add_argument(
+        "--port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        default=5672,
+        help="AMQP port, 0 for a free one (default: %(default)s)",
+    )
     run.add_argument(
         "--data-dir",
         type=Path,
@@ -48,14 +87,19 @@ def _parser() -> argparse.ArgumentParser:
         help="dispatch policy for queues without x-dispatch (default: %(default)s)",
     )
     run.add_argument(
-        "--heartbeat", type=int, default=60, help="heartbeat seconds proposed to clients"
+        "--heartbeat",
+        type=_int_in_range(0, MAX_SHORT, "a heartbeat in seconds"),
+        default=60,
+        metavar="SECONDS",
+        help="heartbeat seconds proposed to clients, 0 for none (default: %(default)s)",
     )
     run.add_argument(
         "--memory-high-watermark",
-        type=float,
+        type=_watermark,
         default=0.4,
         metavar="FRACTION",
-        help="block publishers above this fraction of RAM in use by the broker (0: never)",
+        help="block publishers while the broker uses more than this fraction of RAM, "
+        "above 0 and at most 1; 0 turns the memory alarm off (default: %(default)s)",
     )
     run.add_argument(
         "--block-plugin",
@@ -116,21 +160,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         anyio.run(_run, broker, backend="asyncio", backend_options=_backend_options())
     except* OSError as group:
         for error in _leaves(group):
-            log.error("cannot listen: %s", error)
+            log.error("cannot start the broker: %s", error)
         status = 1
     except* PluginError as group:
         for error in _leaves(group):
             log.error("%s", error)
         status = 2
     return status
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions inside (nested) task-group exception groups."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

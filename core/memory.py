@@ -31,5 +31,6 @@ def resident_memory() -> int | None:
 
 
 def default_limit(fraction: float) -> int | None:
+    """``fraction`` of RAM in bytes; None (no alarm) for 0 or an unknown RAM size."""
     total = physical_memory()
-    return int(total * fraction) if total and fraction > 0 else None
+    return max(1, int(total * fraction)) if total and fraction > 0 else None

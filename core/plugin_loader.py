@@ -9,6 +9,7 @@ blocked.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -52,21 +53,48 @@ class Plugins:
     registries: dict[str, Registry[Any]] = field(default_factory=dict)
 
     def registered(self) -> list[tuple[str, str, str, str]]:
-        """(kind, name, plugin, package) for everything registered, for ``warrenmq plugins``."""
+        """(kind, name, plugin, package) for everything registered, for ``warrenmq plugins``:
+        by kind, then by name (entry points come in ``sys.path`` and directory order, which
+        differs between installs)."""
         packages = {p.name: f"{p.package} {p.version}".strip() for p in self.loaded}
         rows = []
         for attribute, (_, kind) in REGISTRIES.items():
             registry = self.registries[attribute]
-            for name in registry:
+            for name in sorted(registry):
                 plugin = registry.sources[name]
                 rows.append((kind, name, plugin, packages.get(plugin, "")))
         return rows
 
 
+def _distribution(ep: EntryPoint) -> tuple[str, str]:
+    """(package, version) that declares ``ep``."""
+    dist = ep.dist
+    return (dist.name, dist.version) if dist is not None else ("?", "")
+
+
+def _same_distribution(a: EntryPoint, b: EntryPoint) -> bool:
+    if a.dist is None or b.dist is None:
+        return a.value == b.value
+    return _normalized(a.dist.name) == _normalized(b.dist.name)
+
+
+def _normalized(package: str) -> str:
+    return re.sub(r"[-_.]+", "-", package).lower()
+
+
 def _entry_points() -> list[EntryPoint]:
+    """One entry point per name. The same distribution may be visible twice (an editable and a
+    site install): its first copy counts. Two distributions declaring one name are refused:
+    which one should load depends on ``sys.path`` order, and the other would silently vanish."""
     seen: dict[str, EntryPoint] = {}
     for ep in entry_points(group=GROUP):
-        seen.setdefault(ep.name, ep)  # the same dist may be visible twice (editable + site)
+        first = seen.setdefault(ep.name, ep)
+        if first is not ep and not _same_distribution(first, ep):
+            raise PluginError(
+                f"plugin name '{ep.name}' is declared by two packages: "
+                f"{' '.join(_distribution(first))} ({first.value}) and "
+                f"{' '.join(_distribution(ep))} ({ep.value}); uninstall one of them"
+            )
     return list(seen.values())
 
 
@@ -75,19 +103,19 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
     bad_blocks = blocked & ESSENTIAL
     if bad_blocks:
         raise PluginError(f"plugins {sorted(bad_blocks)} are essential and cannot be blocked")
-    unknown = blocked - {ep.name for ep in _entry_points()}
+    installed = _entry_points()
+    unknown = blocked - {ep.name for ep in installed}
     if unknown:
-        known = ", ".join(sorted(ep.name for ep in _entry_points()))
+        known = ", ".join(sorted(ep.name for ep in installed))
         raise PluginError(f"cannot block unknown plugins {sorted(unknown)} (installed: {known})")
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     plugins = Plugins(manager)
-    for ep in _entry_points():
+    for ep in installed:
         if ep.name in blocked:
             log.info("plugin %r blocked", ep.name)
             continue
-        dist = ep.dist
-        package, version = (dist.name, dist.version) if dist is not None else ("?", "")
+        package, version = _distribution(ep)
         try:
             module = ep.load()
             manager.register(module, name=ep.name)
@@ -99,6 +127,10 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
         plugins.loaded.append(LoadedPlugin(ep.name, package, version))
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"extra-{index}"
+        if manager.is_registered(plugin):
+            # e.g. a plugin's tests pass its module while its package is installed
+            log.debug("plugin %r is already registered as %r", name, manager.get_name(plugin))
+            continue
         try:
             manager.register(plugin, name=name)
         except Exception as exc:

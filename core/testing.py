@@ -40,28 +40,51 @@ def running_broker(
         async with anyio.create_task_group() as group:
             state["cancel"] = group.cancel_scope.cancel
             state["token"] = anyio.lowlevel.current_token()
-            try:
-                state["listeners"] = await group.start(broker.serve)
-            finally:
-                started.set()
+            state["listeners"] = await group.start(broker.serve)
+            started.set()
 
     def run() -> None:
         try:
             anyio.run(main, backend="asyncio", backend_options=_backend_options())
         except BaseException as exc:  # reported to the caller below
             state["error"] = exc
-            started.set()
+        finally:
+            started.set()  # only now is "error" (or "listeners") there to read
 
     thread = threading.Thread(target=run, name="warrenmq-broker", daemon=True)
     thread.start()
-    if not started.wait(timeout) or "error" in state:
-        raise RuntimeError(f"broker did not start: {state.get('error')!r}")
+    if not started.wait(timeout):
+        raise RuntimeError(f"broker did not start within {timeout} s")
+    if "error" in state:
+        raise _start_error(state["error"])
     info = state["listeners"][0]
     try:
         yield RunningBroker(broker, info.host, info.port)
     finally:
         anyio.from_thread.run_sync(state["cancel"], token=state["token"])
         thread.join(timeout)
+
+
+def _start_error(error: BaseException) -> Exception:
+    """What stopped the broker from starting (an ``OSError`` naming the address it could not
+    listen on, a ``PluginError``, ...), out of the task groups' exception groups."""
+    causes = _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    first = causes[0]
+    for other in causes[1:]:
+        first.add_note(f"also: {type(other).__name__}: {other}")
+    if isinstance(first, Exception):
+        return first
+    failure = RuntimeError(f"broker did not start: {type(first).__name__}: {first}")
+    failure.__cause__ = first
+    return failure
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside (nested) task-group exception groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
 
 
 def _backend_options() -> dict[str, Any]:

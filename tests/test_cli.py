@@ -18,8 +18,10 @@ import pika
 import pytest
 from line_reader import LineReader
 from pika.exceptions import ConnectionClosedByBroker
+from raw_amqp import RawAMQP
 
 import warrenmq
+from warrenmq.memory import physical_memory
 
 TIMEOUT = 10.0
 RUN_FLAGS = ("--host", "--port", "--data-dir", "--log-level")
@@ -99,6 +101,32 @@ def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
     assert "error:" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "complaint"),
+    [
+        ("--port", "99999", "not a TCP port (0 to 65535)"),
+        ("--port", "65536", "not a TCP port (0 to 65535)"),
+        ("--port", "-1", "not a TCP port (0 to 65535)"),
+        ("--heartbeat", "-5", "not a heartbeat in seconds (0 to 65535)"),
+        ("--heartbeat", "65536", "not a heartbeat in seconds (0 to 65535)"),
+        ("--heartbeat", "1.5", "invalid integer: '1.5'"),
+        ("--memory-high-watermark", "7", "not a fraction of RAM"),
+        ("--memory-high-watermark", "-1", "not a fraction of RAM"),
+        ("--memory-high-watermark", "1.01", "not a fraction of RAM"),
+        ("--memory-high-watermark", "nan", "not a fraction of RAM"),
+        ("--memory-high-watermark", "inf", "not a fraction of RAM"),
+        ("--memory-high-watermark", "40%", "invalid fraction: '40%'"),
+    ],
+)
+def test_out_of_range_values_exit_2(flag: str, value: str, complaint: str) -> None:
+    result = warrenmq_command("run", flag, value)
+    assert result.returncode == 2, result.stderr
+    assert "usage: warrenmq run" in result.stderr
+    assert f"warrenmq run: error: argument {flag}: " in result.stderr
+    assert complaint in result.stderr
+    assert "listening" not in result.stderr
+
+
 def test_no_command_exits_2_with_usage() -> None:
     result = warrenmq_command()
     assert result.returncode == 2
@@ -143,6 +171,35 @@ def test_run_serves_and_closes_clients_on_signal(signum: signal.Signals) -> None
         assert "Traceback" not in log
 
 
+def _serve_and_stop(*args: str) -> tuple[RawAMQP, str]:
+    """Start ``warrenmq run --port 0 *args``, handshake once, stop it; the client and the log."""
+    with broker_process("--port", "0", *args) as (process, stderr):
+        port = int(stderr.wait_for("listening").rsplit(":", 1)[1])
+        with RawAMQP("127.0.0.1", port) as client:
+            client.handshake()
+            client.close_gracefully()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+        return client, stderr.finish()
+
+
+def test_edge_values_are_accepted() -> None:
+    client, log = _serve_and_stop("--heartbeat", "65535", "--memory-high-watermark", "1")
+    assert client.tune is not None
+    assert client.tune.heartbeat == 65535
+    total = physical_memory()
+    assert total is not None
+    assert f"memory alarm at {total / 2**20:.0f} MiB resident" in log
+
+
+def test_heartbeat_and_watermark_zero_turn_them_off() -> None:
+    client, log = _serve_and_stop("--heartbeat", "0", "--memory-high-watermark", "0")
+    assert client.tune is not None
+    assert client.tune.heartbeat == 0
+    assert "memory alarm" not in log
+    assert "Traceback" not in log
+
+
 def test_run_on_a_port_in_use_fails_clearly() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -151,7 +208,6 @@ def test_run_on_a_port_in_use_fails_clearly() -> None:
         with broker_process("--port", str(port)) as (process, stderr):
             code = process.wait(TIMEOUT)
             log = stderr.finish()
-    assert code != 0
+    assert code == 1
     assert "Traceback" not in log, f"a traceback instead of a clear message:\n{log}"
-    assert "address already in use" in log.lower() or "cannot listen" in log
-    assert str(port) in log
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in log

@@ -3,14 +3,17 @@ used end to end from pika, and the errors a broken or conflicting plugin gets.""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Collection, Iterable
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
+from dists import install_distribution
 from pika.exceptions import UnroutableError
 from pika_helpers import Collector, connection_parameters, wait_until
 
@@ -143,6 +146,32 @@ def test_plugins_command_lists_every_built_in() -> None:
         listed_plugin, package = rows[(kind, name)]
         assert listed_plugin == plugin
         assert package == f"warrenmq {warrenmq.__version__}"
+
+
+def test_plugins_command_lists_each_kind_by_name(tmp_path: Path) -> None:
+    """A package found before warrenmq on the path is still listed in its place by name."""
+    site = install_distribution(
+        tmp_path,
+        "warrenmq-loud-fanout",
+        "0.3",
+        {"loud-fanout": "warrenmq_loud_fanout"},
+        {"warrenmq_loud_fanout": LOUD_FANOUT},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "warrenmq", "plugins"],
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=tmp_path,  # not a checkout of warrenmq, whose metadata would come first
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [re.split(r"\s{2,}", line.strip()) for line in result.stdout.splitlines()[1:]]
+    exchange_types = [name for kind, name, _, _ in rows if kind == "exchange type"]
+    assert exchange_types == ["direct", "fanout", "headers", "topic", "x-loud-fanout"]
+    assert rows[4] == ["exchange type", "x-loud-fanout", "loud-fanout", "warrenmq-loud-fanout 0.3"]
+    assert [kind for kind, _, _, _ in rows][-3:] == ["store", "protocol", "transport"]
 
 
 def test_plugins_command_honours_block_plugin() -> None:
@@ -351,3 +380,87 @@ def test_blocking_an_optional_plugin_removes_what_it_registered() -> None:
 def test_blocking_the_default_dispatch_policy_is_a_plugin_error() -> None:
     text = _plugin_error(settings=warrenmq.Settings(blocked_plugins=frozenset({"round-robin"})))
     assert "round-robin" in text
+
+
+# -- entry points of installed distributions -----------------------------------------------------
+
+SHADOW_TOPIC = """
+from warrenmq import hookimpl
+
+
+@hookimpl
+def warrenmq_register_exchange_types(registry):
+    raise AssertionError("a plugin whose name is taken must not be loaded")
+"""
+
+LOUD_FANOUT = """
+from warrenmq import hookimpl
+from warrenmq.plugins.fanout import FanoutExchange
+
+
+class LoudFanout(FanoutExchange):
+    name = "x-loud-fanout"
+
+
+@hookimpl
+def warrenmq_register_exchange_types(registry):
+    registry.add(LoudFanout)
+"""
+
+
+@pytest.fixture
+def shadow_site(tmp_path: Path) -> Path:
+    """A package that declares an entry point named like the built-in ``topic``."""
+    return install_distribution(
+        tmp_path, "shadow-topic", "1.2", {"topic": "shadow_topic"}, {"shadow_topic": SHADOW_TOPIC}
+    )
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_entry_point_named_like_a_built_in_is_refused(
+    shadow_site: Path, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if where == "before":
+        monkeypatch.syspath_prepend(str(shadow_site))
+    else:
+        monkeypatch.setattr(sys, "path", [*sys.path, str(shadow_site)])
+    text = _plugin_error()
+    assert "plugin name 'topic' is declared by two packages" in text
+    assert f"warrenmq {warrenmq.__version__} (warrenmq.plugins.topic)" in text
+    assert "shadow-topic 1.2 (shadow_topic)" in text
+
+
+def test_run_refuses_an_entry_point_named_like_a_built_in(shadow_site: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "warrenmq", "run", "--port", "0"],
+        env={**os.environ, "PYTHONPATH": str(shadow_site)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "plugin name 'topic' is declared by two packages" in result.stderr
+    assert "shadow-topic 1.2" in result.stderr
+    assert f"warrenmq {warrenmq.__version__}" in result.stderr
+    assert "listening" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_distribution_seen_twice_loads_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editable install next to a site install of the same package: not a conflict."""
+    for copy in ("editable", "site"):
+        site = install_distribution(
+            tmp_path / copy,
+            "warrenmq-loud-fanout",
+            "0.3",
+            {"loud-fanout": "warrenmq_loud_fanout"},
+            {"warrenmq_loud_fanout": LOUD_FANOUT},
+        )
+        monkeypatch.syspath_prepend(str(site))
+    broker = warrenmq.Broker(warrenmq.Settings(amqp_port=0))
+    assert broker.exchange_types.sources["x-loud-fanout"] == "loud-fanout"
+    rows = [row for row in broker.plugins.registered() if row[1] == "x-loud-fanout"]
+    assert rows == [("exchange type", "x-loud-fanout", "loud-fanout", "warrenmq-loud-fanout 0.3")]

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from dists import install_distribution
 
 PLUGIN = """
 from typing import Any
@@ -72,16 +75,38 @@ def test_custom_exchange_type(warrenmq_broker):
 """
 
 
-def test_plugin_author_fixtures(tmp_path: Path) -> None:
-    (tmp_path / "everything.py").write_text(textwrap.dedent(PLUGIN))
-    (tmp_path / "conftest.py").write_text(textwrap.dedent(CONFTEST))
-    (tmp_path / "test_everything.py").write_text(textwrap.dedent(TEST))
+def _run_pytest(directory: Path, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
+        cwd=directory,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_plugin_author_fixtures(tmp_path: Path) -> None:
+    (tmp_path / "everything.py").write_text(textwrap.dedent(PLUGIN))
+    (tmp_path / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (tmp_path / "test_everything.py").write_text(textwrap.dedent(TEST))
+    _run_pytest(tmp_path)
+
+
+def test_plugin_author_fixtures_with_the_plugin_installed(tmp_path: Path) -> None:
+    """The package is installed (its entry point loads the module) and the conftest still
+    passes the module in ``warrenmq_plugins``: it is registered once, not refused."""
+    site = install_distribution(
+        tmp_path / "site",
+        "everything",
+        "0.1",
+        {"x-everything": "everything"},
+        {"everything": PLUGIN},
+    )
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (project / "test_everything.py").write_text(textwrap.dedent(TEST))
+    _run_pytest(project, env={**os.environ, "PYTHONPATH": str(site)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import time
 from typing import Any, cast
@@ -45,6 +46,8 @@ class _Flusher:
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
+        """Write every pending link. ``_Link.flush`` never raises: a link whose engine fails is
+        closed on its own, and the links after it are still written."""
         self.scheduled = False
         pending = self.pending
         while pending:
@@ -64,6 +67,8 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.queued = False
         self.closing = False
+        #: the engine raised; the connection is being aborted and the engine is not called again
+        self.failed = False
         self.reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -97,6 +102,8 @@ class _Link(asyncio.Protocol):
         flusher.reading = True
         try:
             engine.receive_data(data)
+        except Exception:
+            self._fail("reading")
         finally:
             flusher.reading = False
         self.flush()
@@ -113,8 +120,28 @@ class _Link(asyncio.Protocol):
         return False
 
     def flush(self) -> None:
+        """Write the engine's output and apply its state; if the engine raises, close this
+        connection only (see ``_fail``)."""
+        try:
+            self._flush()
+        except Exception:
+            self._fail("writing")
+
+    def _fail(self, where: str) -> None:
+        """The engine raised while ``where``: log it once, abort this connection."""
+        if self.failed:
+            return
+        self.failed = True
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        log.exception(
+            "connection from %s: protocol engine failed while %s; closing it", peer, where
+        )
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
         engine, transport = self.engine, self.transport
-        if engine is None or transport is None or transport.is_closing():
+        if engine is None or transport is None or transport.is_closing() or self.failed:
             return
         data = engine.data_to_send()
         if data:
@@ -189,9 +216,12 @@ class TCPTransport(Transport):
     ) -> None:
         loop = asyncio.get_running_loop()
         listener = _Listener(broker, broker.protocol(spec.protocol), loop)
-        server = await loop.create_server(
-            lambda: _Link(listener), spec.host, spec.port, reuse_address=True, backlog=1024
-        )
+        try:
+            server = await loop.create_server(
+                lambda: _Link(listener), spec.host, spec.port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise _listen_error(exc, spec) from exc
         host, port = server.sockets[0].getsockname()[:2]
         task_status.started((host, port))
         try:
@@ -211,6 +241,15 @@ class TCPTransport(Transport):
                     for link in list(listener.links):
                         if link.transport is not None:
                             link.transport.abort()
+
+
+def _listen_error(exc: OSError, spec: ListenerSpec) -> OSError:
+    """``exc`` (same errno) saying which address could not be listened on, and why."""
+    if exc.errno is not None and exc.errno > 0:
+        reason = os.strerror(exc.errno)  # asyncio's text differs between its loops
+    else:  # e.g. socket.gaierror, whose errno is negative
+        reason = exc.strerror or str(exc)
+    return OSError(exc.errno, f"cannot listen on {spec.host}:{spec.port}: {reason}")
 
 
 @hookimpl
