@@ -189,7 +189,7 @@ def test_edge_values_are_accepted() -> None:
     assert client.tune.heartbeat == 65535
     total = physical_memory()
     assert total is not None
-    assert f"memory alarm at {total / 2**20:.0f} MiB resident" in log
+    assert f"memory alarm at {total / 2**20:.0f} MiB held" in log
 
 
 def test_heartbeat_and_watermark_zero_turn_them_off() -> None:
