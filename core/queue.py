@@ -183,6 +183,10 @@ class Queue(ABC):
         """One delivery acknowledged: the common case of ``settle``, kept cheap."""
         self.settle((entry,), ACK)
 
+    def ack_all(self, entries: list[Entry]) -> None:
+        """Several deliveries acknowledged (a multiple ack)."""
+        self.settle(entries, ACK)
+
     @abstractmethod
     def purge(self) -> int:
         """Drop every ready message; return how many."""

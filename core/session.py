@@ -147,12 +147,21 @@ class Session:
         """Settle taken deliveries with their queues, then hand back the credit they held."""
         ready: dict[SessionConsumer, None] = {}
         if outcome == ACK:
+            # one ack_all per run of deliveries from the same queue (usually one run)
+            run_queue: Queue | None = None
+            run: list[Entry] = []
             for _, (queue, entry, consumer) in taken:
-                queue.ack(entry)
+                if queue is not run_queue:
+                    if run_queue is not None:
+                        run_queue.ack_all(run)
+                    run_queue, run = queue, []
+                run.append(entry)
                 if consumer is not None:
                     consumer.unacked -= 1
                     if consumer.parked:
                         ready[consumer] = None
+            if run_queue is not None:
+                run_queue.ack_all(run)
         else:
             by_queue: dict[Queue, list[Entry]] = {}
             for _, (queue, entry, consumer) in taken:

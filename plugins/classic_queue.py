@@ -60,8 +60,11 @@ class Fifo:
         return [*(entry for _, entry in self.returned), *self.items]
 
     def compact(self) -> None:
-        self.items = deque(entry for entry in self.items if entry.state == READY)
-        self.returned = [item for item in self.returned if item[1].state == READY]
+        """Drop entries the queue marked gone (in place: the queue holds bound methods)."""
+        live = [entry for entry in self.items if entry.state == READY]
+        self.items.clear()
+        self.items.extend(live)
+        self.returned[:] = [item for item in self.returned if item[1].state == READY]
         heapq.heapify(self.returned)
 
     def clear(self) -> None:
@@ -139,6 +142,9 @@ class ClassicQueue(Queue):
         self._index: Fifo | PriorityIndex = (
             PriorityIndex(max_priority) if isinstance(max_priority, int) else Fifo()
         )
+        #: the plain FIFO (None for a priority queue), whose operations are inlined
+        self._fifo = self._index if isinstance(self._index, Fifo) else None
+        self._push = self._fifo.items.append if self._fifo is not None else self._index.push
         self._seq = 0
         #: entries marked gone while still in the index (skipped when popped)
         self._gone = 0
@@ -193,7 +199,7 @@ class ClassicQueue(Queue):
             return False
         self._seq += 1
         entry = Entry(message, self._seq, expires_at, READY)
-        self._index.push(entry)
+        self._push(entry)
         self.ready_count += 1
         self.ready_bytes += len(message.body)
         if expires_at:
@@ -250,9 +256,19 @@ class ClassicQueue(Queue):
 
     def _take_ready(self) -> Entry | None:
         """Remove the next ready entry from the index (skipping gone ones), or None."""
-        pop = self._index.pop
+        fifo = self._fifo
         while True:
-            entry = pop()
+            if fifo is not None:  # Fifo.pop, inlined
+                returned = fifo.returned
+                items = fifo.items
+                if returned and (not items or returned[0][0] < items[0].seq):
+                    entry = heapq.heappop(returned)[1]
+                elif items:
+                    entry = items.popleft()
+                else:
+                    entry = None
+            else:
+                entry = self._index.pop()
             if entry is None:
                 self._gone = 0
                 return None
@@ -263,42 +279,61 @@ class ClassicQueue(Queue):
             self._gone -= 1
 
     def dispatch(self) -> None:
-        take = self._take_ready
-        while self.ready_count and not self.deleted:
-            policy = self.sole_policy
-            if policy is None:
-                consumer = self.next_consumer()
-            else:  # next_consumer, inlined for the usual case
-                consumer = policy.select()
-                if consumer is not None and not consumer.has_credit():
-                    self.park(consumer)
+        # The hot loop of a backlog: the FIFO pop is inlined, and the counters no one reads
+        # meanwhile are summed locally and stored once.
+        fifo = self._fifo
+        delivered = redelivered = unacked = unacked_bytes = 0
+        try:
+            while self.ready_count and not self.deleted:
+                policy = self.sole_policy
+                if policy is None:
                     consumer = self.next_consumer()
-            if consumer is None:
-                return
-            entry = take()
-            if entry is None:
-                return
-            if entry.expires_at and entry.expires_at <= _monotonic():
-                entry.state = GONE
-                self.expired += 1
-                self._dead_letter(entry.message, EXPIRED)
-                continue
-            entry.deliveries += 1
-            self.delivered += 1
-            if entry.deliveries > 1:
-                self.redelivered += 1
-            message = entry.message
-            if consumer.acks:
-                entry.state = OUT
-                self.unacked_count += 1
-                self.unacked_bytes += len(message.body)
-            else:
-                entry.state = GONE
-            try:
-                consumer.deliver(self, message, entry)
-            except Exception as error:
-                self._restore(entry, consumer.acks)
-                self.consumer_failed(consumer, error)
+                else:  # next_consumer, inlined for the usual case
+                    consumer = policy.select()
+                    if consumer is not None and not consumer.has_credit():
+                        self.park(consumer)
+                        consumer = self.next_consumer()
+                if consumer is None:
+                    return
+                if fifo is not None and not fifo.returned and fifo.items:
+                    entry = fifo.items.popleft()
+                    if entry.state != READY:
+                        self._gone -= 1
+                        continue
+                    self.ready_count -= 1
+                    self.ready_bytes -= len(entry.message.body)
+                else:
+                    taken = self._take_ready()
+                    if taken is None:
+                        return
+                    entry = taken
+                message = entry.message
+                if entry.expires_at and entry.expires_at <= _monotonic():
+                    entry.state = GONE
+                    self.expired += 1
+                    self._dead_letter(message, EXPIRED)
+                    continue
+                deliveries = entry.deliveries = entry.deliveries + 1
+                delivered += 1
+                if deliveries > 1:
+                    redelivered += 1
+                acks = consumer.acks
+                if acks:
+                    entry.state = OUT
+                    unacked += 1
+                    unacked_bytes += len(message.body)
+                else:
+                    entry.state = GONE
+                try:
+                    consumer.deliver(self, message, entry)
+                except Exception as error:
+                    self._restore(entry, acks)
+                    self.consumer_failed(consumer, error)
+        finally:
+            self.delivered += delivered
+            self.redelivered += redelivered
+            self.unacked_count += unacked
+            self.unacked_bytes += unacked_bytes
 
     def _restore(self, entry: Entry, was_tracked: bool) -> None:
         """Undo a delivery that failed: the entry is ready again, as if never delivered."""
@@ -346,6 +381,17 @@ class ClassicQueue(Queue):
             self.unacked_count -= 1
             self.unacked_bytes -= len(entry.message.body)
             self.acknowledged += 1
+
+    def ack_all(self, entries: list[Entry]) -> None:
+        count = size = 0
+        for entry in entries:
+            if entry.state == OUT:
+                entry.state = GONE
+                count += 1
+                size += len(entry.message.body)
+        self.unacked_count -= count
+        self.unacked_bytes -= size
+        self.acknowledged += count
 
     def settle(self, entries: Iterable[Entry], outcome: int) -> None:
         requeued = False
