@@ -25,6 +25,7 @@ from .registry import Registry
 from .store import Store
 from .timers import Timers
 from .vhost import VirtualHost
+from .views import ConnectionView
 
 log = logging.getLogger("warrenmq")
 
@@ -131,6 +132,12 @@ class Broker:
                 raise PluginError(f"protocol '{name}' is not registered")
             instance = self._protocol_instances[name] = protocol_class()
         return instance
+
+    # -- views -------------------------------------------------------------------------
+
+    def connection_views(self) -> list[ConnectionView]:
+        views = (connection.view() for connection in list(self.connections))
+        return [view for view in views if view is not None]
 
     # -- lifetime -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from .broker import Broker
+    from .views import ConnectionView
 
 
 class ProtocolConnection(ABC):
@@ -60,6 +61,10 @@ class ProtocolConnection(ABC):
 
     def memory_alarm(self, active: bool) -> None:
         """The broker's memory alarm went on or off: block or unblock publishing."""
+
+    def view(self) -> ConnectionView | None:
+        """A snapshot for management: peer, user, sessions, counters (None: not shown)."""
+        return None
 
     def buffered_bytes(self) -> int:
         """Bytes held for this connection (output, partial input), for the memory alarm."""

@@ -13,11 +13,11 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import AccessRefused
 from .message import Message
+from .views import ConsumerView, QueueView
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -69,37 +69,6 @@ class Entry:
 
     def __repr__(self) -> str:
         return f"Entry(seq={self.seq}, deliveries={self.deliveries}, state={self.state})"
-
-
-@dataclass(frozen=True)
-class QueueView:
-    """A read-only snapshot of a queue, for management and tests."""
-
-    name: str
-    vhost: str
-    type: str
-    durable: bool
-    exclusive: bool
-    auto_delete: bool
-    arguments: dict[str, Any]
-    dispatch: str
-    messages_ready: int
-    messages_unacknowledged: int
-    message_bytes_ready: int
-    message_bytes_unacknowledged: int
-    consumers: int
-    published: int
-    delivered: int
-    redelivered: int
-    acknowledged: int
-    expired: int
-    dead_lettered: int
-    dropped: int
-    rejected_publishes: int
-
-    @property
-    def messages(self) -> int:
-        return self.messages_ready + self.messages_unacknowledged
 
 
 class Queue(ABC):
@@ -377,8 +346,26 @@ class Queue(ABC):
             rejected_publishes=self.rejected_publishes,
         )
 
+    def consumer_views(self) -> list[ConsumerView]:
+        return [consumer_view(self, consumer) for consumer in self.consumers]
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.name!r}, ready={self.ready_count}, "
             f"consumers={len(self.consumers)})"
         )
+
+
+def consumer_view(queue: Queue, consumer: Consumer) -> ConsumerView:
+    return ConsumerView(
+        tag=consumer.tag,
+        queue=queue.name,
+        vhost=queue.vhost.name,
+        acks=consumer.acks,
+        exclusive=consumer.exclusive,
+        priority=consumer.priority,
+        prefetch=getattr(consumer, "prefetch", 0),
+        unacked=consumer.unacked,
+        active=not queue.single_active or consumer is queue.active_consumer,
+        has_credit=consumer.has_credit(),
+    )

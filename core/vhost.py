@@ -23,6 +23,7 @@ from .exchange import Binding, Exchange
 from .message import Message
 from .queue import Queue
 from .queue_arguments import argument_text, validate_queue_arguments
+from .views import BindingView, ExchangeView, QueueView
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -448,6 +449,39 @@ class VirtualHost:
         """Exclusive queues go with the connection that declared them."""
         for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
             self.remove_queue(queue)
+
+    # -- views -------------------------------------------------------------------------
+
+    def queue_views(self) -> list[QueueView]:
+        return [queue.view() for queue in self.queues.values()]
+
+    def exchange_views(self) -> list[ExchangeView]:
+        return [
+            ExchangeView(
+                name=x.name,
+                vhost=self.name,
+                type=x.type_name,
+                durable=x.durable,
+                auto_delete=x.auto_delete,
+                internal=x.internal,
+                arguments=dict(x.arguments),
+            )
+            for x in self.exchanges.values()
+        ]
+
+    def binding_views(self) -> list[BindingView]:
+        return [
+            BindingView(
+                vhost=self.name,
+                source=binding.source.name,
+                destination=binding.destination.name,
+                destination_kind=binding.destination.kind,
+                routing_key=binding.routing_key,
+                arguments=dict(binding.arguments),
+            )
+            for exchange in self.exchanges.values()
+            for binding in exchange.bindings.values()
+        ]
 
     # -- publishing --------------------------------------------------------------------
 

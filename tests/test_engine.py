@@ -10,6 +10,7 @@ must produce exactly the same bytes on every connection after every step in ever
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -666,7 +667,9 @@ class FakeClock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(connection_module, "time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(
+        connection_module, "time", SimpleNamespace(monotonic=fake.monotonic, time=time.time)
+    )
     return fake
 
 

@@ -20,10 +20,11 @@ from warrenmq.errors import (
     NotImplementedFeature,
     PreconditionFailed,
 )
-from warrenmq.queue import ACK, REJECT, REQUEUE
+from warrenmq.queue import ACK, REJECT, REQUEUE, consumer_view
 from warrenmq.queue_arguments import message_ttl
 from warrenmq.session import Session
 from warrenmq.vhost import REFUSED, UNROUTABLE, server_generated_name
+from warrenmq.views import SessionView
 
 from . import reply_to
 from .consumer import AMQPConsumer
@@ -120,6 +121,7 @@ class Channel(Session):
         self.pending = None
         self.pending_header = None
         message = Message(exchange_name, routing_key, body, None, header, AMQP_CODEC, route)
+        self.connection.messages_in += 1
         if header[13] & USER_ID_FLAG:
             self._check_user_id(message)
         if header[12] & EXPIRATION_FLAG_HIGH:
@@ -260,6 +262,7 @@ class Channel(Session):
         message, entry = got
         tag = self.next_tag() if method.no_ack else self.track(queue, entry, None)
         connection = self.connection
+        connection.messages_out += 1
         route = self.encoded_route(message)
         out = connection.out_buffer()
         out += FRAME_HEAD.pack(FRAME_METHOD, self.number, 4 + TAG_REDELIVERED.size + len(route) + 4)
@@ -311,6 +314,18 @@ class Channel(Session):
         self.send(commands.Tx.RollbackOk())
 
     # -- closing --------------------------------------------------------------------------
+
+    def view(self) -> SessionView:
+        return SessionView(
+            number=self.number,
+            prefetch=self.prefetch,
+            global_prefetch=self.global_prefetch,
+            unacked=len(self.unacked),
+            consumers=[consumer_view(c.queue, c) for c in self.consumers.values()],
+            confirm=self.confirm_mode,
+            transactional=self.tx is not None,
+            paused=self.paused,
+        )
 
     def release(self) -> None:
         """The channel is closing: cancel consumers, requeue unacked deliveries."""

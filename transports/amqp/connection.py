@@ -35,6 +35,7 @@ from warrenmq.errors import (
     UnexpectedFrame,
 )
 from warrenmq.vhost import VirtualHost
+from warrenmq.views import ConnectionView
 
 from . import reply_to
 from .channel import Channel
@@ -146,6 +147,12 @@ class AMQPConnection(ProtocolConnection):
         self.timers_changed = False
         now = time.monotonic()
         self._started = self._last_recv = self._last_send = now
+        self.connected_at = time.time()
+        # counters for management (plain integers, cheap on the hot path)
+        self.messages_in = 0
+        self.messages_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
         self.wakeup: Callable[[], None] | None = None
         broker.connections.add(self)
 
@@ -160,6 +167,7 @@ class AMQPConnection(ProtocolConnection):
         if out:
             self._out = bytearray()
             self._last_send = time.monotonic()
+            self.bytes_out += len(out)
         if self._out_full:
             self._out_full = False  # the transport took the output: deliver more
             if not self.write_paused:
@@ -184,6 +192,26 @@ class AMQPConnection(ProtocolConnection):
             held += transport_buffer()
         return held
 
+    def view(self) -> ConnectionView:
+        peer = self.peer
+        return ConnectionView(
+            name=self.name,
+            protocol="amqp",
+            transport=self.transport_name,
+            peer_host=peer[0] if peer else None,
+            peer_port=peer[1] if peer else None,
+            user=self.user.name if self.user else None,
+            vhost=self.vhost.name if self._state == OPEN else None,
+            connected_at=self.connected_at,
+            client=dict(self.client_properties),
+            messages_in=self.messages_in,
+            messages_out=self.messages_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            blocked=self.reading_paused,
+            sessions=[channel.view() for channel in self.channels.values()],
+        )
+
     def fail(self, error: BrokerError) -> None:
         """Close the connection for an error found outside its own input (a delivery bug)."""
         self._connection_error(error, 0, 0)
@@ -196,6 +224,7 @@ class AMQPConnection(ProtocolConnection):
             self.connection_lost()
             return
         self._last_recv = time.monotonic()
+        self.bytes_in += len(data)
         if self._buf:
             data = self._buf + data
             self._buf = b""

@@ -69,6 +69,7 @@ class AMQPConsumer(SessionConsumer):
                 channel.unacked[tag] = (queue, entry, self)
                 self.unacked += 1
         connection = channel.connection
+        connection.messages_out += 1
         out = connection._out
         if not out and not connection._receiving:
             connection._wake()
