@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import socket
 import time
 from typing import Any, cast
@@ -25,6 +26,9 @@ log = logging.getLogger("warrenmq.tcp")
 
 WRITE_HIGH_WATER = 4 * 1024 * 1024
 WRITE_LOW_WATER = 1024 * 1024
+#: seconds between hangup checks of a client that is not being read
+HANGUP_CHECK_INTERVAL = 1.0
+_HANGUP_EVENTS = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 
 
 class _Flusher:
@@ -150,11 +154,23 @@ class _Link(asyncio.Protocol):
             self.reading_paused = engine.reading_paused
             if self.reading_paused:
                 transport.pause_reading()
+                self._watch_hangup()
             else:
                 transport.resume_reading()
         if engine.closed and not self.closing:
             self.closing = True
             transport.close()
+
+    def _watch_hangup(self) -> None:
+        """While we do not read a client, its going away would go unnoticed (no EOF is read):
+        poll the socket for a hangup now and then, and release the connection if it went."""
+        if not self.reading_paused or self.closing or self.transport is None:
+            return
+        if _peer_hung_up(self.transport):
+            log.info("a client that was not being read went away")
+            self.transport.abort()
+            return
+        self.listener.loop.call_later(HANGUP_CHECK_INTERVAL, self._watch_hangup)
 
     def pause_writing(self) -> None:
         if self.engine is not None:
@@ -192,6 +208,18 @@ class _Link(asyncio.Protocol):
         self.listener.links.discard(self)
         if not self.listener.links:
             self.listener.all_closed.set()
+
+
+def _peer_hung_up(transport: asyncio.Transport) -> bool:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), _HANGUP_EVENTS)
+        return any(events & _HANGUP_EVENTS for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 class _Listener:
