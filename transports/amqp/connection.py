@@ -66,6 +66,8 @@ HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 3.0
 #: output buffered in the engine beyond which deliveries wait for the transport to take it
 OUT_LIMIT = 1024 * 1024
+#: input between two memory-alarm checks made by the connection itself
+MEMORY_CHECK_BYTES = 4 * 1024 * 1024
 PUBLISH_KEY = METHOD_ID.pack(60, 40)
 ACK_KEY = METHOD_ID.pack(60, 80)
 _unpack_frame_head = FRAME_HEAD.unpack_from
@@ -153,6 +155,7 @@ class AMQPConnection(ProtocolConnection):
         self.messages_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self._next_memory_check = MEMORY_CHECK_BYTES
         self.wakeup: Callable[[], None] | None = None
         broker.connections.add(self)
 
@@ -224,7 +227,12 @@ class AMQPConnection(ProtocolConnection):
             self.connection_lost()
             return
         self._last_recv = time.monotonic()
-        self.bytes_in += len(data)
+        received = self.bytes_in = self.bytes_in + len(data)
+        if received >= self._next_memory_check:
+            # between the broker's periodic checks, a fast publisher could overshoot the
+            # memory limit by a lot: check every few MiB of input too
+            self._next_memory_check = received + MEMORY_CHECK_BYTES
+            self.broker.check_memory()
         if self._buf:
             data = self._buf + data
             self._buf = b""
