@@ -798,12 +798,17 @@ def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any)
     vhost = channel.vhost
     if method.destination == "":
         raise AccessRefused("operation not permitted on the default exchange")
-    destination = vhost.get_exchange(method.destination)
-    binding = isinstance(method, commands.Exchange.Bind)
-    change = vhost.bind if binding else vhost.unbind
-    change(destination, method.source, method.routing_key, method.arguments)
+    if isinstance(method, commands.Exchange.Bind):
+        destination = vhost.get_exchange(method.destination)
+        vhost.bind(destination, method.source, method.routing_key, method.arguments)
+        reply: Any = commands.Exchange.BindOk()
+    else:
+        vhost.unbind_exchange(
+            method.destination, method.source, method.routing_key, method.arguments
+        )
+        reply = commands.Exchange.UnbindOk()
     if not method.nowait:
-        channel.send(commands.Exchange.BindOk() if binding else commands.Exchange.UnbindOk())
+        channel.send(reply)
 
 
 def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
@@ -834,8 +839,13 @@ def _queue_bind(connection: AMQPConnection, channel: Channel, method: Any) -> No
 
 
 def _queue_unbind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    queue = channel._queue(method.queue)
-    channel.vhost.unbind(queue, method.exchange, method.routing_key, method.arguments)
+    channel.vhost.unbind_queue(
+        channel._queue_name(method.queue),
+        method.exchange,
+        method.routing_key,
+        method.arguments,
+        owner=connection,
+    )
     channel.send(commands.Queue.UnbindOk())
 
 
