@@ -54,8 +54,11 @@ from .frames import (
     PROTOCOL_HEADER_0_9,
     TAG_BITS,
     basic_ack_frame,
+    close_frame,
     decode_method,
     method_frame,
+    printable,
+    queue_declare_ok_frame,
     short_string,
 )
 
@@ -698,26 +701,20 @@ class AMQPConnection(ProtocolConnection):
             self._connection_error(error, class_id, method_id)
             return
         channel = self.channels[number]
-        log.info(
-            "channel error on connection %s, channel %d: %s", self.name, number, error.reply_text
-        )
+        text = printable(error.reply_text)
+        log.info("channel error on connection %s, channel %d: %s", self.name, number, text)
         channel.release()
         self.confirm_pending.discard(channel)
-        close = commands.Channel.Close(
-            error.reply_code, error.reply_text[:255], class_id, method_id
-        )
-        self.write(method_frame(number, close))
+        self.write(close_frame(number, error.reply_code, text, class_id, method_id))
 
     def _connection_error(self, error: BrokerError, class_id: int, method_id: int) -> None:
         if self._close_deadline is not None or self._closed:
             return
         level = logging.INFO if isinstance(error, ConnectionForced) else logging.WARNING
-        log.log(level, "closing connection %s: %s", self.name, error.reply_text)
+        text = printable(error.reply_text)
+        log.log(level, "closing connection %s: %s", self.name, text)
         self._release_all()
-        close = commands.Connection.Close(
-            error.reply_code, error.reply_text[:255], class_id, method_id
-        )
-        self.write(method_frame(0, close))
+        self.write(close_frame(0, error.reply_code, text, class_id, method_id))
         if self._state != OPEN and isinstance(error, ConnectionAccessRefused):
             self._closed = True  # as RabbitMQ: no close-ok awaited after a refused login
             return
@@ -813,7 +810,7 @@ def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any)
 
 def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
     if method.passive and method.queue == reply_to.PSEUDO_QUEUE:
-        channel.send(commands.Queue.DeclareOk(method.queue, 0, 0))  # exists, as in RabbitMQ
+        connection.write(queue_declare_ok_frame(channel.number, method.queue, 0, 0))  # as RabbitMQ
         return
     queue = channel.vhost.declare_queue(
         method.queue,
@@ -826,8 +823,10 @@ def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) ->
     )
     channel.last_queue = queue.name
     if not method.nowait:
-        channel.send(
-            commands.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
+        connection.write(
+            queue_declare_ok_frame(
+                channel.number, queue.name, queue.message_count, queue.consumer_count
+            )
         )
 
 

@@ -69,6 +69,56 @@ def method_frame(channel: int, method: Frame) -> bytes:
     return frame.marshal(method, channel)
 
 
+def _method_frame(channel: int, class_id: int, method_id: int, arguments: bytes) -> bytes:
+    return (
+        FRAME_HEAD.pack(FRAME_METHOD, channel, 4 + len(arguments))
+        + METHOD_ID.pack(class_id, method_id)
+        + arguments
+        + FRAME_END_BYTE
+    )
+
+
+def queue_declare_ok_frame(channel: int, queue: str, messages: int, consumers: int) -> bytes:
+    """queue.declare-ok, encoded here: pamqp's DeclareOk refuses names outside
+    ``[a-zA-Z0-9-_.:@#,/+ ]``, and AMQP names are any UTF-8 up to 255 bytes."""
+    return _method_frame(
+        channel, QUEUE, 11, short_string(queue) + LONG.pack(messages) + LONG.pack(consumers)
+    )
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: bytes of a binary name (kept as surrogate escapes) as ``\\xNN``."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode()
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def reply_text(text: str) -> bytes:
+    """A close's reply text as a shortstr's bytes: valid UTF-8 of at most 255 bytes, cut like
+    RabbitMQ's (252 bytes and "...") but at a character boundary, so that clients insisting
+    on UTF-8 (pamqp-based ones) can read it."""
+    raw = printable(text).encode()
+    if len(raw) <= 255:
+        return raw
+    return raw[:252].decode("utf-8", "ignore").encode() + b"..."
+
+
+def close_frame(channel: int, code: int, text: str, class_id: int, method_id: int) -> bytes:
+    """connection.close on channel 0, channel.close on any other."""
+    arguments = (
+        SHORT.pack(code) + short_string(reply_text(text)) + METHOD_ID.pack(class_id, method_id)
+    )
+    if channel == 0:
+        return _method_frame(0, CONNECTION, 50, arguments)
+    return _method_frame(channel, CHANNEL, 40, arguments)
+
+
 def basic_ack_frame(channel: int, delivery_tag: int, multiple: bool) -> bytes:
     return (
         FRAME_HEAD.pack(FRAME_METHOD, channel, 13)
