@@ -86,6 +86,8 @@ CAPABILITIES = {
 
 # connection states
 AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN = range(5)
+#: the states as RabbitMQ names them in its errors
+STATE_NAMES = ("pre-init", "starting", "tuning", "opening", "running")
 
 
 def _server_properties() -> dict[str, Any]:
@@ -440,11 +442,12 @@ class AMQPConnection(ProtocolConnection):
         channel = self.channels.get(number)
         if channel is not None and channel.closing:
             return
+        if len(payload) < 14 and self._state == OPEN:
+            # as RabbitMQ: a malformed frame, whatever the channel expects
+            self._frame_error(f"content header frame of {len(payload)} bytes is too short")
+            return
         if channel is None or channel.pending is None or channel.pending_header is not None:
             self._unexpected_frame(channel)
-            return
-        if len(payload) < 14:
-            self._frame_error("content header too short", 60, 40)
             return
         if payload[0] != 0 or payload[1] != 60:
             self._connection_error(
@@ -544,6 +547,10 @@ class AMQPConnection(ProtocolConnection):
         if channel is not None and channel.pending is not None and not channel.closing:
             self._unexpected_frame(channel)
             return
+        if number and self._state != OPEN:
+            error = UnexpectedFrame(f"method frame on channel {number} before connection.open")
+            self._connection_error(error, 0, 0)
+            return
         try:
             method = decode_method(payload)
         except UnmarshalingException as exc:
@@ -584,10 +591,8 @@ class AMQPConnection(ProtocolConnection):
             self.write(method_frame(0, commands.Connection.UpdateSecretOk()))
         elif isinstance(method, commands.Connection.Blocked | commands.Connection.Unblocked):
             pass
-        elif method.index >> 16 != 10:
-            raise ChannelError(f"unexpected method {method.name} in connection state running")
-        else:
-            raise CommandInvalid(f"unexpected method {method.name} on channel 0")
+        else:  # as RabbitMQ, for any method out of place on channel 0
+            raise ChannelError(f"unexpected method in connection state {STATE_NAMES[state]}")
 
     def _start_ok(self, method: commands.Connection.StartOk) -> None:
         properties = method.client_properties or {}
@@ -672,8 +677,6 @@ class AMQPConnection(ProtocolConnection):
         )
 
     def _channel_method(self, number: int, method: Any) -> None:
-        if self._state != OPEN:
-            raise ChannelError(f"unexpected method {method.name} before the connection is open")
         channel = self.channels.get(number)
         if channel is None:
             if isinstance(method, commands.Channel.Open):
