@@ -64,6 +64,17 @@ def longstr(value: bytes) -> bytes:
     return struct.pack(">I", len(value)) + value
 
 
+def nested_field_table(depth: int, array: bool = False) -> bytes:
+    """An encoded field table nesting ``depth`` containers in all: tables in tables, or (with
+    ``array``) one table holding arrays in arrays. The innermost container is empty."""
+    value = struct.pack(">I", 0)
+    for level in range(depth - 1, 0, -1):  # wrap ``value`` in the container at ``level``
+        key = b"\x01a" if level == 1 or not array else b""
+        entry = key + (b"A" if array else b"F") + value
+        value = struct.pack(">I", len(entry)) + entry
+    return value
+
+
 def plain_response(username: str, password: str) -> bytes:
     return b"\x00" + username.encode() + b"\x00" + password.encode()
 

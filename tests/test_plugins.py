@@ -3,6 +3,7 @@ used end to end from pika, and the errors a broken or conflicting plugin gets.""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 
 import pika
 import pytest
-from pika.exceptions import UnroutableError
+from pika.exceptions import ConnectionClosedByBroker, UnroutableError
 from pika_helpers import Collector, connection_parameters, wait_until
 
 import warrenmq
@@ -328,3 +329,56 @@ def test_blocking_an_optional_plugin_removes_what_it_registered() -> None:
 def test_blocking_the_default_dispatch_policy_is_a_plugin_error() -> None:
     text = _plugin_error(settings=warrenmq.Settings(blocked_plugins=frozenset({"round-robin"})))
     assert "round-robin" in text
+
+
+# -- a plugin that fails at run time ------------------------------------------------------------
+
+
+class RecursingRouter(FirstWordRouter):
+    """A buggy router: it recurses until Python gives up (a 1000-frame traceback)."""
+
+    def route(self, message: Message) -> Collection[Any]:
+        return self.route(message)
+
+
+class RecursingExchange(ExchangeType):
+    name = "x-recursing"
+
+    @classmethod
+    def create_router(cls, exchange: Exchange) -> Router:
+        return RecursingRouter()
+
+
+class RecursingPlugin:
+    @staticmethod
+    @warrenmq.hookimpl
+    def warrenmq_register_exchange_types(registry: Any) -> None:
+        registry.add(RecursingExchange)
+
+
+def test_failing_plugin_costs_one_connection_and_one_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each publish through the buggy router closes that connection with 541; the traceback
+    is logged the first time only, cut to its innermost frames, and later ones in one line."""
+    with (
+        running_broker(plugins=[RecursingPlugin]) as running,
+        caplog.at_level(logging.ERROR, logger="warrenmq"),
+    ):
+        for _ in range(3):
+            connection = pika.BlockingConnection(connection_parameters(running))
+            channel = connection.channel()
+            channel.exchange_declare("loops", exchange_type="x-recursing")
+            channel.basic_publish("loops", "k", b"m")
+            with pytest.raises(ConnectionClosedByBroker) as info:
+                channel.queue_declare("", exclusive=True)
+            assert info.value.reply_code == 541
+        ours = [r for r in caplog.records if r.name.startswith("warrenmq")]
+        reports = [r.getMessage() for r in ours if "internal error on" in r.getMessage()]
+        assert len(reports) == 3, reports
+        first, *later = reports
+        assert "RecursionError" in first and "Traceback" in first and "in route" in first
+        assert len(first) < 10_000, f"{len(first)} characters of traceback"
+        for report in later:
+            assert "(traceback not repeated)" in report and "\n" not in report, report
+        assert all(r.exc_info is None for r in ours)

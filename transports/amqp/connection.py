@@ -11,11 +11,11 @@ import logging
 import platform
 import struct
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from pamqp import commands, decode
-from pamqp.exceptions import UnmarshalingException
 
 import warrenmq
 from warrenmq import Broker, ProtocolConnection
@@ -53,9 +53,12 @@ from .frames import (
     PROTOCOL_HEADER,
     PROTOCOL_HEADER_0_9,
     TAG_BITS,
+    MethodDecodeError,
     basic_ack_frame,
+    check_nesting,
     close_frame,
     decode_method,
+    headers_too_deep,
     method_frame,
     printable,
     queue_declare_ok_frame,
@@ -65,6 +68,11 @@ from .frames import (
 log = logging.getLogger("warrenmq.amqp")
 
 HANDSHAKE_TIMEOUT = 10.0
+#: frames logged from each end of an internal error's traceback
+TRACE_FRAMES = 10
+#: places whose internal error was logged with its traceback; later ones get one line
+_traced: set[tuple[str, str, int]] = set()
+MAX_TRACED = 100
 CLOSE_TIMEOUT = 3.0
 PUBLISH_KEY = METHOD_ID.pack(60, 40)
 ACK_KEY = METHOD_ID.pack(60, 80)
@@ -178,12 +186,31 @@ class AMQPConnection(ProtocolConnection):
                 if not data:
                     return
             self._parse(data)
-        except Exception:  # a bug must cost this connection only
-            log.exception("internal error on connection %s", self.name)
+        except Exception as exc:  # a bug must cost this connection only
+            self._log_internal_error(exc)
             self._connection_error(InternalError("internal error"), 0, 0)
             self._closed = True
         finally:
             self._receiving = False
+
+    def _log_internal_error(self, exc: Exception) -> None:
+        """Log a bug met on this connection: with a traceback the first time it happens at a
+        place, in one line after that, so that a client repeating the input that triggers it
+        cannot flood the log."""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = (type(exc).__name__, tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb else None
+        summary = f"{type(exc).__name__}: {printable(str(exc))[:200]}"
+        if where is None or where in _traced or len(_traced) >= MAX_TRACED:
+            log.error(
+                "internal error on connection %s: %s (traceback not repeated)", self.name, summary
+            )
+            return
+        _traced.add(where)
+        log.error(
+            "internal error on connection %s: %s\n%s", self.name, summary, _short_traceback(exc)
+        )
 
     def connection_lost(self) -> None:
         if not self._closed and self._state == OPEN:
@@ -432,10 +459,13 @@ class AMQPConnection(ProtocolConnection):
                 return pos
             body = data[body_start:body_end]
             next_pos = body_end + 1
+        header = data[header_start:header_end]
         try:
-            channel.publish(data[header_start:header_end], body)
+            channel.publish(header, body)
         except BrokerError as error:
             self._error(error, channel.number, 60, 40)
+        except RecursionError as exc:
+            self._recursion_in_publish(exc, header)
         return next_pos
 
     def _header(self, number: int, payload: bytes) -> None:
@@ -473,6 +503,9 @@ class AMQPConnection(ProtocolConnection):
         except BrokerError as error:
             self._error(error, number, 60, 40)
             return
+        except RecursionError as exc:
+            self._recursion_in_publish(exc, payload)
+            return
         channel.pending_header = payload
         channel.pending_size = body_size
         channel.pending_parts = []
@@ -499,10 +532,20 @@ class AMQPConnection(ProtocolConnection):
             parts.append(payload)
             payload = b"".join(parts)
             channel.pending_parts = []
+        header: bytes = channel.pending_header  # type: ignore[assignment]
         try:
-            channel.publish(channel.pending_header, payload)  # type: ignore[arg-type]
+            channel.publish(header, payload)
         except BrokerError as error:
             self._error(error, number, 60, 40)
+        except RecursionError as exc:
+            self._recursion_in_publish(exc, header)
+
+    def _recursion_in_publish(self, exc: RecursionError, header: bytes) -> None:
+        """Properties are decoded (by pamqp, recursively) only when the broker needs them:
+        headers nested too deep for that are the client's error (501); else it is a bug."""
+        if not headers_too_deep(header):
+            raise exc
+        self._frame_error("message headers nested too deep to decode", 60, 40)
 
     def _unexpected_frame(self, channel: Channel | None) -> None:
         """505 for a frame the channel's content state does not expect, in RabbitMQ's words:
@@ -553,16 +596,11 @@ class AMQPConnection(ProtocolConnection):
             return
         try:
             method = decode_method(payload)
-        except UnmarshalingException as exc:
+        except MethodDecodeError as exc:
             if (class_id << 16 | method_id) not in commands.INDEX_MAPPING:
-                self._error(
-                    CommandInvalid(f"unknown method class {class_id} method {method_id}"),
-                    number,
-                    class_id,
-                    method_id,
-                )
+                self._error(CommandInvalid(str(exc)), number, class_id, method_id)
             else:
-                self._frame_error(f"cannot decode method frame: {exc}", class_id, method_id)
+                self._frame_error(str(exc), class_id, method_id)
             return
         try:
             if number == 0:
@@ -636,7 +674,9 @@ class AMQPConnection(ProtocolConnection):
             return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
         if mechanism == "AMQPLAIN":
             try:
-                _, table = decode.field_table(LONG.pack(len(response)) + response)
+                data = LONG.pack(len(response)) + response
+                check_nesting(data, 0)
+                _, table = decode.field_table(data)
             except Exception:
                 return None, ""
             login, password = table.get("LOGIN"), table.get("PASSWORD")
@@ -753,6 +793,20 @@ class AMQPConnection(ProtocolConnection):
         for vhost in self.broker.vhosts.values():
             vhost.connection_closed(self)
         self.broker.connections.discard(self)
+
+
+def _short_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc``, its outermost and innermost TRACE_FRAMES frames at most (a
+    runaway recursion has a thousand)."""
+    stack = traceback.extract_tb(exc.__traceback__)
+    lines = ["Traceback (most recent call last):\n"]
+    if len(stack) <= 2 * TRACE_FRAMES:
+        lines += stack.format()
+    else:
+        lines += traceback.StackSummary.from_list(stack[:TRACE_FRAMES]).format()
+        lines.append(f"  ... {len(stack) - 2 * TRACE_FRAMES} frames left out ...\n")
+        lines += traceback.StackSummary.from_list(stack[-TRACE_FRAMES:]).format()
+    return "".join(lines).rstrip()
 
 
 # -- channel method handlers (cold path) ----------------------------------------------------
