@@ -13,7 +13,7 @@ from typing import Any
 
 import pika
 import pytest
-from pamqp import commands
+from pamqp import commands, frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
@@ -274,6 +274,57 @@ def test_frame_size_checked_against_negotiated_not_proposed_frame_max(
         close = client.expect_connection_close(wait_closed=False)
         assert_close(close, 501, "FRAME_ERROR", (0, 0))
     assert_broker_still_works(broker, unique)
+
+
+def test_frames_before_tune_ok_are_limited_to_4096_bytes(broker: Any, unique: str) -> None:
+    """Before tune-ok the frame limit is the protocol's minimum, as in RabbitMQ, whatever the
+    server proposes: a client that has not logged in cannot send large frames. RabbitMQ
+    drops the socket; warrenmq sends 501 first."""
+    with RawAMQP(broker.host, broker.port, timeout=WAIT) as client:
+        client.send(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        properties = {"product": "big", "padding": "x" * 5000}
+        client.send(start_ok_frame("PLAIN", plain_response("guest", "guest"), properties))
+        with pytest.raises(ConnectionClosedByPeer):
+            while True:
+                _, value = client.read_method()
+                assert isinstance(value, commands.Connection.Close), value  # never Tune
+                assert_close(value, 501, "FRAME_ERROR", (0, 0))
+                client.send_frame(commands.Connection.CloseOk())
+    assert_broker_still_works(broker, unique)
+
+
+def test_negotiated_frame_max_applies_from_the_frame_after_tune_ok(
+    broker: Any, unique: str
+) -> None:
+    """tune-ok, connection.open, channel.open and a 100 KB body frame sent in one go."""
+    queue = f"{unique}-q"
+    with RawAMQP(broker.host, broker.port, timeout=WAIT) as client:
+        client.send(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(start_ok_frame("PLAIN", plain_response("guest", "guest")))
+        tune = client.expect(commands.Connection.Tune)
+        assert isinstance(tune, commands.Connection.Tune) and tune.frame_max > 100_008
+        body = b"z" * 100_000
+        client.send(
+            frame.marshal(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0), 0)
+            + frame.marshal(commands.Connection.Open(), 0)
+            + frame.marshal(commands.Channel.Open(), 1)
+            + frame.marshal(commands.Queue.Declare(queue=queue, exclusive=True), 1)
+            + publish_frames(1, "", queue, body, frame_max=tune.frame_max)
+            + frame.marshal(commands.Basic.Get(queue=queue, no_ack=True), 1)
+        )
+        for expected in (
+            commands.Connection.OpenOk,
+            commands.Channel.OpenOk,
+            commands.Queue.DeclareOk,
+            commands.Basic.GetOk,
+        ):
+            client.expect(expected)
+        client.read_frame()  # the content header
+        _, content = client.read_frame()
+        assert isinstance(content, ContentBody) and content.value == body
+        client.close_gracefully()
 
 
 @pytest.mark.parametrize("frame_type", [0, 4, 5, 9, 255])

@@ -133,7 +133,9 @@ class AMQPConnection(ProtocolConnection):
         #: set once we sent connection.close and wait for close-ok
         self._close_deadline: float | None = None
         self._released = False
-        self.frame_max = settings.frame_max
+        #: the frame size limit: FRAME_MIN_SIZE until tune-ok, as in RabbitMQ (so a client
+        #: that has not logged in cannot send large frames), then the negotiated one
+        self.frame_max = FRAME_MIN_SIZE
         self.max_body = self.frame_max - FRAME_OVERHEAD
         self.channel_max = settings.channel_max
         self.heartbeat = 0
@@ -377,6 +379,7 @@ class AMQPConnection(ProtocolConnection):
                         self._error(error, number, 60, 80)
                     continue
                 self._method(number, data[start:end])
+                size_limit = self.frame_max - FRAME_OVERHEAD  # tune-ok sets it
             elif frame_type == FRAME_BODY:
                 self._body(number, data[start:end])
             elif frame_type == FRAME_HEADER:
@@ -660,7 +663,7 @@ class AMQPConnection(ProtocolConnection):
         self._state = AWAIT_TUNE_OK
         tune = commands.Connection.Tune(
             channel_max=self.channel_max,
-            frame_max=self.frame_max,
+            frame_max=self.broker.settings.frame_max,
             heartbeat=self.broker.settings.heartbeat,
         )
         self.write(method_frame(0, tune))
@@ -686,11 +689,12 @@ class AMQPConnection(ProtocolConnection):
         return None, ""
 
     def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
-        frame_max = method.frame_max or self.frame_max
+        largest = self.broker.settings.frame_max
+        frame_max = method.frame_max or largest
         if frame_max < FRAME_MIN_SIZE:
             raise NotAllowed(f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size")
-        if frame_max > self.frame_max:
-            raise NotAllowed(f"frame_max={frame_max} > {self.frame_max} max size")
+        if frame_max > largest:
+            raise NotAllowed(f"frame_max={frame_max} > {largest} max size")
         self.frame_max = frame_max
         self.max_body = frame_max - FRAME_OVERHEAD
         if method.channel_max:
