@@ -196,6 +196,19 @@ class RawAMQP:
                     return channel, value
             self._fill(deadline)
 
+    def read_raw_frame(self, timeout: float | None = None) -> tuple[int, int, bytes]:
+        """The next frame undecoded, as ``(frame type, channel, payload)`` (pamqp refuses
+        shortstrs that are not UTF-8, which RabbitMQ sends for binary routing keys)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            if len(self.buffer) >= 7:
+                frame_type, channel, size = struct.unpack(">BHI", self.buffer[:7])
+                if len(self.buffer) >= 8 + size:
+                    payload = bytes(self.buffer[7 : 7 + size])
+                    del self.buffer[: 8 + size]
+                    return frame_type, channel, payload
+            self._fill(deadline)
+
     def read_method(self, timeout: float | None = None) -> tuple[int, MethodFrame]:
         """The next method frame, skipping heartbeats."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

@@ -55,6 +55,7 @@ from .frames import (
     TAG_BITS,
     MethodDecodeError,
     basic_ack_frame,
+    binary_name,
     check_nesting,
     close_frame,
     decode_method,
@@ -411,10 +412,14 @@ class AMQPConnection(ProtocolConnection):
             bits = data[key_end]
             if key_end + 1 != end or bits & 2:  # trailing bytes, or immediate=true
                 return False
+        except IndexError:
+            return False
+        try:
             exchange = data[p + 1 : exchange_end].decode()
             routing_key = data[exchange_end + 1 : key_end].decode()
-        except (IndexError, UnicodeDecodeError):
-            return False
+        except UnicodeDecodeError:  # RabbitMQ takes these as bytes; UTF-8 names pay nothing
+            exchange = binary_name(data[p + 1 : exchange_end])
+            routing_key = binary_name(data[exchange_end + 1 : key_end])
         channel.pending = (exchange, routing_key, bool(bits & 1), data[p:key_end])
         return True
 
@@ -602,8 +607,10 @@ class AMQPConnection(ProtocolConnection):
         except MethodDecodeError as exc:
             if (class_id << 16 | method_id) not in commands.INDEX_MAPPING:
                 self._error(CommandInvalid(str(exc)), number, class_id, method_id)
-            else:
+            elif exc.names_method:
                 self._frame_error(str(exc), class_id, method_id)
+            else:
+                self._frame_error(str(exc))
             return
         try:
             if number == 0:

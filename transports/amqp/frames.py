@@ -50,6 +50,7 @@ TX = 90
 
 #: (class, method) of the hot-path methods
 BASIC_PUBLISH = (BASIC, 40)
+BASIC_PUBLISH_INDEX = BASIC << 16 | 40
 BASIC_DELIVER_PREFIX = METHOD_ID.pack(BASIC, 60)
 BASIC_GET_OK_PREFIX = METHOD_ID.pack(BASIC, 71)
 BASIC_RETURN_PREFIX = METHOD_ID.pack(BASIC, 50)
@@ -64,8 +65,17 @@ REPLY_TO_FLAG_HIGH = 0x02
 
 
 def short_string(value: str | bytes) -> bytes:
-    raw = value.encode() if isinstance(value, str) else value
+    """A shortstr; a binary name kept with surrogate escapes (see ``binary_name``) gets its
+    bytes back."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     return bytes((len(raw),)) + raw
+
+
+def binary_name(raw: bytes) -> str:
+    """A name that need not be UTF-8 (basic.publish's exchange and routing key, which RabbitMQ
+    takes as bytes) as a str that encodes back to the same bytes: invalid bytes become
+    surrogate escapes, so routing compares them exactly and deliveries carry them unchanged."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def method_frame(channel: int, method: Frame) -> bytes:
@@ -179,6 +189,13 @@ _TABLE = ord("F")
 class MethodDecodeError(ValueError):
     """The arguments of a known method cannot be decoded (501 FRAME_ERROR)."""
 
+    #: whether the close names the method (RabbitMQ does, except for bad UTF-8)
+    names_method = True
+
+
+class MalformedUTF8(MethodDecodeError):
+    names_method = False
+
 
 def check_nesting(data: bytes, offset: int) -> None:
     """Raise MethodDecodeError if the field table at ``offset`` nests tables or arrays more
@@ -235,28 +252,34 @@ def headers_too_deep(header: bytes) -> bool:
     return False
 
 
-def _decode_short_string(data: bytes, offset: int) -> tuple[str, int]:
+def _decode_short_string(data: bytes, offset: int, binary: bool) -> tuple[str, int]:
     end = offset + 1 + data[offset]
     if end > len(data):
         raise MethodDecodeError("shortstr runs past the end of the frame")
+    raw = data[offset + 1 : end]
+    if binary:
+        return binary_name(raw), end
     try:
-        return data[offset + 1 : end].decode(), end
+        return raw.decode(), end
     except UnicodeDecodeError:
-        raise MethodDecodeError("Malformed UTF-8 in shortstr") from None
+        raise MalformedUTF8("Malformed UTF-8 in shortstr") from None
 
 
 def decode_method(payload: bytes) -> Frame:
     """Decode a method frame's payload (class id onwards) into a pamqp method object.
 
     The arguments are read here, with pamqp's decoders for their values, so that field tables
-    can be checked for depth first (``check_nesting``) and errors say what is wrong. Raises
-    MethodDecodeError for an unknown method or for arguments that do not decode.
+    can be checked for depth first (``check_nesting``), errors say what is wrong, and
+    basic.publish's names may be any bytes (as in RabbitMQ, which checks every other shortstr
+    for UTF-8). Raises MethodDecodeError for an unknown method or for arguments that do not
+    decode.
     """
     index = LONG.unpack_from(payload)[0]
     method_class = commands.INDEX_MAPPING.get(index)
     if method_class is None:
         raise MethodDecodeError(f"unknown method class {index >> 16} method {index & 0xFFFF}")
     method = method_class()
+    binary = index == BASIC_PUBLISH_INDEX
     offset, bit = 4, -1  # bit: position in payload[offset] while reading a run of bits
     try:
         for name in method.__slots__:
@@ -273,7 +296,7 @@ def decode_method(payload: bytes) -> Frame:
                 if bit >= 0:
                     offset, bit = offset + 1, -1
                 if kind == "shortstr":
-                    value, offset = _decode_short_string(payload, offset)
+                    value, offset = _decode_short_string(payload, offset, binary)
                 else:
                     if kind == "table":
                         check_nesting(payload, offset)
