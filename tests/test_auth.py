@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pamqp import commands, frame
 from pamqp.header import ProtocolHeader
+from raw_amqp import PROTOCOL_HEADER, ConnectionClosedByPeer, RawAMQP, start_ok_frame
 
 from warrenmq import Broker, Settings
 from warrenmq.auth import is_loopback
 from warrenmq.transports.amqp import AMQPConnection
+
+WAIT = 5.0
 
 
 def _frames(data: bytes) -> list[object]:
@@ -57,3 +62,27 @@ def test_wrong_password_is_refused_even_from_loopback() -> None:
 def test_is_loopback_rejects_non_addresses() -> None:
     assert not is_loopback("example.org")
     assert is_loopback(None)  # in-process peers
+
+
+# -- over a socket ------------------------------------------------------------------------------
+
+
+def refused_login(broker: Any, mechanism: str, response: bytes) -> None:
+    """Send start-ok and check the login is refused: 403 or, from RabbitMQ in some cases, the
+    socket just closes. Never connection.tune."""
+    with RawAMQP(broker.host, broker.port, timeout=WAIT) as client:
+        client.send(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(start_ok_frame(mechanism, response))
+        with pytest.raises(ConnectionClosedByPeer):
+            while True:
+                _, value = client.read_method(timeout=8)
+                assert isinstance(value, commands.Connection.Close), value  # never Tune
+                assert value.reply_code == 403, value.reply_text
+                client.send_frame(commands.Connection.CloseOk())
+
+
+@pytest.mark.parametrize("authzid", ["admin", "guest"])
+def test_plain_with_an_authorization_identity_is_refused(broker: Any, authzid: str) -> None:
+    """RabbitMQ takes no authorization identity in PLAIN, not even the user's own."""
+    refused_login(broker, "PLAIN", f"{authzid}\0guest\0guest".encode())

@@ -678,8 +678,10 @@ class AMQPConnection(ProtocolConnection):
     @staticmethod
     def _credentials(mechanism: str, response: bytes) -> tuple[str | None, str]:
         if mechanism == "PLAIN":
+            # authzid NUL authcid NUL passwd (RFC 4616). As RabbitMQ, no authorization
+            # identity: a client may not ask to act as another user than it logs in as.
             parts = response.split(b"\x00")
-            if len(parts) != 3:
+            if len(parts) != 3 or parts[0]:
                 return None, ""
             return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
         if mechanism == "AMQPLAIN":
