@@ -19,7 +19,7 @@ from pamqp import commands, decode
 
 import warrenmq
 from warrenmq import Broker, ProtocolConnection
-from warrenmq.auth import User
+from warrenmq.auth import LoginRefused, User
 from warrenmq.errors import (
     AccessRefused,
     BrokerError,
@@ -650,21 +650,14 @@ class AMQPConnection(ProtocolConnection):
         self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
         self.blocked_notify = bool(capabilities.get("connection.blocked"))
         mechanism = method.mechanism
-        username, password = self._credentials(mechanism, _text(method.response or b""))
         host = self.peer[0] if self.peer else None
-        user = self.broker.authenticate(username, password, host) if username is not None else None
-        if user is None:
-            log.warning(
-                "login refused for user %r from %s (mechanism %s)", username, self.name, mechanism
-            )
-            if capabilities.get("authentication_failure_close"):
-                error = ConnectionAccessRefused(
-                    f"Login was refused using authentication mechanism {mechanism}. "
-                    "For details see the broker logfile."
-                )
-                self._connection_error(error, 0, 0)
-            self._closed = True  # without the capability, RabbitMQ just closes the socket
-            self._release_all()
+        try:
+            username, password = self._credentials(mechanism, _text(method.response or b""))
+            user = self.broker.authenticate(username, password, host)
+            if user is None:
+                raise LoginRefused(f"user '{username}' - invalid credentials")
+        except LoginRefused as refused:
+            self._refuse_login(mechanism, refused.reason, capabilities)
             return
         self.user = user
         self._state = AWAIT_TUNE_OK
@@ -675,27 +668,45 @@ class AMQPConnection(ProtocolConnection):
         )
         self.write(method_frame(0, tune))
 
+    def _refuse_login(self, mechanism: str, reason: str, capabilities: dict[str, Any]) -> None:
+        """The log says why, in RabbitMQ's words; the client only that the login was refused."""
+        log.warning("%s login refused: %s (connection %s)", mechanism, printable(reason), self.name)
+        if capabilities.get("authentication_failure_close"):
+            error = ConnectionAccessRefused(
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile."
+            )
+            self._connection_error(error, 0, 0)
+        self._closed = True  # without the capability, RabbitMQ just closes the socket
+        self._release_all()
+
     @staticmethod
-    def _credentials(mechanism: str, response: bytes) -> tuple[str | None, str]:
+    def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
+        """User name and password from a SASL response (LoginRefused if it has none)."""
         if mechanism == "PLAIN":
             # authzid NUL authcid NUL passwd (RFC 4616). As RabbitMQ, no authorization
             # identity: a client may not ask to act as another user than it logs in as.
             parts = response.split(b"\x00")
-            if len(parts) != 3 or parts[0]:
-                return None, ""
-            return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
+            if len(parts) != 3:
+                raise LoginRefused("response is not NUL, user name, NUL, password")
+            authzid, username, password = (part.decode(errors="replace") for part in parts)
+            if authzid:
+                raise LoginRefused(
+                    f"user '{username}' - authorization identity '{authzid}' is not supported"
+                )
+            return username, password
         if mechanism == "AMQPLAIN":
             try:
                 data = LONG.pack(len(response)) + response
                 check_nesting(data, 0)
                 _, table = decode.field_table(data)
             except Exception:
-                return None, ""
-            login, password = table.get("LOGIN"), table.get("PASSWORD")
-            if not isinstance(login, str | bytes) or not isinstance(password, str | bytes):
-                return None, ""
-            return _text(login).decode(errors="replace"), _text(password).decode(errors="replace")
-        return None, ""
+                raise LoginRefused("response is not a field table") from None
+            login, secret = table.get("LOGIN"), table.get("PASSWORD")
+            if not isinstance(login, str | bytes) or not isinstance(secret, str | bytes):
+                raise LoginRefused("response lacks LOGIN or PASSWORD")
+            return _text(login).decode(errors="replace"), _text(secret).decode(errors="replace")
+        raise LoginRefused(f"unknown authentication mechanism '{mechanism}'")
 
     def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
         largest = self.broker.settings.frame_max
