@@ -69,12 +69,12 @@ from .frames import (
 log = logging.getLogger("warrenmq.amqp")
 
 HANDSHAKE_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 3.0
 #: frames logged from each end of an internal error's traceback
 TRACE_FRAMES = 10
 #: places whose internal error was logged with its traceback; later ones get one line
 _traced: set[tuple[str, str, int]] = set()
 MAX_TRACED = 100
-CLOSE_TIMEOUT = 3.0
 PUBLISH_KEY = METHOD_ID.pack(60, 40)
 ACK_KEY = METHOD_ID.pack(60, 80)
 _unpack_frame_head = FRAME_HEAD.unpack_from
@@ -890,8 +890,8 @@ def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any)
 
 
 def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    if method.passive and method.queue == reply_to.PSEUDO_QUEUE:
-        connection.write(queue_declare_ok_frame(channel.number, method.queue, 0, 0))  # as RabbitMQ
+    if method.passive and method.queue == reply_to.PSEUDO_QUEUE:  # exists, as in RabbitMQ
+        connection.write(queue_declare_ok_frame(channel.number, method.queue, 0, 0))
         return
     queue = channel.vhost.declare_queue(
         method.queue,

@@ -187,7 +187,8 @@ _TABLE = ord("F")
 
 
 class MethodDecodeError(ValueError):
-    """The arguments of a known method cannot be decoded (501 FRAME_ERROR)."""
+    """A method frame that does not decode: an unknown method (503 COMMAND_INVALID) or
+    arguments that do not fit its definition (501 FRAME_ERROR)."""
 
     #: whether the close names the method (RabbitMQ does, except for bad UTF-8)
     names_method = True
@@ -242,11 +243,13 @@ def headers_too_deep(header: bytes) -> bool:
     if not flags & 0x2000:
         return False
     offset = 14
-    for flag in (0x8000, 0x4000):  # content-type, content-encoding: shortstrs
-        if flags & flag:
-            offset += 1 + header[offset]
     try:
+        for flag in (0x8000, 0x4000):  # content-type, content-encoding: shortstrs
+            if flags & flag:
+                offset += 1 + header[offset]
         check_nesting(header, offset)
+    except IndexError:
+        return False
     except MethodDecodeError:
         return True
     return False
