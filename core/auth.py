@@ -39,12 +39,22 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
+class LoginRefused(Exception):
+    """A refused login with the reason, for the broker's log (clients are told no more than
+    that the login was refused, as in RabbitMQ). A backend may raise it instead of returning
+    None, which is logged as invalid credentials."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class AuthBackend(ABC):
     name: ClassVar[str]
 
     @abstractmethod
     def authenticate(self, username: str, password: str, peer_host: str | None) -> User | None:
-        """The user if the credentials are good for this peer, else None."""
+        """The user if the credentials are good for this peer, else None (or LoginRefused)."""
 
 
 @dataclass
@@ -63,5 +73,5 @@ class UserDatabase(AuthBackend):
         if record is None or not hmac.compare_digest(record.password.encode(), password.encode()):
             return None
         if record.loopback_only and not is_loopback(peer_host):
-            return None
+            raise LoginRefused(f"user '{username}' can only connect via localhost")
         return User(record.name, record.tags)

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import AccessRefused
+from .failures import log_failure
 from .message import Message
 from .views import ConsumerView, QueueView
 
@@ -275,12 +276,7 @@ class Queue(ABC):
 
     def consumer_failed(self, consumer: Consumer, error: BaseException) -> None:
         """``consumer.deliver`` raised: detach it and let its session close; others go on."""
-        log.error(
-            "consumer %r of queue '%s' failed on delivery; detaching it",
-            consumer,
-            self.name,
-            exc_info=error,
-        )
+        log_failure(log, f"delivery to {consumer!r} of queue '{self.name}' failed", error)
         self.remove_consumer(consumer)
         try:
             consumer.failed(self, error)

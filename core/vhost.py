@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AccessRefused,
+    BrokerError,
     CommandInvalid,
     NotFound,
     PreconditionFailed,
     ResourceLocked,
 )
 from .exchange import Binding, Exchange
+from .failures import log_failure
 from .message import Message
 from .queue import Queue
 from .queue_arguments import argument_text, validate_queue_arguments
@@ -239,16 +241,49 @@ class VirtualHost:
 
     def unbind(
         self,
-        destination: Queue | Exchange,
+        destination: Queue | Exchange | None,
+        source_name: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+        owner: object | None = None,
+    ) -> None:
+        """Remove a binding. As in RabbitMQ, unbinding is idempotent: a missing source,
+        destination (None) or binding is fine; only the default exchange is refused, and a
+        binding of another connection's exclusive queue is locked."""
+        if source_name == "":
+            raise AccessRefused("operation not permitted on the default exchange")
+        source = self.exchanges.get(source_name)
+        if source is None or destination is None:
+            return
+        binding = source.bindings.get(Binding(source, destination, routing_key, arguments).key)
+        if binding is None:
+            return
+        if isinstance(destination, Queue):
+            holder = destination.exclusive_owner
+            if holder is not None and holder is not owner:
+                raise self._locked(destination.name)
+        self._drop_binding(binding)
+
+    def unbind_queue(
+        self,
+        queue_name: str,
+        source_name: str,
+        routing_key: str,
+        arguments: Mapping[str, Any] | None = None,
+        owner: object | None = None,
+    ) -> None:
+        """``unbind`` by queue name (a queue that is gone has no bindings left to remove)."""
+        self.unbind(self.queues.get(queue_name), source_name, routing_key, arguments, owner)
+
+    def unbind_exchange(
+        self,
+        destination_name: str,
         source_name: str,
         routing_key: str,
         arguments: Mapping[str, Any] | None = None,
     ) -> None:
-        source = self._bindable_source(source_name)
-        key = Binding(source, destination, routing_key, arguments).key
-        binding = source.bindings.get(key)
-        if binding is not None:
-            self._drop_binding(binding)
+        """``unbind`` of an exchange-to-exchange binding, by destination name."""
+        self.unbind(self.exchanges.get(destination_name), source_name, routing_key, arguments)
 
     def _drop_binding(self, binding: Binding, cascade: bool = True) -> None:
         source = binding.source
@@ -503,8 +538,10 @@ class VirtualHost:
             queues = exchange.router.route(message)
             if exchange.exchange_destinations or (not queues and exchange.alternate is not None):
                 queues = self.route(exchange, message)
-        except Exception:
-            log.exception("routing through exchange '%s' failed", exchange_name)
+        except BrokerError:
+            raise  # the message itself is bad (undecodable properties): the client's error
+        except Exception as exc:  # a plugin's bug: the publish is refused, nothing else
+            log_failure(log, f"routing through exchange '{exchange_name}' failed", exc)
             return REFUSED
         if not queues:
             if exchange is self.default_exchange and self.reply_queues:
@@ -518,8 +555,8 @@ class VirtualHost:
             try:
                 if not queue.publish(message):
                     outcome = REFUSED
-            except Exception:
-                log.exception("queue '%s' failed to take a message", queue.name)
+            except Exception as exc:
+                log_failure(log, f"queue '{queue.name}' failed to take a message", exc)
                 outcome = REFUSED
         return outcome
 

@@ -64,6 +64,17 @@ def longstr(value: bytes) -> bytes:
     return struct.pack(">I", len(value)) + value
 
 
+def nested_field_table(depth: int, array: bool = False) -> bytes:
+    """An encoded field table nesting ``depth`` containers in all: tables in tables, or (with
+    ``array``) one table holding arrays in arrays. The innermost container is empty."""
+    value = struct.pack(">I", 0)
+    for level in range(depth - 1, 0, -1):  # wrap ``value`` in the container at ``level``
+        key = b"\x01a" if level == 1 or not array else b""
+        entry = key + (b"A" if array else b"F") + value
+        value = struct.pack(">I", len(entry)) + entry
+    return value
+
+
 def plain_response(username: str, password: str) -> bytes:
     return b"\x00" + username.encode() + b"\x00" + password.encode()
 
@@ -183,6 +194,19 @@ class RawAMQP:
                     consumed, channel, value = frame.unmarshal(bytes(self.buffer[: 8 + size]))
                     del self.buffer[:consumed]
                     return channel, value
+            self._fill(deadline)
+
+    def read_raw_frame(self, timeout: float | None = None) -> tuple[int, int, bytes]:
+        """The next frame undecoded, as ``(frame type, channel, payload)`` (pamqp refuses
+        shortstrs that are not UTF-8, which RabbitMQ sends for binary routing keys)."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            if len(self.buffer) >= 7:
+                frame_type, channel, size = struct.unpack(">BHI", self.buffer[:7])
+                if len(self.buffer) >= 8 + size:
+                    payload = bytes(self.buffer[7 : 7 + size])
+                    del self.buffer[: 8 + size]
+                    return frame_type, channel, payload
             self._fill(deadline)
 
     def read_method(self, timeout: float | None = None) -> tuple[int, MethodFrame]:

@@ -16,6 +16,7 @@ import aiormq
 import pytest
 from aio_pika import DeliveryMode, ExchangeType, Message
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.patterns import RPC
 from pamqp import commands
 
 pytestmark = pytest.mark.anyio
@@ -492,6 +493,27 @@ async def test_rpc_with_reply_to_an_exclusive_server_named_queue(
     assert dict(zip(futures, results, strict=True)) == {
         cid: body.upper() for cid, body in calls.items()
     }
+
+
+async def test_rpc_pattern_calls_and_closes_cleanly(
+    connection: AbstractConnection, unique: str
+) -> None:
+    """aio_pika.patterns.RPC: on close it cancels its reply consumer (which auto-deletes the
+    reply queue) and then unbinds that queue, which must still be answered with unbind-ok."""
+    server = await RPC.create(await connection.channel())
+    client = await RPC.create(await connection.channel())
+
+    async def shout(*, text: str) -> str:
+        return text.upper()
+
+    await server.register(f"{unique}-shout", shout, auto_delete=True)
+    answer = await asyncio.wait_for(client.call(f"{unique}-shout", kwargs={"text": "hi"}), WAIT)
+    assert answer == "HI"
+    await asyncio.wait_for(client.close(), WAIT)
+    await asyncio.wait_for(server.close(), WAIT)
+    assert not connection.is_closed
+    channel = await connection.channel()  # the connection still works
+    assert await message_count(channel, (await channel.declare_queue(exclusive=True)).name) == 0
 
 
 async def test_exclusive_queue_is_invisible_to_other_connections(

@@ -324,6 +324,20 @@ def test_exchange_to_exchange_binding_and_unbind(
     assert get_bodies(ch, q) == [b"direct to dst"]
 
 
+@pytest.mark.parametrize("missing", ["destination", "source", "both"])
+def test_exchange_unbind_naming_what_no_longer_exists_is_ok(
+    conns: Connections, ch: BlockingChannel, unique: str, missing: str
+) -> None:
+    """As RabbitMQ: unbind-ok, there is no binding left to remove."""
+    destination, source = f"{unique}.dst", f"{unique}.src"
+    if missing == "source":
+        declare(conns, ch, destination, "fanout")
+    if missing == "destination":
+        declare(conns, ch, source, "fanout")
+    ch.exchange_unbind(destination=destination, source=source, routing_key="k")
+    assert ch.is_open
+
+
 def test_exchange_chain(conns: Connections, ch: BlockingChannel, unique: str) -> None:
     names = [f"{unique}.x{i}" for i in range(4)]
     for name in names:

@@ -188,6 +188,33 @@ def test_unbind_of_missing_binding_is_ok(ch: BlockingChannel, unique: str) -> No
     assert ch.is_open
 
 
+@pytest.mark.parametrize("missing", ["queue", "exchange", "both"])
+def test_unbind_naming_what_no_longer_exists_is_ok(
+    ch: BlockingChannel, unique: str, missing: str
+) -> None:
+    """As RabbitMQ: what is gone has no binding left to remove, so unbind-ok (aio-pika's RPC
+    pattern unbinds its auto-deleted reply queue when it closes)."""
+    queue = f"{unique}-gone" if missing in ("queue", "both") else exclusive_queue(ch, unique)
+    exchange = f"{unique}-gone-x" if missing in ("exchange", "both") else "amq.direct"
+    ch.queue_unbind(queue, exchange, routing_key="k")
+    assert ch.is_open
+    with channel_closed(404, f"NOT_FOUND - no queue '{unique}-gone' in vhost '/'"):
+        ch.queue_bind(f"{unique}-gone", "amq.direct", routing_key="k")  # bind still checks
+
+
+def test_unbind_of_another_connections_exclusive_queue_is_locked_if_bound(
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
+    exclusive_queue(ch, unique)
+    ch.queue_bind(unique, "amq.direct", routing_key="bound")
+    other = conns.channel()
+    other.queue_unbind(unique, "amq.direct", routing_key="never-bound")  # nothing to remove
+    with channel_closed(405, "RESOURCE_LOCKED", f"locked queue '{unique}'"):
+        other.queue_unbind(unique, "amq.direct", routing_key="bound")
+    ch.basic_publish("amq.direct", "bound", b"still bound")
+    assert get_bodies(ch, unique) == [b"still bound"]
+
+
 # --- purge / delete --------------------------------------------------------------------------
 
 

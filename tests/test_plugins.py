@@ -3,6 +3,7 @@ used end to end from pika, and the errors a broken or conflicting plugin gets.""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -464,3 +465,59 @@ def test_a_distribution_seen_twice_loads_once(
     assert broker.exchange_types.sources["x-loud-fanout"] == "loud-fanout"
     rows = [row for row in broker.plugins.registered() if row[1] == "x-loud-fanout"]
     assert rows == [("exchange type", "x-loud-fanout", "loud-fanout", "warrenmq-loud-fanout 0.3")]
+
+
+# -- a plugin that fails at run time ------------------------------------------------------------
+
+
+class RecursingRouter(FirstWordRouter):
+    """A buggy router: it recurses until Python gives up (a 1000-frame traceback)."""
+
+    def route(self, message: Message) -> Collection[Any]:
+        return self.route(message)
+
+
+class RecursingExchange(ExchangeType):
+    name = "x-recursing"
+
+    @classmethod
+    def create_router(cls, exchange: Exchange) -> Router:
+        return RecursingRouter()
+
+
+class RecursingPlugin:
+    @staticmethod
+    @warrenmq.hookimpl
+    def warrenmq_register_exchange_types(registry: Any) -> None:
+        registry.add(RecursingExchange)
+
+
+def test_failing_plugin_refuses_the_publish_and_logs_one_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A publish through the buggy router is refused (a confirm nack) and the publisher goes
+    on; the traceback is logged the first time only, cut to its innermost frames, and later
+    ones in one line."""
+    with (
+        running_broker(plugins=[RecursingPlugin]) as running,
+        caplog.at_level(logging.ERROR, logger="warrenmq"),
+    ):
+        connection = pika.BlockingConnection(connection_parameters(running))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.exchange_declare("loops", exchange_type="x-recursing")
+        for _ in range(3):
+            with pytest.raises(pika.exceptions.NackError):
+                channel.basic_publish("loops", "k", b"m")
+        channel.queue_declare("", exclusive=True)  # the channel and connection are fine
+        assert connection.is_open
+        connection.close()
+        ours = [r for r in caplog.records if r.name.startswith("warrenmq")]
+        reports = [r.getMessage() for r in ours if "routing through exchange" in r.getMessage()]
+        assert len(reports) == 3, reports
+        first, *later = reports
+        assert "RecursionError" in first and "Traceback" in first and "in route" in first
+        assert len(first) < 10_000, f"{len(first)} characters of traceback"
+        for report in later:
+            assert "(traceback not repeated)" in report and "\n" not in report, report
+        assert all(r.exc_info is None for r in ours)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pika
 import pytest
-from pamqp import commands
+from pamqp import commands, frame
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 from pamqp.heartbeat import Heartbeat
@@ -276,6 +276,57 @@ def test_frame_size_checked_against_negotiated_not_proposed_frame_max(
     assert_broker_still_works(broker, unique)
 
 
+def test_frames_before_tune_ok_are_limited_to_4096_bytes(broker: Any, unique: str) -> None:
+    """Before tune-ok the frame limit is the protocol's minimum, as in RabbitMQ, whatever the
+    server proposes: a client that has not logged in cannot send large frames. RabbitMQ
+    drops the socket; warrenmq sends 501 first."""
+    with RawAMQP(broker.host, broker.port, timeout=WAIT) as client:
+        client.send(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        properties = {"product": "big", "padding": "x" * 5000}
+        client.send(start_ok_frame("PLAIN", plain_response("guest", "guest"), properties))
+        with pytest.raises(ConnectionClosedByPeer):
+            while True:
+                _, value = client.read_method()
+                assert isinstance(value, commands.Connection.Close), value  # never Tune
+                assert_close(value, 501, "FRAME_ERROR", (0, 0))
+                client.send_frame(commands.Connection.CloseOk())
+    assert_broker_still_works(broker, unique)
+
+
+def test_negotiated_frame_max_applies_from_the_frame_after_tune_ok(
+    broker: Any, unique: str
+) -> None:
+    """tune-ok, connection.open, channel.open and a 100 KB body frame sent in one go."""
+    queue = f"{unique}-q"
+    with RawAMQP(broker.host, broker.port, timeout=WAIT) as client:
+        client.send(PROTOCOL_HEADER)
+        client.expect(commands.Connection.Start)
+        client.send(start_ok_frame("PLAIN", plain_response("guest", "guest")))
+        tune = client.expect(commands.Connection.Tune)
+        assert isinstance(tune, commands.Connection.Tune) and tune.frame_max > 100_008
+        body = b"z" * 100_000
+        client.send(
+            frame.marshal(commands.Connection.TuneOk(tune.channel_max, tune.frame_max, 0), 0)
+            + frame.marshal(commands.Connection.Open(), 0)
+            + frame.marshal(commands.Channel.Open(), 1)
+            + frame.marshal(commands.Queue.Declare(queue=queue, exclusive=True), 1)
+            + publish_frames(1, "", queue, body, frame_max=tune.frame_max)
+            + frame.marshal(commands.Basic.Get(queue=queue, no_ack=True), 1)
+        )
+        for expected in (
+            commands.Connection.OpenOk,
+            commands.Channel.OpenOk,
+            commands.Queue.DeclareOk,
+            commands.Basic.GetOk,
+        ):
+            client.expect(expected)
+        client.read_frame()  # the content header
+        _, content = client.read_frame()
+        assert isinstance(content, ContentBody) and content.value == body
+        client.close_gracefully()
+
+
 @pytest.mark.parametrize("frame_type", [0, 4, 5, 9, 255])
 def test_unknown_frame_type_gets_frame_error(broker: Any, unique: str, frame_type: int) -> None:
     with connected(broker) as client:
@@ -383,6 +434,49 @@ def test_content_header_of_the_wrong_class_gets_unexpected_frame(broker: Any, un
     assert_broker_still_works(broker, unique)
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        pytest.param(commands.Channel.Open(), id="channel.open"),
+        pytest.param(commands.Queue.Declare(queue="", exclusive=True), id="queue.declare"),
+    ],
+)
+def test_channel_method_before_connection_open_gets_unexpected_frame(
+    broker: Any, unique: str, method: Any
+) -> None:
+    """After tune-ok but before connection.open, a frame on a channel is out of place."""
+    with connected(broker, open_connection=False) as client:
+        client.send_frame(method, 1)
+        close = client.expect_connection_close()
+        assert_close(close, 505, "UNEXPECTED_FRAME", (0, 0))
+    assert_broker_still_works(broker, unique)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\x00\x3c\x00", id="3-bytes"),
+        # RabbitMQ takes 12 bytes for a header, then fails on the missing flags with 541
+        pytest.param(
+            struct.pack(">HHQ", 60, 0, 0), id="no-property-flags", marks=pytest.mark.warrenmq_only
+        ),
+    ],
+)
+@pytest.mark.parametrize("after_publish", [True, False], ids=["after-publish", "alone"])
+def test_short_content_header_gets_frame_error(
+    broker: Any, unique: str, payload: bytes, after_publish: bool
+) -> None:
+    """A header frame too short to hold class, weight, body size and property flags is
+    malformed: 501, whether or not a basic.publish came before it."""
+    with connected(broker) as client:
+        client.open_channel(1)
+        client.send((publish_method_frame(1) if after_publish else b"") + raw_frame(2, 1, payload))
+        close = client.expect_connection_close(wait_closed=False)
+        assert_close(close, 501, "FRAME_ERROR", (0, 0))
+    assert_broker_still_works(broker, unique)
+
+
 def test_heartbeat_on_a_nonzero_channel_gets_unexpected_frame(broker: Any, unique: str) -> None:
     with connected(broker) as client:
         client.open_channel(1)
@@ -459,6 +553,35 @@ def test_channel_method_on_channel_zero_gets_channel_error(
         client.send_frame(method, 0)
         close = client.expect_connection_close()
         assert_close(close, 504, "CHANNEL_ERROR", (method.index >> 16, method.index & 0xFFFF))
+    assert_broker_still_works(broker, unique)
+
+
+@pytest.mark.parametrize(
+    ("method", "open_connection", "state"),
+    [
+        pytest.param(
+            commands.Connection.TuneOk(channel_max=0, frame_max=131072),
+            False,
+            "opening",
+            id="second-tune-ok",
+        ),
+        pytest.param(
+            commands.Connection.StartOk(mechanism="PLAIN", response="\0guest\0guest"),
+            True,
+            "running",
+            id="start-ok-when-open",
+        ),
+        pytest.param(commands.Channel.Open(), False, "opening", id="channel.open-on-0"),
+    ],
+)
+def test_method_out_of_place_on_channel_zero_gets_channel_error(
+    broker: Any, unique: str, method: Any, open_connection: bool, state: str
+) -> None:
+    with connected(broker, open_connection=open_connection) as client:
+        client.send_frame(method, 0)
+        close = client.expect_connection_close()
+        expected = f"CHANNEL_ERROR - unexpected method in connection state {state}"
+        assert_close(close, 504, expected, (method.index >> 16, method.index & 0xFFFF))
     assert_broker_still_works(broker, unique)
 
 

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from pamqp import commands, decode
-from pamqp.exceptions import UnmarshalingException
 
 import warrenmq
 from warrenmq import Broker, ProtocolConnection
-from warrenmq.auth import User
+from warrenmq.auth import LoginRefused, User
 from warrenmq.errors import (
     AccessRefused,
     BrokerError,
@@ -34,6 +33,7 @@ from warrenmq.errors import (
     PreconditionFailed,
     UnexpectedFrame,
 )
+from warrenmq.failures import log_failure
 from warrenmq.vhost import VirtualHost
 from warrenmq.views import ConnectionView
 
@@ -54,9 +54,16 @@ from .frames import (
     PROTOCOL_HEADER,
     PROTOCOL_HEADER_0_9,
     TAG_BITS,
+    MethodDecodeError,
     basic_ack_frame,
+    binary_name,
+    check_nesting,
+    close_frame,
     decode_method,
+    headers_too_deep,
     method_frame,
+    printable,
+    queue_declare_ok_frame,
     short_string,
 )
 
@@ -88,6 +95,8 @@ CAPABILITIES = {
 
 # connection states
 AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN = range(5)
+#: the states as RabbitMQ names them in its errors
+STATE_NAMES = ("pre-init", "starting", "tuning", "opening", "running")
 
 
 def _server_properties() -> dict[str, Any]:
@@ -125,7 +134,9 @@ class AMQPConnection(ProtocolConnection):
         #: set once we sent connection.close and wait for close-ok
         self._close_deadline: float | None = None
         self._released = False
-        self.frame_max = settings.frame_max
+        #: the frame size limit: FRAME_MIN_SIZE until tune-ok, as in RabbitMQ (so a client
+        #: that has not logged in cannot send large frames), then the negotiated one
+        self.frame_max = FRAME_MIN_SIZE
         self.max_body = self.frame_max - FRAME_OVERHEAD
         self.channel_max = settings.channel_max
         self.heartbeat = 0
@@ -243,12 +254,15 @@ class AMQPConnection(ProtocolConnection):
                 if not data:
                     return
             self._parse(data)
-        except Exception:  # a bug must cost this connection only
-            log.exception("internal error on connection %s", self.name)
+        except Exception as exc:  # a bug must cost this connection only
+            self._log_internal_error(exc)
             self._connection_error(InternalError("internal error"), 0, 0)
             self._closed = True
         finally:
             self._receiving = False
+
+    def _log_internal_error(self, exc: Exception) -> None:
+        log_failure(log, f"internal error on connection {self.name}", exc)
 
     def connection_lost(self) -> None:
         if not self._closed and self._state == OPEN:
@@ -418,6 +432,7 @@ class AMQPConnection(ProtocolConnection):
                         self._error(error, number, 60, 80)
                     continue
                 self._method(number, data[start:end])
+                size_limit = self.frame_max - FRAME_OVERHEAD  # tune-ok sets it
             elif frame_type == FRAME_BODY:
                 self._body(number, data[start:end])
             elif frame_type == FRAME_HEADER:
@@ -449,10 +464,14 @@ class AMQPConnection(ProtocolConnection):
             bits = data[key_end]
             if key_end + 1 != end or bits & 2:  # trailing bytes, or immediate=true
                 return False
+        except IndexError:
+            return False
+        try:
             exchange = data[p + 1 : exchange_end].decode()
             routing_key = data[exchange_end + 1 : key_end].decode()
-        except (IndexError, UnicodeDecodeError):
-            return False
+        except UnicodeDecodeError:  # RabbitMQ takes these as bytes; UTF-8 names pay nothing
+            exchange = binary_name(data[p + 1 : exchange_end])
+            routing_key = binary_name(data[exchange_end + 1 : key_end])
         channel.pending = (exchange, routing_key, bool(bits & 1), data[p:key_end])
         self.has_published = True
         return True
@@ -501,21 +520,25 @@ class AMQPConnection(ProtocolConnection):
                 return pos
             body = data[body_start:body_end]
             next_pos = body_end + 1
+        header = data[header_start:header_end]
         try:
-            channel.publish(data[header_start:header_end], body)
+            channel.publish(header, body)
         except BrokerError as error:
             self._error(error, channel.number, 60, 40)
+        except RecursionError as exc:
+            self._recursion_in_publish(exc, header)
         return next_pos
 
     def _header(self, number: int, payload: bytes) -> None:
         channel = self.channels.get(number)
         if channel is not None and channel.closing:
             return
+        if len(payload) < 14 and self._state == OPEN:
+            # as RabbitMQ: a malformed frame, whatever the channel expects
+            self._frame_error(f"content header frame of {len(payload)} bytes is too short")
+            return
         if channel is None or channel.pending is None or channel.pending_header is not None:
             self._unexpected_frame(channel)
-            return
-        if len(payload) < 14:
-            self._frame_error("content header too short", 60, 40)
             return
         if payload[0] != 0 or payload[1] != 60:
             self._connection_error(
@@ -540,6 +563,9 @@ class AMQPConnection(ProtocolConnection):
                 return
         except BrokerError as error:
             self._error(error, number, 60, 40)
+            return
+        except RecursionError as exc:
+            self._recursion_in_publish(exc, payload)
             return
         channel.pending_header = payload
         channel.pending_size = body_size
@@ -567,10 +593,20 @@ class AMQPConnection(ProtocolConnection):
             parts.append(payload)
             payload = b"".join(parts)
             channel.pending_parts = []
+        header: bytes = channel.pending_header  # type: ignore[assignment]
         try:
-            channel.publish(channel.pending_header, payload)  # type: ignore[arg-type]
+            channel.publish(header, payload)
         except BrokerError as error:
             self._error(error, number, 60, 40)
+        except RecursionError as exc:
+            self._recursion_in_publish(exc, header)
+
+    def _recursion_in_publish(self, exc: RecursionError, header: bytes) -> None:
+        """Properties are decoded (by pamqp, recursively) only when the broker needs them:
+        headers nested too deep for that are the client's error (501); else it is a bug."""
+        if not headers_too_deep(header):
+            raise exc
+        self._frame_error("message headers nested too deep to decode", 60, 40)
 
     def _unexpected_frame(self, channel: Channel | None) -> None:
         """505 for a frame the channel's content state does not expect, in RabbitMQ's words:
@@ -615,18 +651,19 @@ class AMQPConnection(ProtocolConnection):
         if channel is not None and channel.pending is not None and not channel.closing:
             self._unexpected_frame(channel)
             return
+        if number and self._state != OPEN:
+            error = UnexpectedFrame(f"method frame on channel {number} before connection.open")
+            self._connection_error(error, 0, 0)
+            return
         try:
             method = decode_method(payload)
-        except UnmarshalingException as exc:
+        except MethodDecodeError as exc:
             if (class_id << 16 | method_id) not in commands.INDEX_MAPPING:
-                self._error(
-                    CommandInvalid(f"unknown method class {class_id} method {method_id}"),
-                    number,
-                    class_id,
-                    method_id,
-                )
+                self._error(CommandInvalid(str(exc)), number, class_id, method_id)
+            elif exc.names_method:
+                self._frame_error(str(exc), class_id, method_id)
             else:
-                self._frame_error(f"cannot decode method frame: {exc}", class_id, method_id)
+                self._frame_error(str(exc))
             return
         try:
             if number == 0:
@@ -655,10 +692,8 @@ class AMQPConnection(ProtocolConnection):
             self.write(method_frame(0, commands.Connection.UpdateSecretOk()))
         elif isinstance(method, commands.Connection.Blocked | commands.Connection.Unblocked):
             pass
-        elif method.index >> 16 != 10:
-            raise ChannelError(f"unexpected method {method.name} in connection state running")
-        else:
-            raise CommandInvalid(f"unexpected method {method.name} on channel 0")
+        else:  # as RabbitMQ, for any method out of place on channel 0
+            raise ChannelError(f"unexpected method in connection state {STATE_NAMES[state]}")
 
     def _start_ok(self, method: commands.Connection.StartOk) -> None:
         properties = method.client_properties or {}
@@ -668,55 +703,71 @@ class AMQPConnection(ProtocolConnection):
         self.cancel_notify = bool(capabilities.get("consumer_cancel_notify"))
         self.blocked_notify = bool(capabilities.get("connection.blocked"))
         mechanism = method.mechanism
-        username, password = self._credentials(mechanism, _text(method.response or b""))
         host = self.peer[0] if self.peer else None
-        user = self.broker.authenticate(username, password, host) if username is not None else None
-        if user is None:
-            log.warning(
-                "login refused for user %r from %s (mechanism %s)", username, self.name, mechanism
-            )
-            if capabilities.get("authentication_failure_close"):
-                error = ConnectionAccessRefused(
-                    f"Login was refused using authentication mechanism {mechanism}. "
-                    "For details see the broker logfile."
-                )
-                self._connection_error(error, 0, 0)
-            self._closed = True  # without the capability, RabbitMQ just closes the socket
-            self._release_all()
+        try:
+            username, password = self._credentials(mechanism, _text(method.response or b""))
+            user = self.broker.authenticate(username, password, host)
+            if user is None:
+                raise LoginRefused(f"user '{username}' - invalid credentials")
+        except LoginRefused as refused:
+            self._refuse_login(mechanism, refused.reason, capabilities)
             return
         self.user = user
         self._state = AWAIT_TUNE_OK
         tune = commands.Connection.Tune(
             channel_max=self.channel_max,
-            frame_max=self.frame_max,
+            frame_max=self.broker.settings.frame_max,
             heartbeat=self.broker.settings.heartbeat,
         )
         self.write(method_frame(0, tune))
 
+    def _refuse_login(self, mechanism: str, reason: str, capabilities: dict[str, Any]) -> None:
+        """The log says why, in RabbitMQ's words; the client only that the login was refused."""
+        log.warning("%s login refused: %s (connection %s)", mechanism, printable(reason), self.name)
+        if capabilities.get("authentication_failure_close"):
+            error = ConnectionAccessRefused(
+                f"Login was refused using authentication mechanism {mechanism}. "
+                "For details see the broker logfile."
+            )
+            self._connection_error(error, 0, 0)
+        self._closed = True  # without the capability, RabbitMQ just closes the socket
+        self._release_all()
+
     @staticmethod
-    def _credentials(mechanism: str, response: bytes) -> tuple[str | None, str]:
+    def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
+        """User name and password from a SASL response (LoginRefused if it has none)."""
         if mechanism == "PLAIN":
+            # authzid NUL authcid NUL passwd (RFC 4616). As RabbitMQ, no authorization
+            # identity: a client may not ask to act as another user than it logs in as.
             parts = response.split(b"\x00")
             if len(parts) != 3:
-                return None, ""
-            return parts[1].decode(errors="replace"), parts[2].decode(errors="replace")
+                raise LoginRefused("response is not NUL, user name, NUL, password")
+            authzid, username, password = (part.decode(errors="replace") for part in parts)
+            if authzid:
+                raise LoginRefused(
+                    f"user '{username}' - authorization identity '{authzid}' is not supported"
+                )
+            return username, password
         if mechanism == "AMQPLAIN":
             try:
-                _, table = decode.field_table(LONG.pack(len(response)) + response)
+                data = LONG.pack(len(response)) + response
+                check_nesting(data, 0)
+                _, table = decode.field_table(data)
             except Exception:
-                return None, ""
-            login, password = table.get("LOGIN"), table.get("PASSWORD")
-            if not isinstance(login, str | bytes) or not isinstance(password, str | bytes):
-                return None, ""
-            return _text(login).decode(errors="replace"), _text(password).decode(errors="replace")
-        return None, ""
+                raise LoginRefused("response is not a field table") from None
+            login, secret = table.get("LOGIN"), table.get("PASSWORD")
+            if not isinstance(login, str | bytes) or not isinstance(secret, str | bytes):
+                raise LoginRefused("response lacks LOGIN or PASSWORD")
+            return _text(login).decode(errors="replace"), _text(secret).decode(errors="replace")
+        raise LoginRefused(f"unknown authentication mechanism '{mechanism}'")
 
     def _tune_ok(self, method: commands.Connection.TuneOk) -> None:
-        frame_max = method.frame_max or self.frame_max
+        largest = self.broker.settings.frame_max
+        frame_max = method.frame_max or largest
         if frame_max < FRAME_MIN_SIZE:
             raise NotAllowed(f"frame_max={frame_max} < {FRAME_MIN_SIZE} min size")
-        if frame_max > self.frame_max:
-            raise NotAllowed(f"frame_max={frame_max} > {self.frame_max} max size")
+        if frame_max > largest:
+            raise NotAllowed(f"frame_max={frame_max} > {largest} max size")
         self.frame_max = frame_max
         self.max_body = frame_max - FRAME_OVERHEAD
         if method.channel_max:
@@ -743,8 +794,6 @@ class AMQPConnection(ProtocolConnection):
         )
 
     def _channel_method(self, number: int, method: Any) -> None:
-        if self._state != OPEN:
-            raise ChannelError(f"unexpected method {method.name} before the connection is open")
         channel = self.channels.get(number)
         if channel is None:
             if isinstance(method, commands.Channel.Open):
@@ -772,26 +821,20 @@ class AMQPConnection(ProtocolConnection):
             self._connection_error(error, class_id, method_id)
             return
         channel = self.channels[number]
-        log.info(
-            "channel error on connection %s, channel %d: %s", self.name, number, error.reply_text
-        )
+        text = printable(error.reply_text)
+        log.info("channel error on connection %s, channel %d: %s", self.name, number, text)
         channel.release()
         self.confirm_pending.discard(channel)
-        close = commands.Channel.Close(
-            error.reply_code, error.reply_text[:255], class_id, method_id
-        )
-        self.write(method_frame(number, close))
+        self.write(close_frame(number, error.reply_code, text, class_id, method_id))
 
     def _connection_error(self, error: BrokerError, class_id: int, method_id: int) -> None:
         if self._close_deadline is not None or self._closed:
             return
         level = logging.INFO if isinstance(error, ConnectionForced) else logging.WARNING
-        log.log(level, "closing connection %s: %s", self.name, error.reply_text)
+        text = printable(error.reply_text)
+        log.log(level, "closing connection %s: %s", self.name, text)
         self._release_all()
-        close = commands.Connection.Close(
-            error.reply_code, error.reply_text[:255], class_id, method_id
-        )
-        self.write(method_frame(0, close))
+        self.write(close_frame(0, error.reply_code, text, class_id, method_id))
         if self._state != OPEN and isinstance(error, ConnectionAccessRefused):
             self._closed = True  # as RabbitMQ: no close-ok awaited after a refused login
             return
@@ -872,17 +915,22 @@ def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any)
     vhost = channel.vhost
     if method.destination == "":
         raise AccessRefused("operation not permitted on the default exchange")
-    destination = vhost.get_exchange(method.destination)
-    binding = isinstance(method, commands.Exchange.Bind)
-    change = vhost.bind if binding else vhost.unbind
-    change(destination, method.source, method.routing_key, method.arguments)
+    if isinstance(method, commands.Exchange.Bind):
+        destination = vhost.get_exchange(method.destination)
+        vhost.bind(destination, method.source, method.routing_key, method.arguments)
+        reply: Any = commands.Exchange.BindOk()
+    else:
+        vhost.unbind_exchange(
+            method.destination, method.source, method.routing_key, method.arguments
+        )
+        reply = commands.Exchange.UnbindOk()
     if not method.nowait:
-        channel.send(commands.Exchange.BindOk() if binding else commands.Exchange.UnbindOk())
+        channel.send(reply)
 
 
 def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    if method.passive and method.queue == reply_to.PSEUDO_QUEUE:
-        channel.send(commands.Queue.DeclareOk(method.queue, 0, 0))  # exists, as in RabbitMQ
+    if method.passive and method.queue == reply_to.PSEUDO_QUEUE:  # exists, as in RabbitMQ
+        connection.write(queue_declare_ok_frame(channel.number, method.queue, 0, 0))
         return
     queue = channel.vhost.declare_queue(
         method.queue,
@@ -895,8 +943,10 @@ def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) ->
     )
     channel.last_queue = queue.name
     if not method.nowait:
-        channel.send(
-            commands.Queue.DeclareOk(queue.name, queue.message_count, queue.consumer_count)
+        connection.write(
+            queue_declare_ok_frame(
+                channel.number, queue.name, queue.message_count, queue.consumer_count
+            )
         )
 
 
@@ -908,8 +958,13 @@ def _queue_bind(connection: AMQPConnection, channel: Channel, method: Any) -> No
 
 
 def _queue_unbind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    queue = channel._queue(method.queue)
-    channel.vhost.unbind(queue, method.exchange, method.routing_key, method.arguments)
+    channel.vhost.unbind_queue(
+        channel._queue_name(method.queue),
+        method.exchange,
+        method.routing_key,
+        method.arguments,
+        owner=connection,
+    )
     channel.send(commands.Queue.UnbindOk())
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pamqp import decode, encode
 
-from warrenmq.errors import SyntaxError_
+from warrenmq.errors import FrameError, SyntaxError_
 from warrenmq.message import Properties, PropertiesCodec
 
 _HEAD = struct.Struct(">HHQH")
@@ -72,7 +72,9 @@ def decode_properties(payload: bytes) -> Properties:
         return props
     except SyntaxError_:
         raise
-    except (IndexError, struct.error, ValueError, TypeError, RecursionError) as exc:
+    except RecursionError:
+        raise FrameError("message headers nested too deep to decode") from None
+    except (IndexError, struct.error, ValueError, TypeError) as exc:
         raise SyntaxError_(f"cannot decode content header properties: {exc}") from None
     except Exception as exc:  # pamqp raises assorted errors for bad tables
         raise SyntaxError_(f"cannot decode content header properties: {exc}") from None
