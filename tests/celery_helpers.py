@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
+import kombu.pools
 import pytest
 from line_reader import LineReader
 
@@ -101,13 +102,16 @@ def running_worker(directory: Path, expected: Sequence[str] = ()) -> Iterator[Wo
 
 def close_client(app: Any) -> None:
     """Close every connection this process opened: the rpc:// reply consumer's and the pool's
-    (publishing and remote control), so none is left for the broker to close at its shutdown."""
+    (publishing and remote control), so none is left for the broker to close at its shutdown.
+    The pools are kombu's process-wide ones, keyed by broker URL: they are dropped too, or the
+    next app (another test module's) would be handed the closed ones."""
     consumer = app.backend.result_consumer
     if consumer._connection is not None:
         consumer.stop()
     if app._pool is not None:
         app._pool.force_close_all()
     app.close()
+    kombu.pools.reset()
 
 
 @contextmanager
