@@ -192,6 +192,8 @@ def test_cancelled_active_consumer_hands_the_waiting_messages_over_at_once(
     consumers.add("b", ack=True)
     publish_all(ch, "", queue, [b"m0", b"m1", b"m2"])
     consumers.wait("a", 1)
+    wait_for_ready_count(ch, queue, 2, WAIT)  # m1 and m2 wait for a, not for b
+    assert len(consumers.got["b"]) == 0
     consumers.channels["a"].basic_cancel(consumers.tags["a"])
     consumers.wait("b", 2)
     assert consumers.bodies("b") == [b"m1", b"m2"]
