@@ -26,7 +26,12 @@ def _text(value: Any) -> Any:
 
 
 def _deaths_with(
-    deaths: list[Any], queue: str, reason: str, message: Message, expiration: str | None
+    deaths: list[Any],
+    queue: str,
+    reason: str,
+    message: Message,
+    expiration: str | None,
+    routing_keys: list[str],
 ) -> list[Any]:
     """``x-death`` after one more death: the entry for (queue, reason) counts up and moves to
     the front, or a new entry goes in front."""
@@ -46,7 +51,7 @@ def _deaths_with(
         "queue": queue,
         "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
         "exchange": message.exchange,
-        "routing-keys": [message.routing_key],
+        "routing-keys": routing_keys,
     }
     if expiration is not None:
         entry["original-expiration"] = expiration
@@ -85,12 +90,19 @@ def dead_letter(
         return False
     headers = dict(properties.headers or {})
     previous = headers.get("x-death")
+    cc = headers.get("CC")
+    routing_keys = [message.routing_key]
+    if isinstance(cc, list):  # sender-selected distribution: the CC keys were routing keys too
+        routing_keys += [_text(key) for key in cc if isinstance(key, str | bytes)]
+    if routing_key is not None:
+        headers.pop("CC", None)  # RabbitMQ drops CC when it replaces the routing key
     deaths = _deaths_with(
         list(previous) if isinstance(previous, list) else [],
         queue.name,
         reason,
         message,
         properties.expiration,
+        routing_keys,
     )
     headers["x-death"] = deaths
     headers.setdefault("x-first-death-reason", reason)

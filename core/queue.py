@@ -170,11 +170,19 @@ class Queue(ABC):
 
     # -- consumers -----------------------------------------------------------------------
 
-    def add_consumer(self, consumer: Consumer) -> None:
-        if self.exclusive_consumer is not None or (consumer.exclusive and self.consumers):
+    def check_consumer(self, exclusive: bool) -> None:
+        """Raise 403 if a consumer (exclusive or not) may not attach now."""
+        if (
+            self.exclusive_consumer is not None
+            or (exclusive and self.consumers)
+            or (exclusive and self.single_active)
+        ):
             raise AccessRefused(
                 f"queue '{self.name}' in vhost '{self.vhost.name}' in exclusive use"
             )
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.check_consumer(consumer.exclusive)
         if consumer.exclusive:
             self.exclusive_consumer = consumer
         self.consumers[consumer] = None

@@ -6,36 +6,48 @@ gets 406 PRECONDITION_FAILED naming the argument and nothing half-made is left b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import datetime
+import decimal
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .errors import PreconditionFailed
 
-#: the largest TTL RabbitMQ accepts (ms), for x-message-ttl and per-message expiration
+#: the largest per-message expiration RabbitMQ accepts (ms)
 MAX_TTL = 2**32 - 1
+MAX_PRIORITY = 255
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 QUEUE_MODES = ("default", "lazy")
 
 
-def _type_name(value: Any) -> str:
+def field_type(value: Any) -> str:
+    """The AMQP field type a client sent ``value`` as, in RabbitMQ's words."""
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "long"
+        return "signedint" if -(2**31) <= value < 2**31 else "long"
     if isinstance(value, float):
         return "double"
+    if isinstance(value, decimal.Decimal):
+        return "decimal"
     if isinstance(value, str | bytes):
         return "longstr"
     if isinstance(value, dict):
         return "table"
     if isinstance(value, list):
         return "array"
+    if isinstance(value, datetime.datetime):
+        return "timestamp"
     return "void" if value is None else type(value).__name__
+
+
+class _Invalid(Exception):
+    """An argument's value is wrong; the text is RabbitMQ's error term."""
 
 
 def _integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"{{unacceptable_type,{_type_name(value)}}}")
+        raise _Invalid(f'"expected integer, got {field_type(value)}"')
     return value
 
 
@@ -43,12 +55,8 @@ def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     if not isinstance(value, str):
-        raise _Invalid(f"{{unacceptable_type,{_type_name(value)}}}")
+        raise _Invalid(f"{{unacceptable_type,{field_type(value)}}}")
     return value
-
-
-class _Invalid(Exception):
-    """An argument's value is wrong; the text is RabbitMQ's error term."""
 
 
 def _non_negative(value: Any) -> None:
@@ -65,30 +73,28 @@ def _positive(value: Any) -> None:
         raise _Invalid(f"{{value_negative,{number}}}")
 
 
-def _ttl(value: Any) -> None:
-    _non_negative(value)
-    if value > MAX_TTL:
-        raise _Invalid(f"{{value_too_large,{value},{MAX_TTL}}}")
-
-
 def _max_priority(value: Any) -> None:
     number = _integer(value)
-    if number < 1 or number > 255:
-        raise _Invalid(f"{{value_out_of_range,{number}}}")
+    if number < 0:
+        raise _Invalid(f"{{value_negative,{number}}}")
+    if number > MAX_PRIORITY:
+        raise _Invalid(f"{{max_value_exceeded,{number}}}")
 
 
-def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], None]:
-    def check(value: Any) -> None:
-        text = _text(value)
-        if text not in allowed:
-            raise _Invalid(f'{{invalid_value,<<"{text}">>}}')
+def _overflow(value: Any) -> None:
+    if _text(value) not in OVERFLOW_MODES:
+        raise _Invalid("invalid_overflow")
 
-    return check
+
+def _queue_mode(value: Any) -> None:
+    mode = _text(value)
+    if mode not in QUEUE_MODES:
+        raise _Invalid(f"\"unsupported queue mode '{mode}'\"")
 
 
 def _boolean(value: Any) -> None:
     if not isinstance(value, bool):
-        raise _Invalid(f"{{unacceptable_type,{_type_name(value)}}}")
+        raise _Invalid(f"{{unacceptable_type,{field_type(value)}}}")
 
 
 def _string(value: Any) -> None:
@@ -97,20 +103,27 @@ def _string(value: Any) -> None:
 
 CHECKS: dict[str, Callable[[Any], None]] = {
     "x-expires": _positive,
-    "x-message-ttl": _ttl,
+    "x-message-ttl": _non_negative,
     "x-max-length": _non_negative,
     "x-max-length-bytes": _non_negative,
     "x-max-priority": _max_priority,
-    "x-overflow": _one_of(OVERFLOW_MODES),
-    "x-dead-letter-exchange": _string,
+    "x-overflow": _overflow,
     "x-dead-letter-routing-key": _string,
     "x-single-active-consumer": _boolean,
-    "x-queue-mode": _one_of(QUEUE_MODES),
+    "x-queue-mode": _queue_mode,
 }
 
 
-def validate_queue_arguments(arguments: Mapping[str, Any], where: str) -> None:
-    """Raise 406 for the first bad ``x-`` argument; ``where`` is "queue 'q' in vhost '/'"."""
+def validate_queue_arguments(
+    arguments: Mapping[str, Any], queue: str, vhost: str, queue_types: Iterable[str]
+) -> None:
+    """Raise 406 for the first bad ``x-`` argument, in RabbitMQ's words."""
+    where = f"queue '{queue}' in vhost '{vhost}'"
+    dlx = arguments.get("x-dead-letter-exchange")
+    if dlx is not None and not isinstance(dlx, str | bytes):
+        raise PreconditionFailed(
+            f"invalid type '{field_type(dlx)}' for arg 'x-dead-letter-exchange' in {where}"
+        )
     for name, check in CHECKS.items():
         if name not in arguments:
             continue
@@ -118,25 +131,41 @@ def validate_queue_arguments(arguments: Mapping[str, Any], where: str) -> None:
             check(arguments[name])
         except _Invalid as error:
             raise PreconditionFailed(f"invalid arg '{name}' for {where}: {error}") from None
-    if "x-dead-letter-routing-key" in arguments and "x-dead-letter-exchange" not in arguments:
+    if "x-dead-letter-routing-key" in arguments and dlx is None:
         raise PreconditionFailed(
-            f"invalid arg 'x-dead-letter-routing-key' for {where}: "
-            "{routing_key_but_no_dlx_defined}"
+            f"invalid arg 'x-dead-letter-routing-key' for {where}: routing_key_but_no_dlx_defined"
         )
+    queue_type = arguments.get("x-queue-type")
+    if queue_type is not None:
+        try:
+            name = _text(queue_type)
+        except _Invalid as error:
+            raise PreconditionFailed(f"invalid arg 'x-queue-type' for {where}: {error}") from None
+        if name not in queue_types:
+            raise PreconditionFailed(
+                f"invalid arg 'x-queue-type' for {where}: \"unsupported queue type '{name}'\""
+            )
 
 
 def message_ttl(expiration: str) -> int:
     """A per-message ``expiration`` property as a TTL in ms; 406 as RabbitMQ if invalid."""
-    text = expiration.strip() if isinstance(expiration, str) else expiration
-    if not isinstance(text, str) or not text.lstrip("-").isdigit():
+    text = expiration
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not digits or not digits.isascii():
         raise PreconditionFailed(f"invalid expiration '{expiration}': no_integer")
+    length = len(digits) - len(digits.lstrip("0123456789"))
+    if not length:
+        raise PreconditionFailed(f"invalid expiration '{expiration}': no_integer")
+    if length < len(digits):
+        leftover = digits[length:]
+        raise PreconditionFailed(
+            f"invalid expiration '{expiration}': {{leftover_string,\"{leftover}\"}}"
+        )
     ttl = int(text)
     if ttl < 0:
         raise PreconditionFailed(f"invalid expiration '{expiration}': {{value_negative,{ttl}}}")
     if ttl > MAX_TTL:
-        raise PreconditionFailed(
-            f"invalid expiration '{expiration}': {{value_too_large,{ttl},{MAX_TTL}}}"
-        )
+        raise PreconditionFailed(f"invalid expiration '{expiration}': {{value_too_large,{ttl}}}")
     return ttl
 
 

@@ -69,7 +69,7 @@ class SessionConsumer(Consumer):
         if self.prefetch and self.unacked >= self.prefetch:
             return False
         limit = session.global_prefetch
-        return not limit or len(session.unacked) < limit
+        return not limit or session.consumer_unacked() < limit
 
     def failed(self, queue: Queue, error: BaseException) -> None:
         self.session.consumer_failed(self, error)
@@ -96,6 +96,11 @@ class Session:
         self.tx_settles: list[tuple[list[tuple[int, Delivery]], int]] = []
         self.closing = False
 
+    def consumer_unacked(self) -> int:
+        """Deliveries to this session's consumers not yet settled (basic.get ones excluded,
+        and settlements held by a transaction still counted), for the global prefetch."""
+        return sum(consumer.unacked for consumer in self.consumers.values())
+
     # -- delivering ----------------------------------------------------------------------
 
     def track(self, queue: Queue, entry: Entry, consumer: SessionConsumer | None) -> int:
@@ -121,6 +126,8 @@ class Session:
                 taken = list(unacked.items())
                 unacked.clear()
                 return taken
+            if delivery_tag not in unacked:  # RabbitMQ's rule, even if lower tags are known
+                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
             taken = []
             while unacked:
                 first = next(iter(unacked))
@@ -195,6 +202,7 @@ class Session:
     # -- consumers -----------------------------------------------------------------------
 
     def add_consumer(self, consumer: SessionConsumer) -> None:
+        consumer.queue.check_consumer(consumer.exclusive)  # 403 before anything is recorded
         self.consumers[consumer.tag] = consumer
         consumer.queue.add_consumer(consumer)
 
@@ -236,11 +244,14 @@ class Session:
     # -- closing -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Cancel every consumer, then requeue every unsettled delivery (to other consumers)."""
+        """Requeue every unsettled delivery, then cancel every consumer."""
         self.closing = True
+        self.paused = True  # nothing more for these consumers, requeued messages included
         self.restore_tx_settles()
         consumers = list(self.consumers.values())
+        # requeue before detaching: a single-active-consumer queue must have the messages
+        # back in order before it hands the queue to the next consumer
+        self.requeue_all()
         self.consumers.clear()
         for consumer in consumers:
             consumer.queue.remove_consumer(consumer)
-        self.requeue_all()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -24,7 +24,7 @@ from .exchange import Binding, Exchange
 from .failures import log_failure
 from .message import Message
 from .queue import Queue
-from .queue_arguments import argument_text, validate_queue_arguments
+from .queue_arguments import argument_text, field_type, validate_queue_arguments
 from .views import BindingView, ExchangeView, QueueView
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class VirtualHost:
             if received_value != current_value:
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' {where}: "
-                    f"received {_show(received_value)} but current is {_show(current_value)}"
+                    f"{_difference(received_value, current_value)}"
                 )
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
@@ -336,7 +336,9 @@ class VirtualHost:
         owner: object | None = None,
     ) -> Queue:
         if passive:
-            return self.get_queue(name, owner)
+            queue = self.get_queue(name, owner)
+            queue.touch()  # a passive declare is a use, as in RabbitMQ (x-expires)
+            return queue
         if not name:
             name = server_generated_name("amq.gen-")
         elif name.startswith("amq."):
@@ -350,8 +352,8 @@ class VirtualHost:
             self._check_queue_equivalence(existing, durable, exclusive, auto_delete, arguments)
             existing.touch()
             return existing
+        validate_queue_arguments(arguments, name, self.name, self.broker.queue_types.names())
         queue_class = self._queue_type_for(name, arguments)
-        validate_queue_arguments(arguments, f"queue '{name}' {self._where()}")
         policy_class = self._policy_for(name, arguments)
         queue = queue_class(
             self,
@@ -436,10 +438,13 @@ class VirtualHost:
         for arg in EQUIVALENCE_ARGUMENTS:
             received_value = arguments.get(arg)
             current_value = queue.arguments.get(arg)
+            if arg == "x-queue-type":  # absent means the default type
+                received_value = argument_text(arguments, arg) or "classic"
+                current_value = argument_text(queue.arguments, arg) or "classic"
             if received_value != current_value:
                 raise PreconditionFailed(
                     f"inequivalent arg '{arg}' {where}: "
-                    f"received {_show(received_value)} but current is {_show(current_value)}"
+                    f"{_difference(received_value, current_value)}"
                 )
 
     def delete_queue(
@@ -520,9 +525,11 @@ class VirtualHost:
 
     # -- publishing --------------------------------------------------------------------
 
-    def publish(self, exchange_name: str, message: Message) -> int:
+    def publish(self, exchange_name: str, message: Message, also_keys: Sequence[str] = ()) -> int:
         """Route ``message`` from the exchange named ``exchange_name`` into its queues.
 
+        ``also_keys`` are more routing keys to route by (RabbitMQ's sender-selected
+        distribution, the CC and BCC headers); each queue still gets the message once.
         Returns ``ROUTED``, ``UNROUTABLE`` or ``REFUSED``; raises 404 for a missing exchange
         and 403 for an internal one. A queue or plugin that fails is logged and skipped: the
         other queues still get the message.
@@ -538,6 +545,8 @@ class VirtualHost:
             queues = exchange.router.route(message)
             if exchange.exchange_destinations or (not queues and exchange.alternate is not None):
                 queues = self.route(exchange, message)
+            if also_keys:
+                queues = self._route_keys(exchange, message, queues, also_keys)
         except BrokerError:
             raise  # the message itself is bad (undecodable properties): the client's error
         except Exception as exc:  # a plugin's bug: the publish is refused, nothing else
@@ -559,6 +568,19 @@ class VirtualHost:
                 log_failure(log, f"queue '{queue.name}' failed to take a message", exc)
                 outcome = REFUSED
         return outcome
+
+    def _route_keys(
+        self,
+        exchange: Exchange,
+        message: Message,
+        queues: Collection[Queue],
+        keys: Sequence[str],
+    ) -> Collection[Queue]:
+        found: dict[Queue, None] = dict.fromkeys(queues)
+        for key in keys:
+            probe = Message(message.exchange, key, message.body, message.properties)
+            found.update(dict.fromkeys(self.route(exchange, probe)))
+        return found.keys()
 
     # -- routing ------------------------------------------------------------------------
 
@@ -608,3 +630,19 @@ def _show(value: Any) -> str:
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
     return f"'{value}'"
+
+
+def _difference(received: Any, current: Any) -> str:
+    """RabbitMQ's wording: values compared, or a value against none with its field type."""
+
+    def typed(value: Any) -> str:
+        shown = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if isinstance(value, bool):
+            shown = _flag(value)
+        return f"the value '{shown}' of type '{field_type(value)}'"
+
+    if received is None:
+        return f"received none but current is {typed(current)}"
+    if current is None:
+        return f"received {typed(received)} but current is none"
+    return f"received {_show(received)} but current is {_show(current)}"

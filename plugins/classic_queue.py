@@ -155,6 +155,12 @@ class ClassicQueue(Queue):
     # -- publish (hot path) ---------------------------------------------------------------
 
     def publish(self, message: Message) -> bool:
+        if self._limited and self.overflow != "drop-head" and self._full_for(message):
+            # refused even when a consumer is waiting, as RabbitMQ does
+            self.rejected_publishes += 1
+            if self.overflow == "reject-publish-dlx":
+                self._dead_letter(message, MAXLEN)
+            return False
         self.published += 1
         ttl = message.ttl
         queue_ttl = self.message_ttl
@@ -192,11 +198,6 @@ class ClassicQueue(Queue):
             self.expired += 1  # TTL 0: only a consumer waiting right now could take it
             self._dead_letter(message, EXPIRED)
             return True
-        if self._limited and self.overflow != "drop-head" and self._full_for(message):
-            self.rejected_publishes += 1
-            if self.overflow == "reject-publish-dlx":
-                self._dead_letter(message, MAXLEN)
-            return False
         self._seq += 1
         entry = Entry(message, self._seq, expires_at, READY)
         self._push(entry)
@@ -231,6 +232,7 @@ class ClassicQueue(Queue):
         if expires_at:
             self._schedule_expiry(entry)
         self.consumer_failed(consumer, error)
+        self.dispatch()  # another consumer may take it now
 
     def _full_for(self, message: Message) -> bool:
         limit = self.max_length
@@ -422,6 +424,8 @@ class ClassicQueue(Queue):
                 if outcome == REJECT and not self.deleted:
                     self._dead_letter(message, REJECTED)
         if requeued:
+            if self._limited and self.overflow == "drop-head":
+                self._drop_head()  # requeued messages count against the limit again
             self.dispatch()
 
     def purge(self) -> int:

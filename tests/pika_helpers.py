@@ -253,6 +253,7 @@ def exchange_exists(connection: pika.BlockingConnection, exchange: str) -> bool:
 
 
 def wait_for_queue_gone(connection: pika.BlockingConnection, queue: str) -> None:
+    """Not for a queue deleted by its ``x-expires``: each passive declare renews its lease."""
     wait_until(connection, lambda: not queue_exists(connection, queue), f"queue {queue} deleted")
 
 
@@ -260,3 +261,40 @@ def wait_for_exchange_gone(connection: pika.BlockingConnection, exchange: str) -
     wait_until(
         connection, lambda: not exchange_exists(connection, exchange), f"exchange {exchange} gone"
     )
+
+
+def wait_for_ready_count(
+    channel: BlockingChannel, queue: str, count: int, timeout: float = TIMEOUT
+) -> None:
+    """Poll a passive declare on ``channel`` until ``queue`` holds ``count`` ready messages.
+
+    Not for queues with ``x-expires``: a passive declare renews their lease (as in RabbitMQ).
+    """
+    wait_until(
+        channel.connection,
+        lambda: ready_count(channel, queue) == count,
+        f"{count} ready message(s) in {queue}",
+        timeout,
+    )
+
+
+def get_all(
+    channel: BlockingChannel, queue: str
+) -> list[tuple[pika.spec.Basic.GetOk, pika.BasicProperties, bytes]]:
+    """Empty ``queue`` with ``basic_get`` (auto-ack) and return every message in order."""
+    messages = []
+    while True:
+        method, properties, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            return messages
+        messages.append((method, properties, body))
+
+
+def declare_fanout_sink(connections: Connections, channel: BlockingChannel, name: str) -> str:
+    """A fanout exchange ``name`` bound to an exclusive queue of the same name, e.g. to serve as
+    a queue's ``x-dead-letter-exchange``; the exchange is deleted at teardown. Returns ``name``."""
+    channel.exchange_declare(name, "fanout")
+    connections.track(exchange=name)
+    channel.queue_declare(name, exclusive=True)
+    channel.queue_bind(name, name)
+    return name

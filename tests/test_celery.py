@@ -5,29 +5,17 @@ exchanges and queues with x-message-ttl / x-expires arguments."""
 
 from __future__ import annotations
 
-import importlib
-import os
-import re
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import pytest
+from celery_helpers import RESULT_TIMEOUT, Worker, imported_tasks, running_worker
 from kombu import Connection
-from line_reader import LineReader
 
 pytestmark = pytest.mark.timeout(60)
-
-READY_TIMEOUT = 15.0
-RESULT_TIMEOUT = 10.0
-STOP_TIMEOUT = 10.0
-LOG_PROBLEM = re.compile(r"^\[[^]]*: (WARNING|ERROR|CRITICAL)/")
 
 TASKS_SOURCE = """\
 from celery import Celery
@@ -63,36 +51,6 @@ class BrokerLike(Protocol):
     def port(self) -> int: ...
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen[str]
-    hostname: str
-    output: LineReader
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        self.output.wait_for(needle, timeout)
-
-    def fail(self, why: str) -> NoReturn:
-        pytest.fail(f"celery worker: {why}\n--- worker output ---\n{self.output.finish(0)}")
-
-    def problems(self) -> list[str]:
-        """Log lines at WARNING or above, except the one the failing task is expected to cause."""
-        return [
-            line
-            for line in self.output.finish(0).splitlines()
-            if LOG_PROBLEM.match(line) and "Task tasks.fail[" not in line
-        ]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # warm shutdown
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT)
-
-
 @pytest.fixture(scope="module")
 def celery_dir(tmp_path_factory: pytest.TempPathFactory, broker: BrokerLike) -> Iterator[Path]:
     """A directory holding tasks.py. Its task queue (and the direct exchange of the same name)
@@ -110,67 +68,16 @@ def celery_dir(tmp_path_factory: pytest.TempPathFactory, broker: BrokerLike) -> 
         channel.exchange_delete(task_queue)
 
 
-def close_client(app: Any) -> None:
-    """Close every connection this process opened: the rpc:// reply consumer's and the pool's
-    (publishing and remote control), so none is left for the broker to close at its shutdown."""
-    consumer = app.backend.result_consumer
-    if consumer._connection is not None:
-        consumer.stop()
-    if app._pool is not None:
-        app._pool.force_close_all()
-    app.close()
-
-
 @pytest.fixture(scope="module")
 def tasks(celery_dir: Path) -> Iterator[ModuleType]:
-    """The same tasks module the worker loads, imported here for the client side."""
-    sys.path.insert(0, str(celery_dir))
-    sys.modules.pop("tasks", None)
-    try:
-        module = importlib.import_module("tasks")
+    with imported_tasks(celery_dir) as module:
         yield module
-        close_client(module.app)
-    finally:
-        sys.modules.pop("tasks", None)
-        sys.path.remove(str(celery_dir))
 
 
 @pytest.fixture(scope="module")
 def worker(celery_dir: Path) -> Iterator[Worker]:
-    hostname = f"w-{uuid.uuid4().hex[:8]}@localhost"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks",
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            f"--hostname={hostname}",
-            "--loglevel=info",
-        ],
-        cwd=celery_dir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    running = Worker(process, hostname, LineReader(process.stdout))
-    try:
-        running.wait_for(" ready.", READY_TIMEOUT)
+    with running_worker(celery_dir, expected=["Task tasks.fail["]) as running:
         yield running
-    finally:
-        running.stop()
-    running.output.finish(STOP_TIMEOUT)  # EOF reached: all output is in
-    if process.returncode != 0:
-        running.fail(f"exit status {process.returncode} after SIGTERM (warm shutdown)")
-    if problems := running.problems():
-        running.fail("logged problems:\n" + "\n".join(problems))
 
 
 def test_add_round_trips(worker: Worker, tasks: Any) -> None:

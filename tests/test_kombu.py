@@ -4,14 +4,13 @@ topic routing, json serialization, and a server-generated consumer tag through p
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import suppress
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.message import Message
+from kombu_helpers import drain_until
 from pika_helpers import TIMEOUT, BrokerLike
 
 pytestmark = pytest.mark.timeout(20)
@@ -46,18 +45,6 @@ def cleanup(broker: BrokerLike) -> Iterator[list[tuple[str, str]]]:
                 channel.queue_delete(name)
             else:
                 channel.exchange_delete(name)
-
-
-def drain_until(
-    conn: Connection, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        with suppress(TimeoutError):
-            conn.drain_events(timeout=min(remaining, 0.1))
 
 
 class Received:

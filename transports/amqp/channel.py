@@ -7,13 +7,13 @@ and the frames of deliveries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pamqp import commands
 
 from warrenmq import Message, Queue
 from warrenmq.errors import (
-    AccessRefused,
     InternalError,
     NotAllowed,
     NotFound,
@@ -35,6 +35,7 @@ from .frames import (
     FRAME_END_BYTE,
     FRAME_HEAD,
     FRAME_METHOD,
+    HEADERS_FLAG_HIGH,
     LONG,
     REPLY_TO_FLAG_HIGH,
     SHORT,
@@ -46,7 +47,7 @@ from .frames import (
     method_frame,
     short_string,
 )
-from .properties import AMQP_CODEC
+from .properties import AMQP_CODEC, sender_selected_keys
 
 if TYPE_CHECKING:
     from .connection import AMQPConnection
@@ -130,19 +131,24 @@ class Channel(Session):
                 message.ttl = message_ttl(expiration)
         if header[12] & REPLY_TO_FLAG_HIGH:
             reply_to.rewrite_reply_to(self, message)
+        also_keys: Sequence[str] = ()
+        if header[12] & HEADERS_FLAG_HIGH and (b"\x02CC" in header or b"\x03BCC" in header):
+            also_keys = sender_selected_keys(message)
         if self.confirm_mode:
             self.publish_seq += 1
             self.connection.confirm_pending.add(self)
         if self.tx is not None:
             self.vhost.get_exchange(exchange_name)  # 404 now, not at commit
-            self.tx.append(lambda: self._publish(exchange_name, message, mandatory))
+            self.tx.append(lambda: self._publish(exchange_name, message, mandatory, also_keys))
             return
-        outcome = self.vhost.publish(exchange_name, message)  # _publish, inlined (hot path)
+        outcome = self.vhost.publish(exchange_name, message, also_keys)  # _publish, inlined
         if outcome:
             self._outcome(outcome, message, mandatory)
 
-    def _publish(self, exchange_name: str, message: Message, mandatory: bool) -> None:
-        outcome = self.vhost.publish(exchange_name, message)
+    def _publish(
+        self, exchange_name: str, message: Message, mandatory: bool, also_keys: Sequence[str]
+    ) -> None:
+        outcome = self.vhost.publish(exchange_name, message, also_keys)
         if outcome:
             self._outcome(outcome, message, mandatory)
 
@@ -228,10 +234,7 @@ class Channel(Session):
             prefetch=self.prefetch,
             priority=priority if isinstance(priority, int) else 0,
         )
-        if queue.exclusive_consumer is not None or (method.exclusive and queue.consumers):
-            raise AccessRefused(
-                f"queue '{queue.name}' in vhost '{self.vhost.name}' in exclusive use"
-            )
+        queue.check_consumer(method.exclusive)
         if not method.nowait:
             self.send(commands.Basic.ConsumeOk(tag))
         self.add_consumer(consumer)

@@ -63,6 +63,8 @@ USER_ID_FLAG = 0x0010
 EXPIRATION_FLAG_HIGH = 0x01
 #: bit of ``reply-to`` (0x0200) within the first property-flags byte
 REPLY_TO_FLAG_HIGH = 0x02
+#: bit of ``headers`` (0x2000) within the first property-flags byte
+HEADERS_FLAG_HIGH = 0x20
 
 
 def short_string(value: str | bytes) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any
 from pamqp import decode, encode
 
 from warrenmq.errors import FrameError, SyntaxError_
-from warrenmq.message import Properties, PropertiesCodec
+from warrenmq.message import Message, Properties, PropertiesCodec
 
 _HEAD = struct.Struct(">HHQH")
 _LONG = struct.Struct(">I")
@@ -121,3 +121,24 @@ class AMQPPropertiesCodec(PropertiesCodec):
 
 #: the one instance (messages compare codecs by identity)
 AMQP_CODEC = AMQPPropertiesCodec()
+
+
+def sender_selected_keys(message: Message) -> list[str]:
+    """RabbitMQ's sender-selected distribution: the ``CC`` and ``BCC`` headers name more
+    routing keys. ``BCC`` is removed from the message (its receivers must not see it)."""
+    headers = message.properties.headers or {}
+    keys: list[str] = []
+    for name in ("CC", "BCC"):
+        value = headers.get(name)
+        if isinstance(value, list):
+            keys += [
+                key.decode(errors="replace") if isinstance(key, bytes) else key
+                for key in value
+                if isinstance(key, str | bytes)
+            ]
+    if "BCC" in headers:
+        properties = message.properties.copy()
+        assert properties.headers is not None
+        del properties.headers["BCC"]
+        message.with_properties(properties)
+    return keys
