@@ -1,5 +1,6 @@
 """The layering rule from the design: the core finds plugins and transports only through entry
-points, and plugins and transports meet only in the core's interfaces."""
+points, and plugins and transports meet only in the core's interfaces. The core and the
+built-in plugins know no protocol: no wire-format library is imported outside transports/."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = {"core": "warrenmq", "plugins": "warrenmq.plugins", "transports": "warrenmq.transports"}
+#: libraries that encode or decode a protocol's bytes: only protocol engines may use them
+WIRE_LIBRARIES = ("pamqp", "paho", "websockets", "wsproto", "h11", "amqtt", "gmqtt")
 FORBIDDEN = {
-    "core": ("warrenmq.plugins", "warrenmq.transports"),
-    "plugins": ("warrenmq.transports",),
+    "core": ("warrenmq.plugins", "warrenmq.transports", *WIRE_LIBRARIES),
+    "plugins": ("warrenmq.transports", *WIRE_LIBRARIES),
     "transports": ("warrenmq.plugins",),
 }
 
