@@ -541,8 +541,10 @@ class VirtualHost:
             raise AccessRefused(
                 f"cannot publish to internal exchange '{exchange_name}' {self._where()}"
             )
+        queues: Collection[Queue]
         try:
-            queues = exchange.router.route(message)
+            # the router's answer holds only queues unless the exchange routes to exchanges
+            queues = exchange.router.route(message)  # type: ignore[assignment]
             if exchange.exchange_destinations or (not queues and exchange.alternate is not None):
                 queues = self.route(exchange, message)
             if also_keys:
