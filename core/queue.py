@@ -79,6 +79,43 @@ class Queue(ABC):
     #: the ``x-queue-type`` value that selects this queue type
     queue_type: ClassVar[str]
 
+    # slots: a queue has more attributes than CPython shares dict keys for, and the hot path
+    # reads and writes them per message (subclasses may add their own, or a __dict__)
+    __slots__ = (
+        "vhost",
+        "name",
+        "durable",
+        "exclusive_owner",
+        "auto_delete",
+        "arguments",
+        "policy_class",
+        "consumers",
+        "_levels",
+        "sole_policy",
+        "exclusive_consumer",
+        "single_active",
+        "active_consumer",
+        "incoming",
+        "had_consumer",
+        "deleted",
+        "ready_count",
+        "ready_bytes",
+        "unacked_count",
+        "unacked_bytes",
+        "published",
+        "delivered",
+        "redelivered",
+        "acknowledged",
+        "expired",
+        "dead_lettered",
+        "dropped",
+        "rejected_publishes",
+        "expires_after",
+        "last_used",
+        "_expires_timer",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         vhost: VirtualHost,

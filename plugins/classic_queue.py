@@ -115,6 +115,23 @@ class ClassicQueue(Queue):
 
     queue_type = "classic"
 
+    __slots__ = (
+        "message_ttl",
+        "max_length",
+        "max_length_bytes",
+        "overflow",
+        "dead_letter_exchange",
+        "dead_letter_routing_key",
+        "_limited",
+        "_index",
+        "_fifo",
+        "_push",
+        "_seq",
+        "_gone",
+        "_expiry",
+        "_expiry_timer",
+    )
+
     def __init__(
         self,
         vhost: VirtualHost,
