@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -17,6 +18,9 @@ from .errors import PluginError
 from .testing import _backend_options, _leaves
 
 log = logging.getLogger("warrenmq")
+
+#: allocations between young-generation collections in a broker process (Python's is 700)
+GC_THRESHOLD = 10_000
 
 #: the largest value of an AMQP short (heartbeat seconds in connection.tune) and of a TCP port
 MAX_SHORT = 65535
@@ -138,6 +142,15 @@ async def _run(broker: Broker) -> None:
         await group.start(broker.serve)
 
 
+def _tune_garbage_collector() -> None:
+    """Every message makes a few objects that live until it is consumed, so the cyclic
+    collector's default (a young collection every 700 allocations) runs often for nothing:
+    collect less often, and keep the startup objects out of its way for good."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     settings = Settings(
@@ -155,6 +168,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     log.info("warrenmq %s starting", __version__)
+    _tune_garbage_collector()
     status = 0
     try:
         anyio.run(_run, broker, backend="asyncio", backend_options=_backend_options())

@@ -8,7 +8,6 @@ publishes and settlements until commit. The protocol engine only encodes and dec
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -84,7 +83,7 @@ class Session:
     def __init__(self) -> None:
         self.consumers: dict[str, SessionConsumer] = {}
         #: delivery tag -> unsettled delivery
-        self.unacked: OrderedDict[int, Delivery] = OrderedDict()
+        self.unacked: dict[int, Delivery] = {}
         self.delivery_tag = 0
         #: session-wide unsettled limit (AMQP basic.qos global), 0 = none
         self.global_prefetch = 0
@@ -128,14 +127,14 @@ class Session:
                 return taken
             if delivery_tag not in unacked:  # RabbitMQ's rule, even if lower tags are known
                 raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+            # tags are in increasing order: one scan to the named tag, then delete what it saw
             taken = []
-            while unacked:
-                first = next(iter(unacked))
-                if first > delivery_tag:
+            for item in unacked.items():
+                if item[0] > delivery_tag:
                     break
-                taken.append(unacked.popitem(last=False))
-            if not taken:
-                raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
+                taken.append(item)
+            for tag, _ in taken:
+                del unacked[tag]
             return taken
         delivery = unacked.pop(delivery_tag, None)
         if delivery is None:
@@ -239,7 +238,7 @@ class Session:
         restored = dict(self.unacked)
         for taken, _ in settles:
             restored.update(taken)
-        self.unacked = OrderedDict(sorted(restored.items()))
+        self.unacked = dict(sorted(restored.items()))
 
     # -- closing -------------------------------------------------------------------------
 

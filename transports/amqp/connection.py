@@ -118,6 +118,50 @@ def _text(value: str | bytes) -> bytes:
 class AMQPConnection(ProtocolConnection):
     """One client connection, from protocol header to close."""
 
+    # slots: more attributes than CPython shares dict keys for, several used per message
+    __slots__ = (
+        "broker",
+        "peer",
+        "name",
+        "transport_name",
+        "_out",
+        "_buf",
+        "_receiving",
+        "_state",
+        "_closed",
+        "_close_deadline",
+        "_released",
+        "frame_max",
+        "max_body",
+        "channel_max",
+        "heartbeat",
+        "channels",
+        "confirm_pending",
+        "user",
+        "vhost",
+        "client_properties",
+        "cancel_notify",
+        "write_paused",
+        "out_limit",
+        "_out_full",
+        "_blocked",
+        "_blocked_sent",
+        "has_published",
+        "blocked_notify",
+        "timers_changed",
+        "_started",
+        "_last_recv",
+        "_last_send",
+        "connected_at",
+        "messages_in",
+        "messages_out",
+        "bytes_in",
+        "bytes_out",
+        "_next_memory_check",
+        "wakeup",
+        "transport_buffer",
+    )
+
     def __init__(
         self, broker: Broker, peer: tuple[str, int] | None = None, transport_name: str = "tcp"
     ) -> None:
@@ -168,6 +212,7 @@ class AMQPConnection(ProtocolConnection):
         self.bytes_out = 0
         self._next_memory_check = MEMORY_CHECK_BYTES
         self.wakeup: Callable[[], None] | None = None
+        self.transport_buffer: Callable[[], int] | None = None
         broker.connections.add(self)
 
     # -- transport-facing API -------------------------------------------------------------
