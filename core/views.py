@@ -1,6 +1,6 @@
 """Read-only, protocol-neutral snapshots of what a broker holds, for management and tests.
 
-Each is a frozen dataclass made on request (``Broker.overview()``, ``VirtualHost.*_views()``,
+Each is a frozen dataclass made on request (``Broker.connection_views()``, ``VirtualHost.*_views()``,
 ``Queue.view()``, ``ProtocolConnection.view()``); nothing here is live or costs anything on the
 hot path beyond the integer counters the objects keep anyway.
 """

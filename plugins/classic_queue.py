@@ -198,9 +198,9 @@ class ClassicQueue(Queue):
                     self.park(consumer)
                     consumer = self.next_consumer()
             if consumer is not None:
-                self._seq += 1
                 self.delivered += 1
                 if consumer.acks:
+                    self._seq += 1
                     entry: Entry | None = Entry(message, self._seq, expires_at, OUT, 1)
                     self.unacked_count += 1
                     self.unacked_bytes += len(message.body)
@@ -237,6 +237,7 @@ class ClassicQueue(Queue):
         """A direct hand-over failed: keep the message as ready and detach the consumer."""
         self.delivered -= 1
         if entry is None:
+            self._seq += 1
             entry = Entry(message, self._seq, expires_at, READY)
         else:
             self.unacked_count -= 1

@@ -80,6 +80,51 @@ def decode_properties(payload: bytes) -> Properties:
         raise SyntaxError_(f"cannot decode content header properties: {exc}") from None
 
 
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+_F64 = struct.Struct(">d")
+
+
+def _table_value(value: Any) -> bytes:
+    """One field value with its type tag (AMQP 0-9-1 as RabbitMQ reads it)."""
+    kind = type(value)
+    if kind is str:
+        raw = value.encode("utf-8", "surrogateescape")
+        return b"S" + _LONG.pack(len(raw)) + raw
+    if kind is int:
+        if -(2**31) <= value < 2**31:
+            return b"I" + _I32.pack(value)
+        return b"l" + _I64.pack(value)
+    if kind is bool:
+        return b"t\x01" if value else b"t\x00"
+    if kind is dict:
+        return b"F" + encode_table(value)
+    if kind is list:
+        items = b"".join([_table_value(item) for item in value])
+        return b"A" + _LONG.pack(len(items)) + items
+    if kind is datetime.datetime:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.UTC)
+        return b"T" + _LONGLONG.pack(int(value.timestamp()))
+    if kind is float:
+        return b"d" + _F64.pack(value)
+    if kind is bytes or kind is bytearray:
+        return b"x" + _LONG.pack(len(value)) + bytes(value)
+    if value is None:
+        return b"V"
+    return encode.encode_table_value(value)  # the rarer types, as pamqp encodes them
+
+
+def encode_table(table: dict[str, Any]) -> bytes:
+    """A field table, hand-written for the dead-letter path (pamqp's is several times slower)."""
+    parts = []
+    for key, value in table.items():
+        raw = key.encode("utf-8", "surrogateescape")[:128]
+        parts.append(bytes((len(raw),)) + raw + _table_value(value))
+    body = b"".join(parts)
+    return _LONG.pack(len(body)) + body
+
+
 def _short(value: str) -> bytes:
     raw = value.encode("utf-8", "surrogateescape")
     if len(raw) > 255:
@@ -105,7 +150,7 @@ def encode_properties(props: Properties, body_size: int) -> bytes:
                 value = int(value.timestamp())
             parts.append(_LONGLONG.pack(int(value)))
         else:
-            parts.append(encode.field_table(value))
+            parts.append(encode_table(value))
     return _HEAD.pack(60, 0, body_size, flags) + b"".join(parts)
 
 
