@@ -68,6 +68,31 @@ def test_a_blocked_publisher_that_goes_away_is_released() -> None:
             observer.close()
 
 
+def test_a_publisher_in_the_middle_of_a_message_is_paused_too() -> None:
+    """The content being assembled counts, and its sender is not read while the alarm is on:
+    a 20 MB body does not get into the broker past the 1 MB limit (plus read granularity)."""
+    settings = Settings(
+        amqp_port=0, memory_limit=1_000_000, memory_gauge=lambda: 0, memory_check_interval=0.02
+    )
+    with running_broker(settings) as running:
+        broker = running.broker
+        with RawAMQP(running.host, running.port) as raw:
+            raw.handshake()
+            raw.open_channel()
+            engine = next(iter(broker.connections))
+            frames = publish_frames(1, "", "nowhere", b"z" * 20_000_000, raw.frame_max)
+            raw.sock.settimeout(0.5)
+            sent = 0
+            try:
+                while sent < len(frames):
+                    sent += raw.sock.send(frames[sent : sent + 65536])
+            except (TimeoutError, OSError):
+                pass  # the broker stopped reading in the middle of the body
+            assert sent < len(frames), "the whole 20 MB body was read despite the alarm"
+            assert broker.memory_alarm and engine.reading_paused
+            assert engine.buffered_bytes() < 8 * 2**20, engine.buffered_bytes()
+
+
 def test_a_backlog_goes_to_a_consumer_only_as_fast_as_its_socket_takes_it() -> None:
     with running_broker(Settings(amqp_port=0, memory_high_watermark=0)) as running:
         connection = pika.BlockingConnection(pika.URLParameters(running.url))
