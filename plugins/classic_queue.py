@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from warrenmq.vhost import VirtualHost
 
 _monotonic = time.monotonic
+_new_entry = object.__new__
 #: per-message TTL heap entries beyond this many more than ready messages trigger a rebuild
 _EXPIRY_SLACK = 4096
 #: lazily removed entries tolerated in the ready index before it is rebuilt
@@ -123,6 +124,7 @@ class ClassicQueue(Queue):
         "dead_letter_exchange",
         "dead_letter_routing_key",
         "_limited",
+        "_plain",
         "_index",
         "_fifo",
         "_push",
@@ -155,6 +157,8 @@ class ClassicQueue(Queue):
         self.dead_letter_exchange = argument_text(args, "x-dead-letter-exchange")
         self.dead_letter_routing_key = argument_text(args, "x-dead-letter-routing-key")
         self._limited = self.max_length is not None or self.max_length_bytes is not None
+        #: no length limit and no queue TTL: publish skips both checks
+        self._plain = not self._limited and self.message_ttl is None
         max_priority = args.get("x-max-priority")
         self._index: Fifo | PriorityIndex = (
             PriorityIndex(max_priority) if isinstance(max_priority, int) else Fifo()
@@ -172,22 +176,25 @@ class ClassicQueue(Queue):
     # -- publish (hot path) ---------------------------------------------------------------
 
     def publish(self, message: Message) -> bool:
-        if self._limited and self.overflow != "drop-head" and self._full_for(message):
-            # refused even when a consumer is waiting, as RabbitMQ does
-            self.rejected_publishes += 1
-            if self.overflow == "reject-publish-dlx":
-                self._dead_letter(message, MAXLEN)
-            return False
-        self.published += 1
         ttl = message.ttl
-        queue_ttl = self.message_ttl
-        if ttl is None and queue_ttl is None:
+        if self._plain and ttl is None:  # no limits, no TTL: the usual case
             expires_at = 0.0
         else:
-            seconds = ttl / 1000 if ttl is not None else queue_ttl
-            if queue_ttl is not None and queue_ttl < seconds:  # type: ignore[operator]
-                seconds = queue_ttl
-            expires_at = _monotonic() + seconds  # type: ignore[operator]
+            if self._limited and self.overflow != "drop-head" and self._full_for(message):
+                # refused even when a consumer is waiting, as RabbitMQ does
+                self.rejected_publishes += 1
+                if self.overflow == "reject-publish-dlx":
+                    self._dead_letter(message, MAXLEN)
+                return False
+            queue_ttl = self.message_ttl
+            if ttl is None and queue_ttl is None:
+                expires_at = 0.0
+            else:
+                seconds = ttl / 1000 if ttl is not None else queue_ttl
+                if queue_ttl is not None and queue_ttl < seconds:  # type: ignore[operator]
+                    seconds = queue_ttl
+                expires_at = _monotonic() + seconds  # type: ignore[operator]
+        self.published += 1
         if not self.ready_count:
             policy = self.sole_policy
             if policy is None:
@@ -199,13 +206,16 @@ class ClassicQueue(Queue):
                     consumer = self.next_consumer()
             if consumer is not None:
                 self.delivered += 1
+                entry: Entry | None = None
                 if consumer.acks:
-                    self._seq += 1
-                    entry: Entry | None = Entry(message, self._seq, expires_at, OUT, 1)
+                    entry = out = _new_entry(Entry)  # Entry(...) without its __init__ frame
+                    out.message = message
+                    out.seq = self._seq = self._seq + 1
+                    out.deliveries = 1
+                    out.expires_at = expires_at
+                    out.state = OUT
                     self.unacked_count += 1
                     self.unacked_bytes += len(message.body)
-                else:
-                    entry = None
                 try:
                     consumer.deliver(self, message, entry)
                 except Exception as error:
@@ -215,13 +225,17 @@ class ClassicQueue(Queue):
             self.expired += 1  # TTL 0: only a consumer waiting right now could take it
             self._dead_letter(message, EXPIRED)
             return True
-        self._seq += 1
-        entry = Entry(message, self._seq, expires_at, READY)
-        self._push(entry)
+        ready = _new_entry(Entry)  # Entry(...) without its __init__ frame (hot path)
+        ready.message = message
+        ready.seq = self._seq = self._seq + 1
+        ready.deliveries = 0
+        ready.expires_at = expires_at
+        ready.state = READY
+        self._push(ready)
         self.ready_count += 1
         self.ready_bytes += len(message.body)
         if expires_at:
-            self._schedule_expiry(entry)
+            self._schedule_expiry(ready)
         if self._limited:
             self._drop_head()
         return True
