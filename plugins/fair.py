@@ -21,14 +21,22 @@ class Fair(DispatchPolicy):
         super().__init__(queue)
         #: consumers in turn order (for ties); the first waited longest
         self._turns: OrderedDict[Consumer, None] = OrderedDict()
+        #: the consumer when there is exactly one (the usual case, answered at once)
+        self._only: Consumer | None = None
 
     def add(self, consumer: Consumer) -> None:
         self._turns[consumer] = None
+        self._only = consumer if len(self._turns) == 1 else None
 
     def remove(self, consumer: Consumer) -> None:
-        self._turns.pop(consumer, None)
+        turns = self._turns
+        turns.pop(consumer, None)
+        self._only = next(iter(turns)) if len(turns) == 1 else None
 
     def select(self) -> Consumer | None:
+        only = self._only
+        if only is not None:
+            return only
         turns = self._turns
         best: Consumer | None = None
         for consumer in turns:
