@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from pika.adapters.blocking_connection import BlockingChannel
+from pika_helpers import Connections, confirmed_channel, open_connections
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,19 @@ def broker() -> Iterator[BrokerAddress]:
 
     with running_broker() as running:
         yield BrokerAddress(running.host, running.port)
+
+
+@pytest.fixture
+def conns(broker: BrokerAddress) -> Iterator[Connections]:
+    """pika connections opened on demand, closed (and tracked names deleted) at teardown."""
+    with open_connections(broker) as connections:
+        yield connections
+
+
+@pytest.fixture
+def ch(conns: Connections) -> BlockingChannel:
+    """A channel in confirm mode, so a returned publish means 'already routed and enqueued'."""
+    return confirmed_channel(conns.open())
 
 
 @pytest.fixture

@@ -24,20 +24,16 @@ deaths since then was a rejection (a client decided; a retry loop is legitimate)
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
 from typing import Any
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
-    BrokerLike,
     Connections,
-    confirmed_channel,
     declare_fanout_sink,
     get_all,
     get_bodies,
-    open_connections,
     ready_count,
     settle,
     wait_for_ready_count,
@@ -48,17 +44,6 @@ pytestmark = pytest.mark.timeout(30)
 
 WAIT = 5.0
 TTL = 200  # milliseconds, for the queues messages expire from
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 def utc_now() -> datetime.datetime:

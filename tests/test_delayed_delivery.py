@@ -35,7 +35,7 @@ from kombu.transport.native_delayed_delivery import (
     level_name,
 )
 from kombu_helpers import drain_until
-from pika_helpers import BrokerLike, Connections, connect, open_connections
+from pika_helpers import BrokerLike, Connections, connect
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,12 +63,6 @@ def delete_all(broker: BrokerLike, queues: list[str], exchanges: list[str]) -> N
 
 
 # -- kombu alone ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ any UTF-8 up to 255 bytes, and they come back to clients exactly as they were se
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import pytest
 from pamqp import commands, frame
@@ -15,25 +14,12 @@ from pika_helpers import (
     BrokerLike,
     Collector,
     Connections,
-    confirmed_channel,
-    open_connections,
     wait_until,
 )
 from raw_amqp import FRAME_BODY, FRAME_METHOD, RawAMQP, method_payload, raw_frame
 from test_raw_protocol import assert_close, connected
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 def longest_name(unique: str) -> str:

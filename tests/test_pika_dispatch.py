@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -25,7 +24,6 @@ from pika_helpers import (
     channel_closed,
     confirmed_channel,
     get_bodies,
-    open_connections,
     publish_all,
     queue_exists,
     ready_count,
@@ -34,12 +32,6 @@ from pika_helpers import (
 )
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
 
 
 def numbered(n: int) -> list[bytes]:

@@ -3,30 +3,20 @@ rest of the broker carrying on afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
-    BrokerLike,
     Collector,
     Connections,
     channel_closed,
     confirmed_channel,
     connection_closed,
     get_bodies,
-    open_connections,
     wait_until,
 )
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
 
 
 @pytest.fixture

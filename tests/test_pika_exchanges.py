@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pika
@@ -10,29 +9,14 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import UnroutableError
 from pika_helpers import (
-    BrokerLike,
     Connections,
     channel_closed,
-    confirmed_channel,
     exchange_exists,
     get_bodies,
-    open_connections,
     wait_for_exchange_gone,
 )
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    """A channel in confirm mode, so a returned publish means 'already routed and enqueued'."""
-    return confirmed_channel(conns.open())
 
 
 def bound_queue(

@@ -3,19 +3,15 @@ settled through basic.get / ack / nack / reject / recover."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
-    BrokerLike,
     Collector,
     Connections,
     channel_closed,
     confirmed_channel,
     get_bodies,
-    open_connections,
     publish_all,
     queue_exists,
     ready_count,
@@ -24,17 +20,6 @@ from pika_helpers import (
 )
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 def exclusive_queue(ch: BlockingChannel, name: str, bodies: list[bytes] | None = None) -> str:

@@ -24,10 +24,8 @@ from pika_helpers import (
     BrokerLike,
     Collector,
     Connections,
-    confirmed_channel,
     get_all,
     get_bodies,
-    open_connections,
     wait_for_ready_count,
     wait_until,
 )
@@ -35,17 +33,6 @@ from pika_helpers import (
 pytestmark = pytest.mark.timeout(30)
 
 WAIT = 5.0
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 def publish_prioritised(

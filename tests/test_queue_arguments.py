@@ -12,19 +12,15 @@ per-message ``expiration`` closes the channel at the publish with ``invalid expi
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterator
 from typing import Any
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
-    BrokerLike,
     Connections,
     channel_closed,
-    confirmed_channel,
     get_all,
-    open_connections,
     queue_exists,
 )
 
@@ -56,17 +52,6 @@ INVALID: list[tuple[str, Any, str]] = [
     ("x-single-active-consumer", 1, "{unacceptable_type,signedint}"),
     ("x-queue-type", "bogus", "\"unsupported queue type 'bogus'\""),
 ]
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 @pytest.mark.parametrize(

@@ -10,17 +10,14 @@ Because a passive declare renews the lease, a test cannot poll for the deletion 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
-    BrokerLike,
     Collector,
     Connections,
-    confirmed_channel,
-    open_connections,
     publish_all,
     queue_exists,
     settle,
@@ -33,17 +30,6 @@ WAIT = 5.0
 EXPIRES = 300  # milliseconds
 #: a longer lease where a test renews it, so that a stalled renewal does not lose the queue
 RENEWED_EXPIRES = 400
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 def declare_expiring(

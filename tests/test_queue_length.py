@@ -12,21 +12,16 @@ Only ready messages count: those delivered and not yet acknowledged do not.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import NackError
 from pika_helpers import (
-    BrokerLike,
     Collector,
     Connections,
-    confirmed_channel,
     declare_fanout_sink,
     get_all,
     get_bodies,
-    open_connections,
     publish_all,
     ready_count,
     wait_for_ready_count,
@@ -36,17 +31,6 @@ from pika_helpers import (
 pytestmark = pytest.mark.timeout(30)
 
 WAIT = 5.0
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 def confirmed(ch: BlockingChannel, queue: str, body: bytes, **properties: object) -> bool:

@@ -11,20 +11,16 @@ Expiry is observed by waiting for a count to drop, never by sleeping for the TTL
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
-    BrokerLike,
     Collector,
     Connections,
-    confirmed_channel,
     declare_fanout_sink,
     get_all,
     get_bodies,
-    open_connections,
     publish_all,
     ready_count,
     wait_for_ready_count,
@@ -38,17 +34,6 @@ WAIT = 5.0
 LONG_TTL = 60_000
 #: RabbitMQ's expiry timer may fire a millisecond or so either side of the TTL
 CLOCK_SLACK = 0.02
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 def expiring(milliseconds: int | str) -> pika.BasicProperties:

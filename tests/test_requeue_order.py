@@ -11,8 +11,6 @@ The aio-pika tests are its own ``test_non_acked_messages_are_redelivered_to_queu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import aio_pika
 import pytest
 from aio_pika import ExchangeType, Message
@@ -21,9 +19,7 @@ from pika_helpers import (
     BrokerLike,
     Collector,
     Connections,
-    confirmed_channel,
     get_all,
-    open_connections,
     publish_all,
     ready_count,
     wait_for_ready_count,
@@ -33,17 +29,6 @@ from pika_helpers import (
 pytestmark = pytest.mark.timeout(30)
 
 WAIT = 5.0
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 @pytest.fixture

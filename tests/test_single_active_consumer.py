@@ -21,18 +21,13 @@ removed by rabbitmq-server 5e5321753b). warrenmq hands them over at once (``warr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
-    BrokerLike,
     Collector,
     Connections,
     channel_closed,
-    confirmed_channel,
-    open_connections,
     publish_all,
     ready_count,
     settle,
@@ -44,17 +39,6 @@ pytestmark = pytest.mark.timeout(30)
 
 WAIT = 5.0
 SAC = {"x-single-active-consumer": True}
-
-
-@pytest.fixture
-def conns(broker: BrokerLike) -> Iterator[Connections]:
-    with open_connections(broker) as connections:
-        yield connections
-
-
-@pytest.fixture
-def ch(conns: Connections) -> BlockingChannel:
-    return confirmed_channel(conns.open())
 
 
 @pytest.fixture
