@@ -13,6 +13,7 @@ Built-in policies (``round-robin``, ``fair``) are plugins like any other.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -49,3 +50,32 @@ class DispatchPolicy(ABC):
     @abstractmethod
     def __len__(self) -> int:
         """How many consumers are added."""
+
+
+class TurnOrderPolicy(DispatchPolicy):
+    """A policy that keeps its consumers in turn order: the first waited longest.
+
+    ``add``, ``remove`` and ``len`` are O(1); ``only`` is the consumer when there is exactly
+    one (the usual case, which ``select`` can answer at once). Subclasses choose in ``select``
+    and call ``served`` to send the chosen consumer to the back of the line.
+    """
+
+    def __init__(self, queue: Queue) -> None:
+        super().__init__(queue)
+        self.turns: OrderedDict[Consumer, None] = OrderedDict()
+        self.only: Consumer | None = None
+
+    def add(self, consumer: Consumer) -> None:
+        self.turns[consumer] = None
+        self.only = consumer if len(self.turns) == 1 else None
+
+    def remove(self, consumer: Consumer) -> None:
+        turns = self.turns
+        turns.pop(consumer, None)
+        self.only = next(iter(turns)) if len(turns) == 1 else None
+
+    def served(self, consumer: Consumer) -> None:
+        self.turns.move_to_end(consumer)
+
+    def __len__(self) -> int:
+        return len(self.turns)

@@ -238,7 +238,7 @@ class Queue(ABC):
         if consumer not in self.consumers:
             return
         del self.consumers[consumer]
-        self._withdraw(consumer)
+        self.park(consumer)
         self._drop_level_of(consumer)
         if self.exclusive_consumer is consumer:
             self.exclusive_consumer = None
@@ -283,8 +283,9 @@ class Queue(ABC):
         self._levels.sort(key=lambda level: -level[0])
         self.sole_policy = self._levels[0][1] if len(self._levels) == 1 else None
 
-    def _withdraw(self, consumer: Consumer) -> None:
-        """Stop offering ``consumer`` messages (it may come back with ``consumer_ready``)."""
+    def park(self, consumer: Consumer) -> None:
+        """Stop offering ``consumer`` messages (no credit, or leaving) until
+        ``consumer_ready``."""
         if consumer.parked:
             return
         consumer.parked = True
@@ -314,10 +315,6 @@ class Queue(ABC):
                 policy.remove(consumer)
                 consumer.parked = True
         return None
-
-    def park(self, consumer: Consumer) -> None:
-        """``consumer`` has no credit: offer it nothing until ``consumer_ready``."""
-        self._withdraw(consumer)
 
     def consumer_failed(self, consumer: Consumer, error: BaseException) -> None:
         """``consumer.deliver`` raised: detach it and let its session close; others go on."""

@@ -222,8 +222,7 @@ class ClassicQueue(Queue):
                     self._undeliver(consumer, message, entry, expires_at, error)
                 return True
         if expires_at and expires_at <= _monotonic():
-            self.expired += 1  # TTL 0: only a consumer waiting right now could take it
-            self._dead_letter(message, EXPIRED)
+            self._expire(message)  # TTL 0: only a consumer waiting right now could take it
             return True
         ready = _new_entry(Entry)  # Entry(...) without its __init__ frame (hot path)
         ready.message = message
@@ -257,12 +256,7 @@ class ClassicQueue(Queue):
             self.unacked_count -= 1
             self.unacked_bytes -= len(message.body)
             entry.deliveries = 0
-            entry.state = READY
-        self._index.put_back(entry)
-        self.ready_count += 1
-        self.ready_bytes += len(message.body)
-        if expires_at:
-            self._schedule_expiry(entry)
+        self._make_ready(entry)
         self.consumer_failed(consumer, error)
         self.dispatch()  # another consumer may take it now
 
@@ -290,19 +284,9 @@ class ClassicQueue(Queue):
 
     def _take_ready(self) -> Entry | None:
         """Remove the next ready entry from the index (skipping gone ones), or None."""
-        fifo = self._fifo
+        pop = self._index.pop
         while True:
-            if fifo is not None:  # Fifo.pop, inlined
-                returned = fifo.returned
-                items = fifo.items
-                if returned and (not items or returned[0][0] < items[0].seq):
-                    entry = heapq.heappop(returned)[1]
-                elif items:
-                    entry = items.popleft()
-                else:
-                    entry = None
-            else:
-                entry = self._index.pop()
+            entry = pop()
             if entry is None:
                 self._gone = 0
                 return None
@@ -344,8 +328,7 @@ class ClassicQueue(Queue):
                 message = entry.message
                 if entry.expires_at and entry.expires_at <= _monotonic():
                     entry.state = GONE
-                    self.expired += 1
-                    self._dead_letter(message, EXPIRED)
+                    self._expire(message)
                     continue
                 deliveries = entry.deliveries = entry.deliveries + 1
                 delivered += 1
@@ -378,10 +361,16 @@ class ClassicQueue(Queue):
         if was_tracked:
             self.unacked_count -= 1
             self.unacked_bytes -= len(entry.message.body)
+        self._make_ready(entry)
+
+    def _make_ready(self, entry: Entry) -> None:
+        """``entry`` is ready again, at its original place in the queue."""
         entry.state = READY
         self._index.put_back(entry)
         self.ready_count += 1
         self.ready_bytes += len(entry.message.body)
+        if entry.expires_at:
+            self._schedule_expiry(entry)
 
     def get(self, no_ack: bool) -> tuple[Message, Entry] | None:
         self.touch()
@@ -391,8 +380,7 @@ class ClassicQueue(Queue):
                 return None
             if entry.expires_at and entry.expires_at <= _monotonic():
                 entry.state = GONE
-                self.expired += 1
-                self._dead_letter(entry.message, EXPIRED)
+                self._expire(entry.message)
                 continue
             entry.deliveries += 1
             self.delivered += 1
@@ -441,15 +429,9 @@ class ClassicQueue(Queue):
             elif outcome == REQUEUE and not self.deleted:
                 if entry.expires_at and entry.expires_at <= _monotonic():
                     entry.state = GONE
-                    self.expired += 1
-                    self._dead_letter(message, EXPIRED)
+                    self._expire(message)
                     continue
-                entry.state = READY
-                self._index.put_back(entry)
-                self.ready_count += 1
-                self.ready_bytes += len(message.body)
-                if entry.expires_at:
-                    self._schedule_expiry(entry)
+                self._make_ready(entry)
                 requeued = True
             else:
                 entry.state = GONE
@@ -504,13 +486,16 @@ class ClassicQueue(Queue):
             self._gone += 1
             self.ready_count -= 1
             self.ready_bytes -= len(entry.message.body)
-            self.expired += 1
-            self._dead_letter(entry.message, EXPIRED)
+            self._expire(entry.message)
         if self._gone > _GONE_SLACK and self._gone > self.ready_count:
             self._index.compact()
             self._gone = 0
         if expiry and not self.deleted:
             self._expiry_timer = self.vhost.broker.timers.call_at(expiry[0][0], self._expire_due)
+
+    def _expire(self, message: Message) -> None:
+        self.expired += 1
+        self._dead_letter(message, EXPIRED)
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         exchange = self.dead_letter_exchange

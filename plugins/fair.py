@@ -8,48 +8,28 @@ that have credit, stopping at the first idle one.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
-from warrenmq import Consumer, DispatchPolicy, Queue, hookimpl
+from warrenmq import Consumer, hookimpl
+from warrenmq.dispatch import TurnOrderPolicy
 
 
-class Fair(DispatchPolicy):
+class Fair(TurnOrderPolicy):
     name = "fair"
 
-    def __init__(self, queue: Queue) -> None:
-        super().__init__(queue)
-        #: consumers in turn order (for ties); the first waited longest
-        self._turns: OrderedDict[Consumer, None] = OrderedDict()
-        #: the consumer when there is exactly one (the usual case, answered at once)
-        self._only: Consumer | None = None
-
-    def add(self, consumer: Consumer) -> None:
-        self._turns[consumer] = None
-        self._only = consumer if len(self._turns) == 1 else None
-
-    def remove(self, consumer: Consumer) -> None:
-        turns = self._turns
-        turns.pop(consumer, None)
-        self._only = next(iter(turns)) if len(turns) == 1 else None
-
     def select(self) -> Consumer | None:
-        only = self._only
+        only = self.only
         if only is not None:
             return only
-        turns = self._turns
         best: Consumer | None = None
-        for consumer in turns:
+        for consumer in self.turns:
             if best is None or consumer.unacked < best.unacked:
                 best = consumer
                 if not consumer.unacked:
                     break
-        if best is not None and len(turns) > 1:
-            turns.move_to_end(best)
+        if best is not None:
+            self.served(best)
         return best
-
-    def __len__(self) -> int:
-        return len(self._turns)
 
 
 @hookimpl

@@ -7,44 +7,25 @@ RabbitMQ. Every operation is O(1), however many consumers a queue has.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
-from warrenmq import Consumer, DispatchPolicy, Queue, hookimpl
+from warrenmq import Consumer, hookimpl
+from warrenmq.dispatch import TurnOrderPolicy
 
 
-class RoundRobin(DispatchPolicy):
+class RoundRobin(TurnOrderPolicy):
     name = "round-robin"
 
-    def __init__(self, queue: Queue) -> None:
-        super().__init__(queue)
-        #: consumers in turn order; the first is next
-        self._turns: OrderedDict[Consumer, None] = OrderedDict()
-        #: the consumer when there is exactly one (the usual case, answered at once)
-        self._only: Consumer | None = None
-
-    def add(self, consumer: Consumer) -> None:
-        self._turns[consumer] = None
-        self._only = consumer if len(self._turns) == 1 else None
-
-    def remove(self, consumer: Consumer) -> None:
-        turns = self._turns
-        turns.pop(consumer, None)
-        self._only = next(iter(turns)) if len(turns) == 1 else None
-
     def select(self) -> Consumer | None:
-        only = self._only
+        only = self.only
         if only is not None:
             return only
-        turns = self._turns
+        turns = self.turns
         if not turns:
             return None
         consumer = next(iter(turns))
         turns.move_to_end(consumer)
         return consumer
-
-    def __len__(self) -> int:
-        return len(self._turns)
 
 
 @hookimpl
