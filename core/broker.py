@@ -103,6 +103,10 @@ class Broker:
         self.users = UserDatabase.with_default_guest()
         #: the broker's one timer service (message TTL, x-expires)
         self.timers = Timers()
+        #: bytes held above which publishers are blocked (None: no alarm); checked often
+        self._memory_limit = self.settings.memory_limit or default_limit(
+            self.settings.memory_high_watermark
+        )
         self.vhosts: dict[str, VirtualHost] = {
             name: VirtualHost(self, name) for name in self.settings.vhosts
         }
@@ -171,8 +175,7 @@ class Broker:
         return total
 
     def memory_limit(self) -> int | None:
-        settings = self.settings
-        return settings.memory_limit or default_limit(settings.memory_high_watermark)
+        return self._memory_limit
 
     def check_memory(self) -> None:
         """Raise or clear the memory alarm.

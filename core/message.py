@@ -165,11 +165,6 @@ class Message:
     def persistent(self) -> bool:
         return self.properties.delivery_mode == 2
 
-    @property
-    def size(self) -> int:
-        """Bytes of body, as counted against length limits and memory."""
-        return len(self.body)
-
     def __repr__(self) -> str:
         return (
             f"Message(id={self.id}, exchange={self.exchange!r}, "

@@ -333,7 +333,5 @@ class Channel(Session):
     def release(self) -> None:
         """The channel is closing: cancel consumers, requeue unacked deliveries."""
         self.pending = None
-        reply_queue = self.reply_queue
         self.close()
-        if reply_queue is not None:
-            reply_to.close_reply_queue(self)
+        reply_to.close_reply_queue(self)
