@@ -35,6 +35,13 @@ class Consumer(ABC):
     def has_credit(self) -> bool:
         """May this consumer take one more message now (prefetch, flow, socket backpressure)?"""
 
+    def available_credit(self) -> int:
+        """How many messages this consumer may take now without ``has_credit`` being asked
+        again. A queue whose only consumer this is delivers a run of up to that many, and stops
+        early once ``parked`` is set: a consumer that can lose credit during a run (its
+        socket backs up) must get itself parked with ``queue.park``. One by default."""
+        return 1 if self.has_credit() else 0
+
     @abstractmethod
     def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
         """Take ``message``.

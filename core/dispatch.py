@@ -26,6 +26,9 @@ class DispatchPolicy(ABC):
 
     #: the value of the ``x-dispatch`` queue argument that selects this policy
     name: ClassVar[str]
+    #: the consumer when it is the only one added, else None (then the queue may deliver it
+    #: a run of messages without asking ``select`` each time); a policy may leave it None
+    only: Consumer | None = None
 
     def __init__(self, queue: Queue) -> None:
         self.queue = queue

@@ -18,6 +18,9 @@ from .queue import ACK, REQUEUE
 if TYPE_CHECKING:
     from .queue import Entry, Queue
 
+#: the credit of a consumer with no limit of its own (a queue delivers until it is parked)
+UNLIMITED = 1 << 62
+
 #: an unsettled delivery: its queue, the queue's entry, and the consumer (None: basic.get)
 Delivery = tuple["Queue", "Entry", "SessionConsumer | None"]
 
@@ -69,6 +72,18 @@ class SessionConsumer(Consumer):
             return False
         limit = session.global_prefetch
         return not limit or session.consumer_unacked() < limit
+
+    def available_credit(self) -> int:
+        session = self.session
+        if session.paused:
+            return 0
+        if not self.acks:
+            return UNLIMITED  # until the session pauses (its socket backs up) and parks us
+        credit = self.prefetch - self.unacked if self.prefetch else UNLIMITED
+        limit = session.global_prefetch
+        if limit:
+            credit = min(credit, limit - session.consumer_unacked())
+        return max(credit, 0)
 
     def failed(self, queue: Queue, error: BaseException) -> None:
         self.session.consumer_failed(self, error)
@@ -189,6 +204,13 @@ class Session:
         self.unacked.clear()
         if taken:
             self.apply(taken, REQUEUE)
+
+    def pause(self) -> None:
+        """No deliveries until ``credit_changed`` (the socket backed up, or the client asked):
+        the consumers are parked at once, so a queue stops even in the middle of a run."""
+        self.paused = True
+        for consumer in self.consumers.values():
+            consumer.queue.park(consumer)
 
     def credit_changed(self) -> None:
         """Prefetch, flow or socket state changed: parked consumers may deliver again."""

@@ -297,55 +297,63 @@ class ClassicQueue(Queue):
             self._gone -= 1
 
     def dispatch(self) -> None:
-        # The hot loop of a backlog: the FIFO pop is inlined, and the counters no one reads
-        # meanwhile are summed locally and stored once.
+        # The hot loop of a backlog. A queue's only consumer gets a run of messages as long
+        # as its credit, without select/has_credit per message; the FIFO pop is inlined; the
+        # counters no one reads meanwhile are summed locally and stored once.
         fifo = self._fifo
         delivered = redelivered = unacked = unacked_bytes = 0
         try:
             while self.ready_count and not self.deleted:
                 policy = self.sole_policy
-                if policy is None:
-                    consumer = self.next_consumer()
-                else:  # next_consumer, inlined for the usual case
-                    consumer = policy.select()
-                    if consumer is not None and not consumer.has_credit():
+                consumer = policy.only if policy is not None else None
+                if consumer is not None:
+                    credit = consumer.available_credit()
+                    if not credit:
                         self.park(consumer)
-                        consumer = self.next_consumer()
-                if consumer is None:
-                    return
-                if fifo is not None and not fifo.returned and fifo.items:
-                    entry = fifo.items.popleft()
-                    if entry.state != READY:
-                        self._gone -= 1
                         continue
-                    self.ready_count -= 1
-                    self.ready_bytes -= len(entry.message.body)
                 else:
-                    taken = self._take_ready()
-                    if taken is None:
+                    consumer = self.next_consumer()
+                    if consumer is None:
                         return
-                    entry = taken
-                message = entry.message
-                if entry.expires_at and entry.expires_at <= _monotonic():
-                    entry.state = GONE
-                    self._expire(message)
-                    continue
-                deliveries = entry.deliveries = entry.deliveries + 1
-                delivered += 1
-                if deliveries > 1:
-                    redelivered += 1
+                    credit = 1
                 acks = consumer.acks
-                if acks:
-                    entry.state = OUT
-                    unacked += 1
-                    unacked_bytes += len(message.body)
-                else:
-                    entry.state = GONE
-                try:
-                    consumer.deliver(self, message, entry)
-                except Exception as error:
-                    self._restore(entry, acks)
-                    self.consumer_failed(consumer, error)
+                while credit:
+                    if fifo is not None and not fifo.returned and fifo.items:
+                        entry = fifo.items.popleft()
+                        if entry.state != READY:
+                            self._gone -= 1
+                            continue
+                        self.ready_count -= 1
+                        self.ready_bytes -= len(entry.message.body)
+                    else:
+                        taken = self._take_ready()
+                        if taken is None:
+                            return
+                        entry = taken
+                    message = entry.message
+                    if entry.expires_at and entry.expires_at <= _monotonic():
+                        entry.state = GONE
+                        self._expire(message)
+                        continue
+                    deliveries = entry.deliveries = entry.deliveries + 1
+                    delivered += 1
+                    if deliveries > 1:
+                        redelivered += 1
+                    if acks:
+                        entry.state = OUT
+                        unacked += 1
+                        unacked_bytes += len(message.body)
+                    else:
+                        entry.state = GONE
+                    try:
+                        consumer.deliver(self, message, entry)
+                    except Exception as error:
+                        self._restore(entry, acks)
+                        self.consumer_failed(consumer, error)
+                        break
+                    if consumer.parked:
+                        break
+                    credit -= 1
         finally:
             self.delivered += delivered
             self.redelivered += redelivered

@@ -967,6 +967,49 @@ def test_a_consumer_without_credit_is_parked_until_ready(vhost: VirtualHost) -> 
     assert not consumer.parked
 
 
+class RunSink(Sink):
+    """A consumer that reports its whole credit at once, and whose socket backs up (it parks
+    itself, as a session's ``pause`` does) after ``room`` deliveries."""
+
+    def __init__(self, credit: int, room: int | None = None) -> None:
+        super().__init__("run", credit=credit)
+        self.room = room
+        self.queue: Queue | None = None
+
+    def available_credit(self) -> int:
+        self.credit_checks += 1
+        return max(self.credit - self.unacked, 0) if self.credit is not None else 1 << 62
+
+    def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
+        super().deliver(queue, message, entry)
+        if self.room is not None and len(self.received) >= self.room:
+            queue.park(self)
+
+
+def test_a_sole_consumer_gets_a_run_as_long_as_its_credit(vhost: VirtualHost) -> None:
+    queue = vhost.declare_queue("q")
+    publish(queue, *(b"m%d" % n for n in range(10)))
+    consumer = RunSink(credit=4)
+    queue.add_consumer(consumer)
+    assert consumer.received == [b"m0", b"m1", b"m2", b"m3"]
+    assert consumer.credit_checks == 2, "asked once for the run, once to find it spent"
+    assert consumer.parked
+    consumer.settle(*consumer.received)
+    assert consumer.received[4:] == [b"m4", b"m5", b"m6", b"m7"]
+
+
+def test_a_run_stops_when_the_consumer_is_parked_during_it(vhost: VirtualHost) -> None:
+    queue = vhost.declare_queue("q")
+    publish(queue, *(b"m%d" % n for n in range(10)))
+    consumer = RunSink(credit=100, room=3)
+    queue.add_consumer(consumer)
+    assert consumer.received == [b"m0", b"m1", b"m2"]
+    assert queue.view().messages_ready == 7
+    consumer.room = None
+    queue.consumer_ready(consumer)
+    assert len(consumer.received) == 10
+
+
 def test_consumer_ready_for_a_consumer_that_is_not_parked_is_harmless(
     vhost: VirtualHost,
 ) -> None:

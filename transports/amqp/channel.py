@@ -53,6 +53,10 @@ if TYPE_CHECKING:
     from .connection import AMQPConnection
 
 
+#: property flags (high byte) that need work at publish: expiration, reply-to, headers
+_SPECIAL_FLAGS_HIGH = EXPIRATION_FLAG_HIGH | REPLY_TO_FLAG_HIGH | HEADERS_FLAG_HIGH
+
+
 class Channel(Session):
     """Channel state; the connection routes frames here once the channel is open."""
 
@@ -125,15 +129,17 @@ class Channel(Session):
         self.connection.messages_in += 1
         if header[13] & USER_ID_FLAG:
             self._check_user_id(message)
-        if header[12] & EXPIRATION_FLAG_HIGH:
-            expiration = message.properties.expiration
-            if expiration is not None:
-                message.ttl = message_ttl(expiration)
-        if header[12] & REPLY_TO_FLAG_HIGH:
-            reply_to.rewrite_reply_to(self, message)
         also_keys: Sequence[str] = ()
-        if header[12] & HEADERS_FLAG_HIGH and (b"\x02CC" in header or b"\x03BCC" in header):
-            also_keys = sender_selected_keys(message)
+        flags = header[12]
+        if flags & _SPECIAL_FLAGS_HIGH:  # none of these in the usual message
+            if flags & EXPIRATION_FLAG_HIGH:
+                expiration = message.properties.expiration
+                if expiration is not None:
+                    message.ttl = message_ttl(expiration)
+            if flags & REPLY_TO_FLAG_HIGH:
+                reply_to.rewrite_reply_to(self, message)
+            if flags & HEADERS_FLAG_HIGH and (b"\x02CC" in header or b"\x03BCC" in header):
+                also_keys = sender_selected_keys(message)
         if self.confirm_mode:
             self.publish_seq += 1
             self.connection.confirm_pending.add(self)

@@ -239,7 +239,7 @@ class AMQPConnection(ProtocolConnection):
         if not self._out_full:
             self._out_full = True
             for channel in self.channels.values():
-                channel.paused = True
+                channel.pause()
 
     def buffered_bytes(self) -> int:
         """Bytes this connection holds: output not yet written and content being assembled."""
@@ -382,7 +382,7 @@ class AMQPConnection(ProtocolConnection):
     def pause_writing(self) -> None:
         self.write_paused = True
         for channel in self.channels.values():
-            channel.paused = True
+            channel.pause()
 
     def resume_writing(self) -> None:
         self.write_paused = False
