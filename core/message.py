@@ -83,6 +83,9 @@ class Message:
     Per-queue state (redelivered, delivery count, expiry) lives in the queue's own entries.
     """
 
+    _id: int
+    _encodings: dict[PropertiesCodec, bytes] | None
+
     __slots__ = (
         "_id",
         "exchange",
@@ -106,7 +109,6 @@ class Message:
         codec: PropertiesCodec | None = None,
         route_bytes: bytes | None = None,
     ) -> None:
-        self._id = 0
         self.exchange = exchange
         self.routing_key = routing_key
         self.body = body
@@ -120,14 +122,17 @@ class Message:
         if properties is None and encoded is None:
             properties = Properties()
         self._properties = properties
-        self._encodings: dict[PropertiesCodec, bytes] | None = None
+        # ``_id`` and ``_encodings`` stay unset until first needed (two stores fewer per
+        # message on the hot path)
 
     @property
     def id(self) -> int:
         """A broker-wide identity, for stores and logs (given on first use)."""
-        if not self._id:
+        try:
+            return self._id
+        except AttributeError:
             self._id = next(_ids)
-        return self._id
+            return self._id
 
     @property
     def properties(self) -> Properties:
@@ -142,7 +147,7 @@ class Message:
         """The properties in ``codec``'s encoding: the original bytes, or a cached conversion."""
         if codec is self.codec and self.encoded is not None:
             return self.encoded
-        cache = self._encodings
+        cache = getattr(self, "_encodings", None)
         if cache is None:
             cache = self._encodings = {}
         encoded = cache.get(codec)

@@ -8,7 +8,10 @@ publishes and settlements until commit. The protocol engine only encodes and dec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from .consumer import Consumer
@@ -17,6 +20,9 @@ from .queue import ACK, REQUEUE
 
 if TYPE_CHECKING:
     from .queue import Entry, Queue
+
+#: runs an iterator to its end in C (a deque that keeps nothing)
+_exhaust: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
 
 #: the credit of a consumer with no limit of its own (a queue delivers until it is parked)
 UNLIMITED = 1 << 62
@@ -142,14 +148,16 @@ class Session:
                 return taken
             if delivery_tag not in unacked:  # RabbitMQ's rule, even if lower tags are known
                 raise PreconditionFailed(f"unknown delivery tag {delivery_tag}")
-            # tags are in increasing order: one scan to the named tag, then delete what it saw
-            taken = []
-            for item in unacked.items():
-                if item[0] > delivery_tag:
-                    break
-                taken.append(item)
-            for tag, _ in taken:
-                del unacked[tag]
+            # Tags are distinct and in increasing order, so the settled ones are a prefix of at
+            # most ``delivery_tag - first + 1`` keys: bisect those, then take and delete the
+            # prefix with C-level loops (no bytecode per delivery; this runs for every ack)
+            keys = list(islice(unacked, delivery_tag - next(iter(unacked)) + 1))
+            count = bisect_right(keys, delivery_tag)
+            taken = list(islice(unacked.items(), count))
+            if count == len(unacked):
+                unacked.clear()
+            else:
+                _exhaust(map(unacked.__delitem__, keys[:count] if count < len(keys) else keys))
             return taken
         delivery = unacked.pop(delivery_tag, None)
         if delivery is None:

@@ -271,7 +271,6 @@ class Channel(Session):
         message, entry = got
         tag = self.next_tag() if method.no_ack else self.track(queue, entry, None)
         connection = self.connection
-        connection.messages_out += 1
         route = self.encoded_route(message)
         out = connection.out_buffer()
         out += FRAME_HEAD.pack(FRAME_METHOD, self.number, 4 + TAG_REDELIVERED.size + len(route) + 4)

@@ -154,7 +154,7 @@ class AMQPConnection(ProtocolConnection):
         "_last_send",
         "connected_at",
         "messages_in",
-        "messages_out",
+        "_closed_messages_out",
         "bytes_in",
         "bytes_out",
         "_next_memory_check",
@@ -207,7 +207,8 @@ class AMQPConnection(ProtocolConnection):
         self.connected_at = time.time()
         # counters for management (plain integers, cheap on the hot path)
         self.messages_in = 0
-        self.messages_out = 0
+        #: deliveries made on channels since closed (an open channel's count is its last tag)
+        self._closed_messages_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self._next_memory_check = MEMORY_CHECK_BYTES
@@ -233,6 +234,19 @@ class AMQPConnection(ProtocolConnection):
                 for channel in list(self.channels.values()):
                     channel.update_paused()
         return out
+
+    @property
+    def messages_out(self) -> int:
+        """Messages delivered (consumers and basic.get): every delivery takes a channel's next
+        delivery tag, so the hot path needs no counter of its own."""
+        return self._closed_messages_out + sum(
+            channel.delivery_tag for channel in self.channels.values()
+        )
+
+    def forget_channel(self, channel: Channel) -> None:
+        """A closed channel leaves the table; its deliveries stay counted."""
+        self._closed_messages_out += channel.delivery_tag
+        del self.channels[channel.number]
 
     def output_full(self) -> None:
         """A delivery filled the output buffer: stop delivering until it is written."""
@@ -848,7 +862,7 @@ class AMQPConnection(ProtocolConnection):
             raise ChannelError(f"expected 'channel.open' on channel {number}")
         if channel.closing:
             if isinstance(method, commands.Channel.CloseOk):
-                del self.channels[number]
+                self.forget_channel(channel)
             elif isinstance(method, commands.Channel.Close):
                 self.write(method_frame(number, commands.Channel.CloseOk()))
             return
@@ -925,7 +939,7 @@ Handler = Callable[[AMQPConnection, Channel, Any], None]
 def _channel_close(connection: AMQPConnection, channel: Channel, method: Any) -> None:
     channel.release()
     connection.confirm_pending.discard(channel)
-    del connection.channels[channel.number]
+    connection.forget_channel(channel)
     connection.write(method_frame(channel.number, commands.Channel.CloseOk()))
 
 

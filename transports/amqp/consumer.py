@@ -55,9 +55,8 @@ class AMQPConsumer(SessionConsumer):
 
     def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
         channel = self.channel
-        header = message.encoded if message.codec is AMQP_CODEC else None
-        if header is None:
-            header = message.encoded_for(AMQP_CODEC)
+        # an AMQP-coded message always has ``encoded`` (see Message.with_properties)
+        header = message.encoded if message.codec is AMQP_CODEC else message.encoded_for(AMQP_CODEC)
         route = message.route_bytes or channel.encoded_route(message)
         # the session's ``track``, inlined: this runs once per delivered message
         tag = channel.delivery_tag = channel.delivery_tag + 1
@@ -69,7 +68,6 @@ class AMQPConsumer(SessionConsumer):
                 channel.unacked[tag] = (queue, entry, self)
                 self.unacked += 1
         connection = channel.connection
-        connection.messages_out += 1
         out = connection._out
         if not out and not connection._receiving:
             connection._wake()
@@ -79,7 +77,7 @@ class AMQPConsumer(SessionConsumer):
         out += _pack_tag(tag, redelivered)
         out += route
         out += FRAME_END_BYTE
-        content_frames(out, number, header, message.body, connection.max_body)
+        content_frames(out, number, header, message.body, connection.max_body)  # type: ignore[arg-type]
         if len(out) > connection.out_limit:
             connection.output_full()
 
