@@ -122,9 +122,22 @@ class Channel(Session):
         self.connection.has_published = True
 
     def publish(self, header: bytes, body: bytes) -> None:
+        """The pending publish's content arrived (frame by frame)."""
         exchange_name, routing_key, mandatory, route = self.pending  # type: ignore[misc]
         self.pending = None
         self.pending_header = None
+        self.publish_content(exchange_name, routing_key, mandatory, route, header, body)
+
+    def publish_content(
+        self,
+        exchange_name: str,
+        routing_key: str,
+        mandatory: bool,
+        route: bytes,
+        header: bytes,
+        body: bytes,
+    ) -> None:
+        """A complete basic.publish: its method's fields, content header and body."""
         message = Message(exchange_name, routing_key, body, None, header, AMQP_CODEC, route)
         self.connection.messages_in += 1
         if header[13] & USER_ID_FLAG:

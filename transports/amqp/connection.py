@@ -472,11 +472,13 @@ class AMQPConnection(ProtocolConnection):
                 key = data[start : start + 4]
                 channel = channels.get(number)
                 if key == PUBLISH_KEY and channel is not None and channel.pending is None:
-                    if not channel.closing and self._fast_publish(channel, data, start, end):
-                        pos = self._fast_content(channel, data, pos, length, size_limit)
-                        if self._closed:
-                            return
-                        continue
+                    if not channel.closing:
+                        after = self._fast_publish(channel, data, start, end, length, size_limit)
+                        if after:
+                            pos = after
+                            if self._closed:
+                                return
+                            continue
                 elif (
                     key == ACK_KEY
                     and channel is not None
@@ -514,79 +516,82 @@ class AMQPConnection(ProtocolConnection):
         if self._blocked and self.has_published and not self._blocked_sent:
             self._send_blocked()
 
-    def _fast_publish(self, channel: Channel, data: bytes, start: int, end: int) -> bool:
-        """Basic.Publish without pamqp; False hands the frame to the slow path."""
+    def _fast_publish(
+        self, channel: Channel, data: bytes, start: int, end: int, length: int, size_limit: int
+    ) -> int:
+        """Basic.Publish without pamqp, and with it (the usual case) its content header and
+        one body frame if both are already read: publish in one go and return the position
+        after them. If the content is not all there, the publish waits for it (``pending``)
+        and the position after the method frame is returned; 0 leaves the method frame to
+        the slow path, and the frame loop reports any error in what follows."""
         try:
             p = start + 6
             exchange_end = p + 1 + data[p]
             key_end = exchange_end + 1 + data[exchange_end]
             bits = data[key_end]
             if key_end + 1 != end or bits & 2:  # trailing bytes, or immediate=true
-                return False
+                return 0
         except IndexError:
-            return False
+            return 0
         try:
             exchange = data[p + 1 : exchange_end].decode()
             routing_key = data[exchange_end + 1 : key_end].decode()
         except UnicodeDecodeError:  # RabbitMQ takes these as bytes; UTF-8 names pay nothing
             exchange = binary_name(data[p + 1 : exchange_end])
             routing_key = binary_name(data[exchange_end + 1 : key_end])
-        channel.pending = (exchange, routing_key, bool(bits & 1), data[p:key_end])
         self.has_published = True
-        return True
-
-    def _fast_content(
-        self, channel: Channel, data: bytes, pos: int, length: int, size_limit: int
-    ) -> int:
-        """The usual case after a publish: a content header and one body frame, both already
-        read. Publish them in one go and return the new position; otherwise leave them to
-        the frame loop (which also reports any error) and return ``pos`` unchanged."""
+        mandatory = bool(bits & 1)
+        route = data[p:key_end]
+        # the content header and body frames that should follow
+        pos = end + 1
         header_start = pos + 7
-        if length - header_start < 15:
-            return pos
-        frame_type, number, size = _unpack_frame_head(data, pos)
-        header_end = header_start + size
-        if (
-            frame_type != FRAME_HEADER
-            or number != channel.number
-            or size < 14
-            or size > size_limit
-            or header_end >= length
-            or data[header_end] != FRAME_END
-            or data[header_start] != 0
-            or data[header_start + 1] != 60
-        ):
-            return pos
-        body_size = _unpack_body_size(data, header_start + 4)[0]
-        if body_size > self.broker.settings.max_message_size:
-            return pos  # the frame loop refuses it
-        if body_size == 0:
-            body = b""
-            next_pos = header_end + 1
-        else:
-            body_pos = header_end + 1
-            body_start = body_pos + 7
-            body_end = body_start + body_size
-            if body_size > size_limit or body_end >= length:
-                return pos
-            frame_type, number, size = _unpack_frame_head(data, body_pos)
+        header_end = body_end = 0
+        if length - header_start >= 15:
+            frame_type, number, size = _unpack_frame_head(data, pos)
+            header_end = header_start + size
             if (
-                frame_type != FRAME_BODY
+                frame_type != FRAME_HEADER
                 or number != channel.number
-                or size != body_size
-                or data[body_end] != FRAME_END
+                or size < 14
+                or size > size_limit
+                or header_end >= length
+                or data[header_end] != FRAME_END
+                or data[header_start] != 0
+                or data[header_start + 1] != 60
             ):
-                return pos
-            body = data[body_start:body_end]
-            next_pos = body_end + 1
+                header_end = 0
+            else:
+                body_size = _unpack_body_size(data, header_start + 4)[0]
+                if body_size > self.broker.settings.max_message_size:
+                    header_end = 0  # the frame loop refuses it
+                elif body_size == 0:
+                    body_end = header_end  # no body frame
+                else:
+                    body_pos = header_end + 1
+                    body_end = body_pos + 7 + body_size
+                    if body_size > size_limit or body_end >= length:
+                        body_end = 0
+                    else:
+                        frame_type, number, size = _unpack_frame_head(data, body_pos)
+                        if (
+                            frame_type != FRAME_BODY
+                            or number != channel.number
+                            or size != body_size
+                            or data[body_end] != FRAME_END
+                        ):
+                            body_end = 0
+        if not body_end:  # the content comes frame by frame
+            channel.pending = (exchange, routing_key, mandatory, route)
+            return pos
         header = data[header_start:header_end]
+        body = data[header_end + 8 : body_end] if body_end != header_end else b""
         try:
-            channel.publish(header, body)
+            channel.publish_content(exchange, routing_key, mandatory, route, header, body)
         except BrokerError as error:
             self._error(error, channel.number, 60, 40)
         except RecursionError as exc:
             self._recursion_in_publish(exc, header)
-        return next_pos
+        return body_end + 1
 
     def _header(self, number: int, payload: bytes) -> None:
         channel = self.channels.get(number)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from warrenmq import Message, Queue
@@ -10,11 +11,14 @@ from warrenmq.session import SessionConsumer
 
 from .frames import (
     BASIC_DELIVER_PREFIX,
+    END_AND_HEAD,
+    FRAME_BODY,
+    FRAME_END,
     FRAME_END_BYTE,
-    FRAME_HEAD,
+    FRAME_HEADER,
     FRAME_METHOD,
     TAG_REDELIVERED,
-    content_frames,
+    body_frames,
     short_string,
 )
 from .properties import AMQP_CODEC
@@ -22,12 +26,11 @@ from .properties import AMQP_CODEC
 if TYPE_CHECKING:
     from .channel import Channel
 
-_pack_head = FRAME_HEAD.pack
-_pack_tag = TAG_REDELIVERED.pack
+_pack_end_and_head = END_AND_HEAD.pack
 
 
 class AMQPConsumer(SessionConsumer):
-    __slots__ = ("channel", "_prefix", "_prefix_len")
+    __slots__ = ("channel", "_prefix", "_method_size", "_pack_deliver")
 
     def __init__(
         self,
@@ -51,12 +54,16 @@ class AMQPConsumer(SessionConsumer):
         self.channel = channel
         #: basic.deliver's class/method ids and consumer tag, prebuilt once
         self._prefix = BASIC_DELIVER_PREFIX + short_string(tag)
-        self._prefix_len = len(self._prefix) + TAG_REDELIVERED.size
+        #: the method frame's size without the route (exchange and routing key)
+        self._method_size = len(self._prefix) + TAG_REDELIVERED.size
+        #: packs the frame head, the prefix, the delivery tag and the redelivered bit at once
+        self._pack_deliver = struct.Struct(f">BHI{len(self._prefix)}sQB").pack
 
     def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
         channel = self.channel
-        # an AMQP-coded message always has ``encoded`` (see Message.with_properties)
-        header = message.encoded if message.codec is AMQP_CODEC else message.encoded_for(AMQP_CODEC)
+        header = message.encoded
+        if header is None or message.codec is not AMQP_CODEC:
+            header = message.encoded_for(AMQP_CODEC)
         route = message.route_bytes or channel.encoded_route(message)
         # the session's ``track``, inlined: this runs once per delivered message
         tag = channel.delivery_tag = channel.delivery_tag + 1
@@ -72,12 +79,22 @@ class AMQPConsumer(SessionConsumer):
         if not out and not connection._receiving:
             connection._wake()
         number = channel.number
-        out += _pack_head(FRAME_METHOD, number, self._prefix_len + len(route))
-        out += self._prefix
-        out += _pack_tag(tag, redelivered)
+        body = message.body
+        size = len(body)
+        # basic.deliver, then the content frames, in as few appends as the layout allows
+        out += self._pack_deliver(
+            FRAME_METHOD, number, self._method_size + len(route), self._prefix, tag, redelivered
+        )
         out += route
-        out += FRAME_END_BYTE
-        content_frames(out, number, header, message.body, connection.max_body)  # type: ignore[arg-type]
+        out += _pack_end_and_head(FRAME_END, FRAME_HEADER, number, len(header))
+        out += header
+        if size and size <= connection.max_body:  # one body frame: the usual case
+            out += _pack_end_and_head(FRAME_END, FRAME_BODY, number, size)
+            out += body
+            out += FRAME_END_BYTE
+        else:
+            out += FRAME_END_BYTE
+            body_frames(out, number, body, connection.max_body)
         if len(out) > connection.out_limit:
             connection.output_full()
 

@@ -33,6 +33,8 @@ FRAME_MIN_SIZE = 4096
 FRAME_HEAD = struct.Struct(">BHI")
 METHOD_ID = struct.Struct(">HH")
 TAG_REDELIVERED = struct.Struct(">QB")
+#: a frame's end octet followed by the next frame's head (deliveries write them together)
+END_AND_HEAD = struct.Struct(">BBHI")
 TAG_BITS = struct.Struct(">QB")
 SHORT = struct.Struct(">H")
 LONG = struct.Struct(">I")
@@ -160,6 +162,11 @@ def content_frames(out: bytearray, channel: int, header: bytes, body: bytes, max
     out += FRAME_HEAD.pack(FRAME_HEADER, channel, len(header))
     out += header
     out += FRAME_END_BYTE
+    body_frames(out, channel, body, max_body)
+
+
+def body_frames(out: bytearray, channel: int, body: bytes, max_body: int) -> None:
+    """Append ``body`` to ``out`` as body frames of at most ``max_body`` bytes (none if empty)."""
     size = len(body)
     if not size:
         return
