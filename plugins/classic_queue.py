@@ -9,6 +9,7 @@ requeued message goes back to its original place, as in RabbitMQ.
 from __future__ import annotations
 
 import heapq
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -34,35 +35,41 @@ _GONE_SLACK = 1024
 
 
 class Fifo:
-    """Ready entries in publish order: new ones at the tail, requeued ones by position."""
+    """Ready messages in publish order: new ones at the tail, requeued ones by position.
+
+    ``items`` holds what was never delivered, in publish order: a plain message (no TTL, so
+    nothing about it is this queue's own until it is delivered: it costs no entry while it
+    waits) or an entry. ``returned`` holds requeued entries by ``seq``, which is given at
+    first delivery; everything requeued was published before everything in ``items`` (a
+    delivery takes the head, or happens when nothing waits), so ``returned`` goes first.
+    """
 
     __slots__ = ("items", "returned")
 
     def __init__(self) -> None:
-        self.items: deque[Entry] = deque()
-        #: requeued entries, a heap by publish position, merged with ``items`` on pop
+        self.items: deque[Entry | Message] = deque()
+        #: requeued entries, a heap by delivery order (which is publish order)
         self.returned: list[tuple[int, Entry]] = []
 
-    def push(self, entry: Entry) -> None:
-        self.items.append(entry)
+    def push(self, item: Entry | Message) -> None:
+        self.items.append(item)
 
     def put_back(self, entry: Entry) -> None:
         heapq.heappush(self.returned, (entry.seq, entry))
 
-    def pop(self) -> Entry | None:
-        """The oldest entry (possibly one the queue marked gone), or None."""
-        returned = self.returned
+    def pop(self) -> Entry | Message | None:
+        """The oldest item (possibly an entry the queue marked gone), or None."""
+        if self.returned:
+            return heapq.heappop(self.returned)[1]
         items = self.items
-        if returned and (not items or returned[0][0] < items[0].seq):
-            return heapq.heappop(returned)[1]
         return items.popleft() if items else None
 
-    def entries(self) -> list[Entry]:
+    def entries(self) -> list[Entry | Message]:
         return [*(entry for _, entry in self.returned), *self.items]
 
     def compact(self) -> None:
         """Drop entries the queue marked gone (in place: the queue holds bound methods)."""
-        live = [entry for entry in self.items if entry.state == READY]
+        live = [item for item in self.items if item.__class__ is Message or item.state == READY]  # type: ignore[union-attr]
         self.items.clear()
         self.items.extend(live)
         self.returned[:] = [item for item in self.returned if item[1].state == READY]
@@ -92,14 +99,14 @@ class PriorityIndex:
     def put_back(self, entry: Entry) -> None:
         self._level(entry).put_back(entry)
 
-    def pop(self) -> Entry | None:
+    def pop(self) -> Entry | Message | None:
         for level in reversed(self.levels):
             entry = level.pop()
             if entry is not None:
                 return entry
         return None
 
-    def entries(self) -> list[Entry]:
+    def entries(self) -> list[Entry | Message]:
         return [entry for level in reversed(self.levels) for entry in level.entries()]
 
     def compact(self) -> None:
@@ -132,6 +139,7 @@ class ClassicQueue(Queue):
         "_gone",
         "_expiry",
         "_expiry_timer",
+        "_expiry_order",
     )
 
     def __init__(
@@ -169,9 +177,11 @@ class ClassicQueue(Queue):
         self._seq = 0
         #: entries marked gone while still in the index (skipped when popped)
         self._gone = 0
-        #: (deadline, seq, entry) of ready entries that expire
+        #: (deadline, order, entry) of ready entries that expire
         self._expiry: list[tuple[float, int, Entry]] = []
         self._expiry_timer: Timer | None = None
+        #: breaks ties between equal deadlines in publish (or requeue) order
+        self._expiry_order = itertools.count()
 
     # -- publish (hot path) ---------------------------------------------------------------
 
@@ -221,15 +231,18 @@ class ClassicQueue(Queue):
                 except Exception as error:
                     self._undeliver(consumer, message, entry, expires_at, error)
                 return True
+        fifo = self._fifo
+        if not expires_at and fifo is not None:
+            fifo.items.append(message)  # waits as itself: its entry is made at delivery
+            self.ready_count += 1
+            self.ready_bytes += len(message.body)
+            if self._limited:
+                self._drop_head()
+            return True
         if expires_at and expires_at <= _monotonic():
             self._expire(message)  # TTL 0: only a consumer waiting right now could take it
             return True
-        ready = _new_entry(Entry)  # Entry(...) without its __init__ frame (hot path)
-        ready.message = message
-        ready.seq = self._seq = self._seq + 1
-        ready.deliveries = 0
-        ready.expires_at = expires_at
-        ready.state = READY
+        ready = Entry(message, 0, expires_at, READY)  # its seq is given at first delivery
         self._push(ready)
         self.ready_count += 1
         self.ready_bytes += len(message.body)
@@ -283,18 +296,26 @@ class ClassicQueue(Queue):
     # -- delivery ------------------------------------------------------------------------
 
     def _take_ready(self) -> Entry | None:
-        """Remove the next ready entry from the index (skipping gone ones), or None."""
+        """Remove the next ready entry from the index (skipping gone ones), or None. A
+        message never delivered gets its entry, and its place in delivery order, here."""
         pop = self._index.pop
         while True:
-            entry = pop()
-            if entry is None:
+            item = pop()
+            if item is None:
                 self._gone = 0
                 return None
-            if entry.state == READY:
-                self.ready_count -= 1
-                self.ready_bytes -= len(entry.message.body)
-                return entry
-            self._gone -= 1
+            if item.__class__ is Message:
+                entry = Entry(item, 0, 0.0, READY)  # type: ignore[arg-type]
+            else:
+                entry = item  # type: ignore[assignment]
+                if entry.state != READY:
+                    self._gone -= 1
+                    continue
+            if not entry.seq:
+                entry.seq = self._seq = self._seq + 1
+            self.ready_count -= 1
+            self.ready_bytes -= len(entry.message.body)
+            return entry
 
     def dispatch(self) -> None:
         # The hot loop of a backlog. A queue's only consumer gets a run of messages as long
@@ -319,10 +340,46 @@ class ClassicQueue(Queue):
                 acks = consumer.acks
                 while credit:
                     if fifo is not None and not fifo.returned and fifo.items:
-                        entry = fifo.items.popleft()
+                        item = fifo.items.popleft()
+                        if item.__class__ is Message:  # never delivered, no TTL: the usual case
+                            message = item  # type: ignore[assignment]
+                            self.ready_count -= 1
+                            self.ready_bytes -= len(message.body)
+                            delivered += 1
+                            if acks:
+                                entry = _new_entry(Entry)  # Entry(...) without its __init__
+                                entry.message = message
+                                entry.seq = self._seq = self._seq + 1
+                                entry.deliveries = 1
+                                entry.expires_at = 0.0
+                                entry.state = OUT
+                                unacked += 1
+                                unacked_bytes += len(message.body)
+                                try:
+                                    consumer.deliver(self, message, entry)
+                                except Exception as error:
+                                    self._restore(entry, acks)
+                                    self.consumer_failed(consumer, error)
+                                    break
+                            else:
+                                try:
+                                    consumer.deliver(self, message, None)
+                                except Exception as error:
+                                    self._seq += 1
+                                    lost = Entry(message, self._seq, 0.0, GONE, 1)
+                                    self._restore(lost, acks)
+                                    self.consumer_failed(consumer, error)
+                                    break
+                            if consumer.parked:
+                                break
+                            credit -= 1
+                            continue
+                        entry = item  # type: ignore[assignment]
                         if entry.state != READY:
                             self._gone -= 1
                             continue
+                        if not entry.seq:
+                            entry.seq = self._seq = self._seq + 1
                         self.ready_count -= 1
                         self.ready_bytes -= len(entry.message.body)
                     else:
@@ -452,8 +509,9 @@ class ClassicQueue(Queue):
 
     def purge(self) -> int:
         count = self.ready_count
-        for entry in self._index.entries():
-            entry.state = GONE
+        for item in self._index.entries():
+            if item.__class__ is Entry:
+                item.state = GONE  # type: ignore[union-attr]
         self._index.clear()
         self._expiry.clear()
         self._gone = 0
@@ -471,7 +529,7 @@ class ClassicQueue(Queue):
 
     def _schedule_expiry(self, entry: Entry) -> None:
         expiry = self._expiry
-        heapq.heappush(expiry, (entry.expires_at, entry.seq, entry))
+        heapq.heappush(expiry, (entry.expires_at, next(self._expiry_order), entry))
         if len(expiry) > 2 * self.ready_count + _EXPIRY_SLACK:
             self._expiry = expiry = [item for item in expiry if item[2].state == READY]
             heapq.heapify(expiry)
