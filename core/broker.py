@@ -19,6 +19,7 @@ from .errors import PluginError
 from .exchange import ExchangeType
 from .memory import default_limit, resident_memory
 from .plugin_loader import Plugins, load_plugins
+from .policy import Policy, PolicyError
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
 from .queue import Queue
 from .registry import Registry
@@ -136,6 +137,38 @@ class Broker:
                 raise PluginError(f"protocol '{name}' is not registered")
             instance = self._protocol_instances[name] = protocol_class()
         return instance
+
+    # -- virtual hosts and policies --------------------------------------------------------
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        """The virtual host ``name``, made if it does not exist yet."""
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(self, name)
+        return vhost
+
+    def set_policy(self, policy: Policy) -> None:
+        """Add or replace ``policy`` in its virtual host; it applies to existing queues and
+        exchanges at once (``PolicyError`` if the virtual host does not exist)."""
+        vhost = self.vhosts.get(policy.vhost)
+        if vhost is None:
+            raise PolicyError(f"no vhost '{policy.vhost}'")
+        vhost.set_policy(policy)
+        for key in policy.ignored_keys():
+            log.warning("policy '%s': '%s' has no effect in warrenmq", policy.name, key)
+
+    def clear_policy(self, vhost: str, name: str) -> bool:
+        """Remove a policy; False if there was none."""
+        host = self.vhosts.get(vhost)
+        return host is not None and host.clear_policy(name)
+
+    def policies(self) -> list[Policy]:
+        """Every policy, by virtual host then name."""
+        return [
+            policy
+            for host in sorted(self.vhosts)
+            for _, policy in sorted(self.vhosts[host].policies.items())
+        ]
 
     # -- views -------------------------------------------------------------------------
 
