@@ -289,7 +289,7 @@ def _override_address(settings: Settings, host: str | None, port: int | None) ->
         settings.amqp_port = port if port is not None else settings.amqp_port
         return
     for index, spec in enumerate(settings.listeners):
-        if (spec.transport, spec.protocol) == ("tcp", "amqp") and not spec.options.get("tls"):
+        if (spec.transport, spec.protocol) == ("tcp", "amqp") and spec.options.get("tls") is None:
             settings.listeners[index] = dataclasses.replace(
                 spec,
                 host=host if host is not None else spec.host,
