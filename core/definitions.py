@@ -377,7 +377,7 @@ def export(broker: Broker) -> dict[str, Any]:
         "policies": [policy.as_json() for policy in broker.policies()],
         "exchanges": sorted(exchanges, key=lambda x: (x["vhost"], x["name"])),
         "queues": sorted(queues, key=lambda q: (q["vhost"], q["name"])),
-        "bindings": bindings,
+        "bindings": sorted(bindings, key=_binding_order),
     }
     for key in EXTRA_SECTIONS:
         exporter = SECTION_EXPORTERS.get(key)
@@ -385,6 +385,17 @@ def export(broker: Broker) -> dict[str, Any]:
             exporter(broker) if exporter is not None else broker.definition_extras.get(key, [])
         )
     return result
+
+
+def _binding_order(binding: Mapping[str, Any]) -> tuple[str, ...]:
+    return (
+        binding["vhost"],
+        binding["source"],
+        binding["destination_type"],
+        binding["destination"],
+        binding["routing_key"],
+        json.dumps(binding["arguments"], sort_keys=True),
+    )
 
 
 def _jsonable(value: Any) -> Any:
