@@ -430,8 +430,8 @@ def _array(value: Any, path: KeyPath, what: str) -> list[Any]:
 
 
 def _plugins(table: Any, settings: Settings, extra: tuple[Any, ...]) -> Plugins:
-    sections = {}
-    own = {}
+    sections: dict[str, Any] = {}
+    own: dict[str, Any] = {}
     if not isinstance(table, dict):
         raise ConfigProblem(("plugins",), f"expected a table, got {_shown(table)}")
     for name, value in table.items():

@@ -86,7 +86,7 @@ def _plural(word: str, n: int) -> str:
 
 # -- reading ----------------------------------------------------------------------------------
 
-_FIELDS: dict[str, dict[str, tuple[type | tuple[type, ...], Any]]] = {
+_FIELDS: dict[str, dict[str, tuple[type, Any]]] = {
     # name -> (type, default; ... means required)
     "exchanges": {
         "name": (str, ...),
@@ -193,7 +193,7 @@ def _checked(item: Mapping[str, Any], section: str, index: int, source: str) -> 
         value = item[name]
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise DefinitionsError(
-                f"{where}: '{name}' must be {_TYPE_NAMES.get(kind, kind)}, "  # type: ignore[call-overload]
+                f"{where}: '{name}' must be {_TYPE_NAMES.get(kind, kind.__name__)}, "
                 f"got {_json_type(value)} {json.dumps(value)}"
             )
         checked[name] = value
@@ -250,35 +250,35 @@ def apply(broker: Broker, definitions: Definitions) -> None:
         if item["name"] == "" or item["name"].startswith("amq."):
             continue  # every virtual host has them
         vhost = _where(source, "exchange", item["name"], item["vhost"], broker)
-        _declare(
-            source,
-            "exchange",
-            item,
-            lambda item=item, vhost=vhost: vhost.declare_exchange(
+
+        def declare_exchange(item: dict[str, Any] = item, vhost: Any = vhost) -> None:
+            vhost.declare_exchange(
                 item["name"],
                 item["type"],
                 durable=item["durable"],
                 auto_delete=item["auto_delete"],
                 internal=item["internal"],
                 arguments=item["arguments"],
-            ),
-        )
+            )
+
+        _declare(source, "exchange", item, declare_exchange)
     for item in definitions.queues:
         vhost = _where(source, "queue", item["name"], item["vhost"], broker)
         arguments = dict(item["arguments"])
         if item["type"] != "classic":
             arguments.setdefault("x-queue-type", item["type"])
-        _declare(
-            source,
-            "queue",
-            item,
-            lambda item=item, vhost=vhost, arguments=arguments: vhost.declare_queue(
+
+        def declare_queue(
+            item: dict[str, Any] = item, vhost: Any = vhost, arguments: Any = arguments
+        ) -> None:
+            vhost.declare_queue(
                 item["name"],
                 durable=item["durable"],
                 auto_delete=item["auto_delete"],
                 arguments=arguments,
-            ),
-        )
+            )
+
+        _declare(source, "queue", item, declare_queue)
     for item in definitions.bindings:
         vhost = _where(source, "binding of", item["destination"], item["vhost"], broker)
 
