@@ -230,18 +230,54 @@ def _configure_logging(level: str) -> None:
     )
 
 
-async def _run(broker: Broker) -> None:
+async def _run(broker: Broker, reload: Callable[[], None] | None = None) -> None:
     async with anyio.create_task_group() as group:
 
         async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with anyio.open_signal_receiver(
+                signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+            ) as signals:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        if reload is not None:
+                            reload()
+                        continue
                     log.info("received %s, shutting down", signal.Signals(signum).name)
                     group.cancel_scope.cancel()
                     return
 
         group.start_soon(watch_signals)
         await group.start(broker.serve)
+
+
+def _policy_reloader(args: argparse.Namespace, broker: Broker) -> Callable[[], None]:
+    """On SIGHUP: read the config and definitions files again and make the running broker's
+    policies theirs (set, replaced, cleared), applied to existing queues at once. Nothing
+    else is reloaded; a bad file changes nothing."""
+
+    def reload() -> None:
+        try:
+            settings, _ = _settings_for(args)
+            wanted = {
+                (policy.vhost, policy.name): policy
+                for item in settings.definitions
+                for policy in item.policies
+            }
+            missing = sorted({vhost for vhost, _ in wanted} - set(broker.vhosts))
+            if missing:
+                raise DefinitionsError(f"no vhost '{missing[0]}' in the running broker")
+        except (ConfigError, DefinitionsError, PluginError) as exc:
+            log.error("reload refused, policies unchanged: %s", exc)
+            return
+        for policy in broker.policies():
+            if (policy.vhost, policy.name) not in wanted:
+                broker.clear_policy(policy.vhost, policy.name)
+        for policy in wanted.values():
+            if broker.vhosts[policy.vhost].policies.get(policy.name) != policy:
+                broker.set_policy(policy)
+        log.info("reloaded policies: %d in effect", len(wanted))
+
+    return reload
 
 
 def _tune_garbage_collector() -> None:
@@ -318,7 +354,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _tune_garbage_collector()
     status = 0
     try:
-        anyio.run(_run, broker, backend="asyncio", backend_options=_backend_options())
+        anyio.run(
+            _run,
+            broker,
+            _policy_reloader(args, broker),
+            backend="asyncio",
+            backend_options=_backend_options(),
+        )
     except* OSError as group:
         for error in _leaves(group):
             log.error("cannot start the broker: %s", error)

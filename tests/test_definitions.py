@@ -6,6 +6,8 @@ imports back to the same export; a bad file is refused naming the file and the i
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 import pika
 import pytest
+from line_reader import LineReader
 from pika.exceptions import NackError
 from pika_helpers import (
     confirmed_channel,
@@ -241,3 +244,45 @@ def test_policy_commands_edit_a_definitions_file_the_broker_loads(tmp_path: Path
         ch.queue_declare("short.q")
         publish_all(ch, "", "short.q", ["a", "b"])
         wait_until(connection, lambda: ready_count(ch, "short.q") == 1, "max-length 1")
+
+
+def test_sighup_reloads_policies_into_the_running_broker(tmp_path: Path) -> None:
+    file = tmp_path / "defs.json"
+    file.write_text("{}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "warrenmq", "run", "--port", str(port), "--definitions", str(file)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    stderr = LineReader(process.stderr)
+    try:
+        stderr.wait_for("listening")
+        address = SimpleNamespace(url=f"amqp://guest:guest@127.0.0.1:{port}/%2F")
+        with open_connections(address) as conns:
+            ch = confirmed_channel(conns.open())
+            ch.queue_declare("hup.q")
+            publish_all(ch, "", "hup.q", ["a", "b", "c"])
+            result = warrenmq_command(
+                "policy", "set", "hup", "^hup\\.", '{"max-length": 1}', "--file", str(file)
+            )
+            assert result.returncode == 0, result.stderr
+            process.send_signal(signal.SIGHUP)
+            stderr.wait_for("reloaded policies: 1 in effect")
+            assert get_bodies(ch, "hup.q") == [b"c"]  # the existing queue dropped its head
+            file.write_text("{not json")
+            process.send_signal(signal.SIGHUP)
+            assert "policies unchanged" in stderr.wait_for("reload refused")
+            publish_all(ch, "", "hup.q", ["d", "e"])
+            assert get_bodies(ch, "hup.q") == [b"e"]  # still in effect
+            file.write_text("{}")
+            process.send_signal(signal.SIGHUP)
+            stderr.wait_for("reloaded policies: 0 in effect")
+            publish_all(ch, "", "hup.q", ["f", "g"])
+            assert get_bodies(ch, "hup.q") == [b"f", b"g"]  # cleared
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert process.returncode == 0
