@@ -460,3 +460,35 @@ def test_pika_sees_the_config_vhost_only_when_listed(tmp_path: Path) -> None:
         url = SimpleNamespace(url=f"amqp://guest:guest@127.0.0.1:{running.port}/staging")
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             connect(url)
+
+
+def test_a_section_handler_takes_users_and_reports_with_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The extension point for users and permissions: a handler registered for a top-level
+    section checks it, keeps what it needs, and its problems get the file and line."""
+    seen: list[Any] = []
+
+    def users(value: Any, settings: Settings, path: config.KeyPath) -> None:
+        for index, user in enumerate(value):
+            if "password" not in user:
+                raise config.ConfigProblem((*path, index), "missing key 'password'")
+        seen.extend(value)
+
+    monkeypatch.setitem(config.SECTION_HANDLERS, "users", users)
+    good = write(tmp_path, "[[users]]\nname = 'bob'\npassword = 'x'\n")
+    config.load(good)
+    assert seen == [{"name": "bob", "password": "x"}]
+    bad = write(tmp_path, "[broker]\n\n[[users]]\nname = 'bob'\n", "bad.toml")
+    with pytest.raises(ConfigError, match=r"bad.toml, line 3: users\[0\]: missing key 'password'"):
+        config.load(bad)
+
+
+def test_embedding_with_an_unknown_plugin_section_is_refused() -> None:
+    from warrenmq import Broker
+    from warrenmq.errors import PluginError
+
+    with pytest.raises(PluginError, match="no loaded plugin has a config section 'nope'"):
+        Broker(Settings(plugin_config={"nope": {}}))
+    broker = Broker(Settings(plugin_config={"demo": {"size": 9}}), plugins=[DemoPlugin()])
+    assert broker.plugin_config("demo") == {"color": "blue", "size": 9}

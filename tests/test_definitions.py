@@ -286,3 +286,22 @@ def test_sighup_reloads_policies_into_the_running_broker(tmp_path: Path) -> None
         process.terminate()
         process.wait(10)
     assert process.returncode == 0
+
+
+def test_a_section_importer_takes_users_instead_of_keeping_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The extension point for users and permissions in definitions files."""
+    taken: list[str] = []
+    monkeypatch.setitem(
+        definitions.SECTION_IMPORTERS,
+        "users",
+        lambda broker, items: taken.extend(item["name"] for item in items),
+    )
+    monkeypatch.setitem(definitions.SECTION_EXPORTERS, "users", lambda broker: [{"name": "x"}])
+    with running_broker(settings_with(definitions.load(RABBITMQ_EXPORT))) as running:
+        assert taken == ["guest", "fixture-user"]
+        assert "users" not in running.broker.definition_extras
+        exported = running.call(definitions.export, running.broker)
+    assert exported["users"] == [{"name": "x"}]
+    assert len(exported["permissions"]) == 3  # no importer: kept and written back
