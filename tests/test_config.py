@@ -492,3 +492,25 @@ def test_embedding_with_an_unknown_plugin_section_is_refused() -> None:
         Broker(Settings(plugin_config={"nope": {}}))
     broker = Broker(Settings(plugin_config={"demo": {"size": 9}}), plugins=[DemoPlugin()])
     assert broker.plugin_config("demo") == {"color": "blue", "size": 9}
+
+
+def test_every_settings_field_has_a_config_key() -> None:
+    """Every setting can come from the file: a new ``Settings`` field needs a key here."""
+    import dataclasses
+
+    elsewhere = {
+        "host": "listeners",
+        "amqp_port": "listeners",
+        "listeners": "listeners",
+        "blocked_plugins": "plugins.blocked",
+        "vhosts": "vhosts",
+        "definitions": "broker.definitions and the topology sections",
+        "plugin_config": "plugins.NAME",
+        "memory_gauge": "a callable, for embedding and tests only",
+    }
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    missing = sorted(fields - set(config.BROKER_KEYS) - set(elsewhere))
+    assert not missing, f"Settings fields without a config key: {missing}"
+    for name, key in config.BROKER_KEYS.items():
+        if name in fields and name not in elsewhere:
+            assert key.default == getattr(Settings(), name), f"default of broker.{name}"

@@ -87,14 +87,16 @@ def clear_policy(running: RunningBroker | BrokerAddress, name: str) -> None:
         running.call(running.broker.clear_policy, "/", name)
 
 
+@pytest.mark.parametrize("overflow", ["drop-head", "reject-publish"])
 def test_max_length_policy_drops_the_head_of_an_existing_queue(
-    conns: Connections, set_policy: SetPolicy, unique: str
+    conns: Connections, set_policy: SetPolicy, unique: str, overflow: str
 ) -> None:
     ch = confirmed_channel(conns.open())
     ch.queue_declare(unique)
     conns.track(queue=unique)
     publish_all(ch, "", unique, [str(i) for i in range(10)])
-    set_policy(unique, f"^{unique}$", {"max-length": 3}, apply_to="queues")
+    # whatever the overflow mode, as RabbitMQ: the limit is applied to what is there
+    set_policy(unique, f"^{unique}$", {"max-length": 3, "overflow": overflow}, apply_to="queues")
     wait_for_ready_count(ch, unique, 3)
     assert get_bodies(ch, unique) == [b"7", b"8", b"9"]
 
