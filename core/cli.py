@@ -382,7 +382,9 @@ def _cmd_config(args: argparse.Namespace) -> int:
         return _fail("config", "give a command: check FILE")
     try:
         loaded = config.load(args.file)
-    except ConfigError as exc:
+        # declare everything in a broker that does not listen, as start-up would
+        anyio.run(_built, Broker(loaded.settings))
+    except (ConfigError, DefinitionsError, PluginError) as exc:
         return _fail("config check", exc)
     print(loaded.summary())
     return 0

@@ -345,7 +345,7 @@ def parse(text: str, path: Path, plugins: Iterable[Any] = ()) -> Config:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
     try:
-        return _build(data, path, tuple(plugins))
+        return _build(data, text, path, tuple(plugins))
     except ConfigProblem as problem:
         raise ConfigError(_located(text, path, problem)) from None
 
@@ -368,7 +368,7 @@ def dotted(path: KeyPath) -> str:
     return text or "(top level)"
 
 
-def _build(data: dict[str, Any], path: Path, extra_plugins: tuple[Any, ...]) -> Config:
+def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any, ...]) -> Config:
     base = path.parent
     for name in data:
         if name not in TOP_LEVEL and name not in SECTION_HANDLERS:
@@ -408,6 +408,12 @@ def _build(data: dict[str, Any], path: Path, extra_plugins: tuple[Any, ...]) -> 
         config.definitions_files.append(file)
     own = _topology(data, str(path))
     if own is not None:
+        lines = key_lines(text)
+        for section in ("exchanges", "queues", "bindings"):
+            for index in range(len(getattr(own, section))):
+                line = lines.get((section, index))
+                if line is not None:
+                    own.lines[(section, index)] = line
         settings.definitions.append(own)
     _check_vhosts_exist(data, settings)
     for name, handler in SECTION_HANDLERS.items():

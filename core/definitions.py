@@ -63,6 +63,15 @@ class Definitions:
     policies: list[Policy] = field(default_factory=list)
     #: users, permissions, topic_permissions, parameters, global_parameters: as in the file
     extras: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: (section, index) -> line in the source, where known (a config file's tables)
+    lines: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def where(self, section: str, index: int) -> str:
+        """``source``, with the item's line and position when they are known."""
+        line = self.lines.get((section, index))
+        if line is None:
+            return self.source
+        return f"{self.source}, line {line}: {section}[{index}]"
 
     def summary(self) -> str:
         counts = [
@@ -246,7 +255,7 @@ def apply(broker: Broker, definitions: Definitions) -> None:
             broker.set_policy(policy)
         except PolicyError as error:
             raise DefinitionsError(f"{source}: policy '{policy.name}': {error}") from None
-    for item in definitions.exchanges:
+    for index, item in enumerate(definitions.exchanges):
         if item["name"] == "" or item["name"].startswith("amq."):
             continue  # every virtual host has them
         vhost = _where(source, "exchange", item["name"], item["vhost"], broker)
@@ -261,8 +270,8 @@ def apply(broker: Broker, definitions: Definitions) -> None:
                 arguments=item["arguments"],
             )
 
-        _declare(source, "exchange", item, declare_exchange)
-    for item in definitions.queues:
+        _declare(definitions.where("exchanges", index), "exchange", item, declare_exchange)
+    for index, item in enumerate(definitions.queues):
         vhost = _where(source, "queue", item["name"], item["vhost"], broker)
         arguments = dict(item["arguments"])
         if item["type"] != "classic":
@@ -278,8 +287,8 @@ def apply(broker: Broker, definitions: Definitions) -> None:
                 arguments=arguments,
             )
 
-        _declare(source, "queue", item, declare_queue)
-    for item in definitions.bindings:
+        _declare(definitions.where("queues", index), "queue", item, declare_queue)
+    for index, item in enumerate(definitions.bindings):
         vhost = _where(source, "binding of", item["destination"], item["vhost"], broker)
 
         def bind(item: dict[str, Any] = item, vhost: Any = vhost) -> None:
@@ -289,7 +298,7 @@ def apply(broker: Broker, definitions: Definitions) -> None:
                 destination = vhost.get_exchange(item["destination"])
             vhost.bind(destination, item["source"], item["routing_key"], item["arguments"])
 
-        _declare(source, "binding", item, bind)
+        _declare(definitions.where("bindings", index), "binding", item, bind)
 
 
 def _where(source: str, kind: str, name: str, vhost_name: str, broker: Broker) -> Any:

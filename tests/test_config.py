@@ -514,3 +514,28 @@ def test_every_settings_field_has_a_config_key() -> None:
     for name, key in config.BROKER_KEYS.items():
         if name in fields and name not in elsewhere:
             assert key.default == getattr(Settings(), name), f"default of broker.{name}"
+
+
+def test_a_declaration_the_broker_refuses_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [[queues]]
+        name = "fine"
+
+        [[queues]]
+        name = "jobs"
+        arguments = { x-max-length = "5" }
+        """,
+    )
+    expected = (
+        f"{path}, line 4: queues[1]: queue 'jobs' in vhost '/': invalid arg 'x-max-length' "
+        """for queue 'jobs' in vhost '/': "expected integer, got longstr\""""
+    )
+    checked = warrenmq_command("config", "check", str(path))
+    assert checked.returncode == 2
+    assert expected in checked.stderr
+    ran = warrenmq_command("run", "--config", str(path), "--port", "0")
+    assert ran.returncode == 2
+    assert expected in ran.stderr
+    assert "listening" not in ran.stderr
