@@ -578,14 +578,18 @@ def _topology(data: Mapping[str, Any], source: str) -> Definitions | None:
 
 
 def _check_vhosts_exist(data: Mapping[str, Any], settings: Settings) -> None:
+    """The config's own declarations name virtual hosts that [[vhosts]] or a definitions
+    file creates."""
+    known = list(settings.vhosts)
+    for definitions in settings.definitions:
+        known += [name for name in definitions.vhosts if name not in known]
     for section in ("policies", "exchanges", "queues", "bindings"):
         for index, item in enumerate(data.get(section, [])):
             vhost = item.get("vhost", "/")
-            if vhost not in settings.vhosts:
+            if vhost not in known:
                 raise ConfigProblem(
                     (section, index, "vhost"),
-                    f"no virtual host '{vhost}' (add it to [[vhosts]]; known: "
-                    f"{', '.join(settings.vhosts)})",
+                    f"no virtual host '{vhost}' (add it to [[vhosts]]; known: {', '.join(known)})",
                 )
 
 

@@ -241,6 +241,21 @@ def test_a_toml_syntax_error_shows_tomllib_line_and_column(tmp_path: Path) -> No
     assert "(at line 3, column 11)" in str(info.value)
 
 
+def test_a_definitions_file_may_create_the_vhost_the_config_uses(tmp_path: Path) -> None:
+    (tmp_path / "rabbit.json").write_text(RABBIT)
+    path = write(
+        tmp_path,
+        """
+        [broker]
+        definitions = "rabbit.json"
+        [[queues]]
+        name = "mine"
+        vhost = "staging"
+        """,
+    )
+    assert config.load(path).settings.definitions[-1].queues[0]["vhost"] == "staging"
+
+
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=f"cannot read config file {tmp_path}/nope.toml"):
         config.load(tmp_path / "nope.toml")
