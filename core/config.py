@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -302,7 +302,6 @@ class Config:
     path: Path
     settings: Settings
     log_level: str = "info"
-    definitions_files: list[Path] = field(default_factory=list)
 
     def summary(self) -> str:
         settings = self.settings
@@ -405,7 +404,6 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
             settings.definitions.append(load_definitions(file))
         except DefinitionsError as error:
             raise ConfigProblem(key, str(error)) from None
-        config.definitions_files.append(file)
     own = _topology(data, str(path))
     if own is not None:
         lines = key_lines(text)

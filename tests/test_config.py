@@ -28,7 +28,8 @@ from pika_helpers import (
 
 from warrenmq import config, hookimpl
 from warrenmq.broker import Settings
-from warrenmq.cli import _parser, _settings_for
+from warrenmq.cli import _parser
+from warrenmq.cli_files import override_address, settings_for
 from warrenmq.config import ConfigError, ConfigSection, Key
 from warrenmq.protocol import ListenerSpec
 from warrenmq.testing import running_broker
@@ -311,7 +312,7 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
          "--memory-high-watermark", "0.2", "--data-dir", "/elsewhere", "--log-level", "debug",
          "--block-plugin", "round-robin", "--default-dispatch", "round-robin"]
     )  # fmt: skip
-    settings, log_level = _settings_for(args)
+    settings, log_level = settings_for(args)
     assert settings.heartbeat == 5
     assert settings.memory_high_watermark == 0.2
     assert settings.data_dir == Path("/elsewhere")
@@ -323,17 +324,15 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         ("::1", 7000),  # the TLS listener keeps its address
         ("127.0.0.1", 7100),  # the first plain AMQP listener takes --port
     ]
-    without = _settings_for(_parser().parse_args(["run", "--config", str(path)]))[0]
+    without = settings_for(_parser().parse_args(["run", "--config", str(path)]))[0]
     assert without.heartbeat == 17
     assert without.data_dir == tmp_path / "state"  # relative to the config file
-    assert _settings_for(_parser().parse_args(["run", "--config", str(path)]))[1] == "warning"
+    assert settings_for(_parser().parse_args(["run", "--config", str(path)]))[1] == "warning"
 
 
 def test_host_and_port_flags_add_a_listener_if_the_file_has_no_plain_one(tmp_path: Path) -> None:
     settings = Settings(listeners=[ListenerSpec("tcp", "amqp", "::1", 5671, {"tls": {}})])
-    from warrenmq.cli import _override_address
-
-    _override_address(settings, None, 6000)
+    override_address(settings, None, 6000)
     assert settings.listeners is not None
     assert [(s.host, s.port) for s in settings.listeners] == [("::1", 5671), ("127.0.0.1", 6000)]
 
