@@ -6,7 +6,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +14,14 @@ import anyio
 from anyio.abc import TaskStatus
 
 from .auth import AuthBackend, User, UserDatabase
+from .definitions import Definitions
+from .definitions import apply as apply_definitions
 from .dispatch import DispatchPolicy
 from .errors import PluginError
 from .exchange import ExchangeType
 from .memory import default_limit, resident_memory
 from .plugin_loader import Plugins, load_plugins
+from .policy import Policy, PolicyError
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
 from .queue import Queue
 from .registry import Registry
@@ -63,6 +66,12 @@ class Settings:
     #: explicit listeners; None means one AMQP listener on host:amqp_port
     listeners: list[ListenerSpec] | None = None
     vhosts: tuple[str, ...] = ("/",)
+    #: topology to declare at start, in order, after the store has opened: definitions files
+    #: and a config file's exchanges, queues, bindings and policies
+    definitions: list[Definitions] = field(default_factory=list)
+    #: each plugin config section's values by section name (defaults filled in; see
+    #: ``warrenmq_register_config_sections``)
+    plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def effective_listeners(self) -> list[ListenerSpec]:
         if self.listeners is not None:
@@ -96,6 +105,13 @@ class Broker:
                 f"default dispatch policy '{self.settings.default_dispatch}' is not registered "
                 f"(known: {', '.join(self.dispatch_policies.names()) or 'none'})"
             )
+        self.config_sections: Registry[Any] = registries["config_sections"]
+        unknown = sorted(set(self.settings.plugin_config) - set(self.config_sections))
+        if unknown:
+            raise PluginError(
+                f"no loaded plugin has a config section '{unknown[0]}' "
+                f"(sections: {', '.join(sorted(self.config_sections)) or 'none'})"
+            )
         store_class = self.stores.get(self.settings.store)
         if store_class is None:
             raise PluginError(f"store '{self.settings.store}' is not registered")
@@ -115,6 +131,9 @@ class Broker:
         #: True while resident memory is over the limit and publishers are blocked
         self.memory_alarm = False
         self._protocol_instances: dict[str, Protocol] = {}
+        #: sections of imported definitions that no handler took (users, permissions...), as
+        #: data; ``definitions.export`` writes them back
+        self.definition_extras: dict[str, list[dict[str, Any]]] = {}
 
     # -- services for protocol engines ----------------------------------------------------
 
@@ -136,6 +155,45 @@ class Broker:
                 raise PluginError(f"protocol '{name}' is not registered")
             instance = self._protocol_instances[name] = protocol_class()
         return instance
+
+    def plugin_config(self, name: str) -> dict[str, Any]:
+        """The values of the config section ``name`` (``[plugins.NAME]``), defaults filled in."""
+        section = self.config_sections.get(name)
+        values = dict(section.defaults()) if section is not None else {}
+        values.update(self.settings.plugin_config.get(name, {}))
+        return values
+
+    # -- virtual hosts and policies --------------------------------------------------------
+
+    def add_vhost(self, name: str) -> VirtualHost:
+        """The virtual host ``name``, made if it does not exist yet."""
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            vhost = self.vhosts[name] = VirtualHost(self, name)
+        return vhost
+
+    def set_policy(self, policy: Policy) -> None:
+        """Add or replace ``policy`` in its virtual host; it applies to existing queues and
+        exchanges at once (``PolicyError`` if the virtual host does not exist)."""
+        vhost = self.vhosts.get(policy.vhost)
+        if vhost is None:
+            raise PolicyError(f"no vhost '{policy.vhost}'")
+        vhost.set_policy(policy)
+        for key in policy.ignored_keys():
+            log.warning("policy '%s': '%s' has no effect in warrenmq", policy.name, key)
+
+    def clear_policy(self, vhost: str, name: str) -> bool:
+        """Remove a policy; False if there was none."""
+        host = self.vhosts.get(vhost)
+        return host is not None and host.clear_policy(name)
+
+    def policies(self) -> list[Policy]:
+        """Every policy, by virtual host then name."""
+        return [
+            policy
+            for host in sorted(self.vhosts)
+            for _, policy in sorted(self.vhosts[host].policies.items())
+        ]
 
     # -- views -------------------------------------------------------------------------
 
@@ -245,6 +303,9 @@ class Broker:
         """Open the store, start every listener, and run until cancelled."""
         await self.store.open()
         try:
+            for definitions in self.settings.definitions:
+                apply_definitions(self, definitions)
+                log.info("imported definitions from %s", definitions.source)
             await self._call_lifecycle_hook("warrenmq_startup")
             async with anyio.create_task_group() as group:
                 for spec in self.settings.effective_listeners():

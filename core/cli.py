@@ -1,4 +1,5 @@
-"""The ``warrenmq`` command: ``run`` a broker, list ``plugins``."""
+"""The ``warrenmq`` command: ``run`` a broker, list ``plugins``; the commands on files
+(``config``, ``definitions``, ``policy``) are in ``cli_files``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import anyio
 
 from . import __version__
 from .broker import Broker, Settings
+from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
+from .config import LOG_LEVELS, ConfigError
+from .definitions import DefinitionsError
 from .errors import PluginError
 from .testing import _backend_options, _leaves
 
@@ -63,55 +67,63 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"warrenmq {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the broker", description="Run the broker.")
-    run.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    run = commands.add_parser(
+        "run",
+        help="run the broker",
+        description="Run the broker. Flags override the config file; every setting has a "
+        "default (docs/configuration.md).",
     )
+    run.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
+    run.add_argument(
+        "--definitions",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="definitions file (RabbitMQ's JSON format) to import at start (repeatable)",
+    )
+    run.add_argument("--host", help="address of the AMQP listener (default: 127.0.0.1)")
     run.add_argument(
         "--port",
         type=_int_in_range(0, MAX_SHORT, "a TCP port"),
-        default=5672,
-        help="AMQP port, 0 for a free one (default: %(default)s)",
+        help="AMQP port, 0 for a free one (default: 5672)",
     )
     run.add_argument(
         "--data-dir",
         type=Path,
-        default=None,
         help="directory for durable state (used by stores that persist)",
     )
     run.add_argument(
         "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default: %(default)s)",
+        choices=LOG_LEVELS,
+        help="log verbosity on stderr (default: info)",
     )
     run.add_argument(
         "--default-dispatch",
-        default="round-robin",
-        help="dispatch policy for queues without x-dispatch (default: %(default)s)",
+        help="dispatch policy for queues without x-dispatch (default: round-robin)",
     )
     run.add_argument(
         "--heartbeat",
         type=_int_in_range(0, MAX_SHORT, "a heartbeat in seconds"),
-        default=60,
         metavar="SECONDS",
-        help="heartbeat seconds proposed to clients, 0 for none (default: %(default)s)",
+        help="heartbeat seconds proposed to clients, 0 for none (default: 60)",
     )
     run.add_argument(
         "--memory-high-watermark",
         type=_watermark,
-        default=0.4,
         metavar="FRACTION",
         help="block publishers while the broker uses more than this fraction of RAM, "
-        "above 0 and at most 1; 0 turns the memory alarm off (default: %(default)s)",
+        "above 0 and at most 1; 0 turns the memory alarm off (default: 0.4)",
     )
     run.add_argument(
         "--block-plugin",
         action="append",
         default=[],
         metavar="NAME",
-        help="do not load this entry-point plugin (repeatable)",
+        help="do not load this entry-point plugin (repeatable; adds to the config's list)",
     )
+
+    add_file_commands(commands)
 
     plugins = commands.add_parser(
         "plugins", help="list loaded plugins", description="List what each plugin registered."
@@ -128,12 +140,18 @@ def _configure_logging(level: str) -> None:
     )
 
 
-async def _run(broker: Broker) -> None:
+async def _run(broker: Broker, reload: Callable[[], None] | None = None) -> None:
     async with anyio.create_task_group() as group:
 
         async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with anyio.open_signal_receiver(
+                signal.SIGINT, signal.SIGTERM, signal.SIGHUP
+            ) as signals:
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        if reload is not None:
+                            reload()
+                        continue
                     log.info("received %s, shutting down", signal.Signals(signum).name)
                     group.cancel_scope.cancel()
                     return
@@ -152,16 +170,13 @@ def _tune_garbage_collector() -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _configure_logging(args.log_level)
-    settings = Settings(
-        host=args.host,
-        amqp_port=args.port,
-        data_dir=args.data_dir,
-        default_dispatch=args.default_dispatch,
-        heartbeat=args.heartbeat,
-        memory_high_watermark=args.memory_high_watermark,
-        blocked_plugins=frozenset(args.block_plugin),
-    )
+    _configure_logging(args.log_level or "info")
+    try:
+        settings, log_level = settings_for(args)
+    except (ConfigError, DefinitionsError) as exc:
+        log.error("%s", exc)
+        return 2
+    logging.getLogger().setLevel(getattr(logging, log_level.upper()))
     try:
         broker = Broker(settings)
     except PluginError as exc:
@@ -171,12 +186,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _tune_garbage_collector()
     status = 0
     try:
-        anyio.run(_run, broker, backend="asyncio", backend_options=_backend_options())
+        anyio.run(
+            _run,
+            broker,
+            policy_reloader(args, broker),
+            backend="asyncio",
+            backend_options=_backend_options(),
+        )
     except* OSError as group:
         for error in _leaves(group):
             log.error("cannot start the broker: %s", error)
         status = 1
-    except* PluginError as group:
+    except* (PluginError, DefinitionsError) as group:
         for error in _leaves(group):
             log.error("%s", error)
         status = 2
@@ -205,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.command == "plugins":
         return _cmd_plugins(args)
+    if args.command in FILE_COMMANDS:
+        return FILE_COMMANDS[args.command](args)
     parser.print_help(sys.stderr)
     return 2
 

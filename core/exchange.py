@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .message import Message
+from .policy import Policy, exchange_arguments
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -112,6 +113,7 @@ class Exchange:
         "exchange_destinations",
         "alternate",
         "vhost",
+        "policy",
     )
 
     def __init__(
@@ -137,12 +139,23 @@ class Exchange:
         self.incoming: set[Binding] = set()
         #: how many outgoing bindings lead to exchanges (0: routing needs no graph walk)
         self.exchange_destinations = 0
-        alternate = self.arguments.get("alternate-exchange")
+        #: the policy that applies to this exchange (``VirtualHost.apply_policies`` sets it)
+        self.policy: Policy | None = None
+        #: where unroutable messages go (RabbitMQ's alternate-exchange argument or policy)
+        self.alternate: str | None = None
+        self._configure(self.arguments)
+        self.router = exchange_type.create_router(self)
+
+    def apply_policy(self, policy: Policy | None) -> None:
+        """``policy`` now applies (None: none does): re-read the effective arguments."""
+        self.policy = policy
+        self._configure(exchange_arguments(self.arguments, policy))
+
+    def _configure(self, arguments: Mapping[str, Any]) -> None:
+        alternate = arguments.get("alternate-exchange")
         if isinstance(alternate, bytes):
             alternate = alternate.decode(errors="replace")
-        #: where unroutable messages go (RabbitMQ's alternate-exchange argument)
-        self.alternate: str | None = alternate if isinstance(alternate, str) else None
-        self.router = exchange_type.create_router(self)
+        self.alternate = alternate if isinstance(alternate, str) else None
 
     def __repr__(self) -> str:
         return f"Exchange({self.name!r}, type={self.type_name!r})"

@@ -76,6 +76,18 @@ def warrenmq_register_auth_backends(registry: Registry[Any]) -> None:
 
 
 @hookspec
+def warrenmq_register_config_sections(registry: Registry[Any]) -> None:
+    """Add config file sections: ``registry.add(ConfigSection("my-plugin", {...}))``.
+
+    A :class:`warrenmq.config.ConfigSection` names the plugin's ``[plugins.NAME]`` table and
+    its keys (:class:`warrenmq.config.Key`: type, default, meaning, allowed values). The broker
+    checks the section when it reads the config file, so a misspelt or mistyped key stops
+    start-up with the file, line and key; the plugin reads its values, defaults filled in,
+    with ``broker.plugin_config("my-plugin")``. Called once at startup.
+    """
+
+
+@hookspec
 def warrenmq_startup(broker: Broker) -> Any:
     """The broker has loaded its plugins and is about to listen. May return an awaitable."""
 

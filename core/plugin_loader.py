@@ -34,6 +34,7 @@ REGISTRIES = {
     "protocols": ("warrenmq_register_protocols", "protocol"),
     "transports": ("warrenmq_register_transports", "transport"),
     "auth_backends": ("warrenmq_register_auth_backends", "auth backend"),
+    "config_sections": ("warrenmq_register_config_sections", "config section"),
 }
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .errors import AccessRefused
 from .failures import log_failure
 from .message import Message
+from .policy import Policy, queue_arguments
 from .views import ConsumerView, QueueView
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ class Queue(ABC):
         "expires_after",
         "last_used",
         "_expires_timer",
+        "policy",
         "__weakref__",
     )
 
@@ -162,11 +164,11 @@ class Queue(ABC):
         self.rejected_publishes = 0
         #: x-expires in seconds (None: never), and when the queue was last used
         self.expires_after: float | None = None
-        expires = self.arguments.get("x-expires")
-        if isinstance(expires, int) and not isinstance(expires, bool):
-            self.expires_after = expires / 1000
         self.last_used = time.monotonic()
         self._expires_timer: Timer | None = None
+        #: the policy that applies to this queue (``VirtualHost.apply_policies`` sets it)
+        self.policy: Policy | None = None
+        self._configure_expires(self.arguments)
 
     # -- the message interface each queue type implements ----------------------------------
 
@@ -325,6 +327,34 @@ class Queue(ABC):
         except Exception:
             log.exception("consumer %r failed while being detached", consumer)
 
+    # -- policies ------------------------------------------------------------------------
+
+    def effective_arguments(self) -> dict[str, Any]:
+        """The queue's arguments combined with its policy's, by RabbitMQ's rules."""
+        return queue_arguments(self.arguments, self.policy)
+
+    def apply_policy(self, policy: Policy | None) -> None:
+        """``policy`` now applies (None: none does): re-read the effective arguments. Called
+        when the queue is declared and whenever its virtual host's policies change."""
+        self.policy = policy
+        self.configure(self.effective_arguments())
+
+    def configure(self, arguments: Mapping[str, Any]) -> None:
+        """Take on the effective ``arguments``, for a queue that already exists. A queue type
+        extends this for the arguments it reads (TTL, length limits, dead-lettering)."""
+        self._configure_expires(arguments)
+        if self._expires_timer is not None:
+            self._expires_timer.cancel()
+            self._expires_timer = None
+        self.touch()  # as RabbitMQ, a changed expiry counts from now
+
+    def _configure_expires(self, arguments: Mapping[str, Any]) -> None:
+        expires = arguments.get("x-expires")
+        if isinstance(expires, int) and not isinstance(expires, bool):
+            self.expires_after = expires / 1000
+        else:
+            self.expires_after = None
+
     # -- x-expires -----------------------------------------------------------------------
 
     def touch(self) -> None:
@@ -382,6 +412,7 @@ class Queue(ABC):
             dead_lettered=self.dead_lettered,
             dropped=self.dropped,
             rejected_publishes=self.rejected_publishes,
+            policy=self.policy.name if self.policy is not None else None,
         )
 
     def consumer_views(self) -> list[ConsumerView]:

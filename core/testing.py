@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 from .broker import Broker, Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -18,11 +20,16 @@ class RunningBroker:
     broker: Broker
     host: str
     port: int
-    _stop: Any = field(repr=False, default=None)
+    _token: Any = field(repr=False, default=None)
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function(*args)`` in the broker's thread (the broker is not thread-safe), for
+        example ``running.call(running.broker.set_policy, policy)``; returns its result."""
+        return anyio.from_thread.run_sync(function, *args, token=self._token)
 
 
 @contextmanager
@@ -59,7 +66,7 @@ def running_broker(
         raise _start_error(state["error"])
     info = state["listeners"][0]
     try:
-        yield RunningBroker(broker, info.host, info.port)
+        yield RunningBroker(broker, info.host, info.port, state["token"])
     finally:
         anyio.from_thread.run_sync(state["cancel"], token=state["token"])
         thread.join(timeout)

@@ -23,6 +23,7 @@ from .errors import (
 from .exchange import Binding, Exchange
 from .failures import log_failure
 from .message import Message
+from .policy import EXCHANGES, QUEUES, Policy, choose
 from .queue import Queue
 from .queue_arguments import argument_text, field_type, validate_queue_arguments
 from .views import BindingView, ExchangeView, QueueView
@@ -95,6 +96,8 @@ class VirtualHost:
         self.extensions: dict[str, Any] = {}
         #: direct reply-to pseudo-queues by name (not in ``queues``: never declared or bound)
         self.reply_queues: dict[str, Queue] = {}
+        #: policies by name (``set_policy``)
+        self.policies: dict[str, Policy] = {}
         for exchange_name, type_name in STANDARD_EXCHANGES:
             self._create_exchange(exchange_name, type_name, durable=True)
         self.default_exchange = self.exchanges[""]
@@ -119,6 +122,8 @@ class VirtualHost:
         exchange_type.validate(arguments or {})
         exchange = Exchange(self, name, exchange_type, durable, auto_delete, internal, arguments)
         self.exchanges[name] = exchange
+        if self.policies and name:
+            exchange.apply_policy(choose(self.policies.values(), EXCHANGES, name))
         if durable and not name.startswith("amq.") and name:
             self.broker.store.save_exchange(exchange)
         return exchange
@@ -365,6 +370,10 @@ class VirtualHost:
             arguments=arguments,
         )
         self.queues[name] = queue
+        if self.policies:
+            policy = choose(self.policies.values(), QUEUES, name)
+            if policy is not None:
+                queue.apply_policy(policy)
         if _persisted(queue):
             self.broker.store.save_queue(queue)
         self._bind_default(queue)
@@ -490,6 +499,36 @@ class VirtualHost:
         for queue in [q for q in self.queues.values() if q.exclusive_owner is owner]:
             self.remove_queue(queue)
 
+    # -- policies ----------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy) -> None:
+        """Add or replace a policy, and apply the policies again to every queue and exchange."""
+        self.policies[policy.name] = policy
+        self.apply_policies()
+
+    def clear_policy(self, name: str) -> bool:
+        """Remove a policy (False if there was none); what it set reverts at once."""
+        if self.policies.pop(name, None) is None:
+            return False
+        self.apply_policies()
+        return True
+
+    def apply_policies(self) -> None:
+        """Give each queue and exchange the policy that now applies to it, where it changed."""
+        policies = list(self.policies.values())
+        for exchange in list(self.exchanges.values()):
+            if exchange.name:
+                policy = choose(policies, EXCHANGES, exchange.name)
+                if policy is not exchange.policy:
+                    exchange.apply_policy(policy)
+        for queue in list(self.queues.values()):
+            policy = choose(policies, QUEUES, queue.name)
+            if policy is not queue.policy:
+                try:
+                    queue.apply_policy(policy)
+                except Exception as exc:  # a queue type's bug must not stop the others
+                    log_failure(log, f"queue '{queue.name}' failed to apply a policy", exc)
+
     # -- views -------------------------------------------------------------------------
 
     def queue_views(self) -> list[QueueView]:
@@ -505,6 +544,7 @@ class VirtualHost:
                 auto_delete=x.auto_delete,
                 internal=x.internal,
                 arguments=dict(x.arguments),
+                policy=x.policy.name if x.policy is not None else None,
             )
             for x in self.exchanges.values()
         ]

@@ -34,6 +34,8 @@ class QueueView:
     dead_lettered: int
     dropped: int
     rejected_publishes: int
+    #: the name of the policy that applies, if any
+    policy: str | None = None
 
     @property
     def messages(self) -> int:
@@ -99,6 +101,8 @@ class ExchangeView:
     auto_delete: bool
     internal: bool
     arguments: dict[str, Any]
+    #: the name of the policy that applies, if any
+    policy: str | None = None
 
 
 @dataclass(frozen=True)

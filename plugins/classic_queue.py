@@ -156,17 +156,7 @@ class ClassicQueue(Queue):
             vhost, name, policy_class, durable, exclusive_owner, auto_delete, arguments
         )
         args = self.arguments
-        ttl = args.get("x-message-ttl")
-        #: queue-wide TTL in seconds, None: none
-        self.message_ttl: float | None = ttl / 1000 if isinstance(ttl, int) else None
-        self.max_length: int | None = args.get("x-max-length")
-        self.max_length_bytes: int | None = args.get("x-max-length-bytes")
-        self.overflow = argument_text(args, "x-overflow") or "drop-head"
-        self.dead_letter_exchange = argument_text(args, "x-dead-letter-exchange")
-        self.dead_letter_routing_key = argument_text(args, "x-dead-letter-routing-key")
-        self._limited = self.max_length is not None or self.max_length_bytes is not None
-        #: no length limit and no queue TTL: publish skips both checks
-        self._plain = not self._limited and self.message_ttl is None
+        self._read_arguments(args)
         max_priority = args.get("x-max-priority")
         self._index: Fifo | PriorityIndex = (
             PriorityIndex(max_priority) if isinstance(max_priority, int) else Fifo()
@@ -182,6 +172,30 @@ class ClassicQueue(Queue):
         self._expiry_timer: Timer | None = None
         #: breaks ties between equal deadlines in publish (or requeue) order
         self._expiry_order = itertools.count()
+
+    def _read_arguments(self, args: Mapping[str, Any]) -> None:
+        """Take TTL, length limits and dead-lettering from the (effective) arguments; the hot
+        path reads only the plain attributes set here."""
+        ttl = args.get("x-message-ttl")
+        #: queue-wide TTL in seconds, None: none
+        self.message_ttl: float | None = ttl / 1000 if isinstance(ttl, int) else None
+        self.max_length: int | None = args.get("x-max-length")
+        self.max_length_bytes: int | None = args.get("x-max-length-bytes")
+        self.overflow = argument_text(args, "x-overflow") or "drop-head"
+        self.dead_letter_exchange = argument_text(args, "x-dead-letter-exchange")
+        self.dead_letter_routing_key = argument_text(args, "x-dead-letter-routing-key")
+        self._limited = self.max_length is not None or self.max_length_bytes is not None
+        #: no length limit and no queue TTL: publish skips both checks
+        self._plain = not self._limited and self.message_ttl is None
+
+    def configure(self, arguments: Mapping[str, Any]) -> None:
+        """A policy changed: new limits drop the oldest messages over them at once, whatever
+        the overflow mode, as RabbitMQ does; a new TTL applies to messages published from now
+        on (RabbitMQ sets a message's expiry when it enters the queue)."""
+        super().configure(arguments)
+        self._read_arguments(arguments)
+        if self._limited:
+            self._drop_head()
 
     # -- publish (hot path) ---------------------------------------------------------------
 
