@@ -104,6 +104,7 @@ class Broker:
             raise PluginError(
                 f"default dispatch policy '{self.settings.default_dispatch}' is not registered "
                 f"(known: {', '.join(self.dispatch_policies.names()) or 'none'})"
+                + self.plugins.failure_note()
             )
         self.config_sections: Registry[Any] = registries["config_sections"]
         unknown = sorted(set(self.settings.plugin_config) - set(self.config_sections))
@@ -114,7 +115,9 @@ class Broker:
             )
         store_class = self.stores.get(self.settings.store)
         if store_class is None:
-            raise PluginError(f"store '{self.settings.store}' is not registered")
+            raise PluginError(
+                f"store '{self.settings.store}' is not registered" + self.plugins.failure_note()
+            )
         self.store: Store = store_class(self.settings.data_dir)
         self.users = UserDatabase.with_default_guest()
         #: the broker's one timer service (message TTL, x-expires)
@@ -152,7 +155,9 @@ class Broker:
         if instance is None:
             protocol_class = self.protocols.get(name)
             if protocol_class is None:
-                raise PluginError(f"protocol '{name}' is not registered")
+                raise PluginError(
+                    f"protocol '{name}' is not registered" + self.plugins.failure_note()
+                )
             instance = self._protocol_instances[name] = protocol_class()
         return instance
 
@@ -204,10 +209,34 @@ class Broker:
     # -- lifetime -------------------------------------------------------------------------
 
     async def _call_lifecycle_hook(self, hook_name: str) -> None:
+        """Call every plugin's ``hook_name``, then await what they returned, in turn.
+
+        An optional plugin that raises is logged by name and skipped from then on; an
+        essential one (or one passed in code) stops start-up. At shutdown every plugin is
+        called whatever the others did.
+        """
         hook = getattr(self.plugins.manager.hook, hook_name)
-        for result in hook(broker=self):
+        pending = []
+        for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+            try:
+                pending.append((impl.plugin_name, impl.function(broker=self)))
+            except Exception as exc:
+                self._lifecycle_failed(hook_name, impl.plugin_name, exc)
+        for plugin_name, result in pending:
             if inspect.isawaitable(result):
-                await result
+                try:
+                    await result
+                except Exception as exc:
+                    self._lifecycle_failed(hook_name, plugin_name, exc)
+
+    def _lifecycle_failed(self, hook_name: str, plugin_name: str, exc: Exception) -> None:
+        reason = f"failed in {hook_name}: {type(exc).__name__}: {exc}"
+        if hook_name == "warrenmq_startup" and plugin_name in self.plugins.strict:
+            raise exc
+        if hook_name == "warrenmq_startup":
+            self.plugins.fail(plugin_name, reason)
+        else:
+            log.error("plugin %r %s", plugin_name, reason)
 
     def set_memory_alarm(self, active: bool) -> None:
         """Block (or unblock) publishers on every connection."""
@@ -311,7 +340,10 @@ class Broker:
                 for spec in self.settings.effective_listeners():
                     transport_class = self.transports.get(spec.transport)
                     if transport_class is None:
-                        raise PluginError(f"transport '{spec.transport}' is not registered")
+                        raise PluginError(
+                            f"transport '{spec.transport}' is not registered"
+                            + self.plugins.failure_note()
+                        )
                     self.protocol(spec.protocol)  # fail early on an unknown protocol
                     host, port = await group.start(transport_class().serve, self, spec)
                     self.listeners.append(ListenerInfo(spec, host, port))
