@@ -130,6 +130,9 @@ class Broker:
             name: VirtualHost(self, name) for name in self.settings.vhosts
         }
         self.connections: set[ProtocolConnection] = set()
+        #: bytes that plugins hold outside queues (messages an exchange keeps for later, say),
+        #: each a callable the memory alarm adds up; a plugin appends and removes its own
+        self.memory_sources: list[Callable[[], int]] = []
         self.listeners: list[ListenerInfo] = []
         #: True while resident memory is over the limit and publishers are blocked
         self.memory_alarm = False
@@ -248,8 +251,9 @@ class Broker:
 
     def accounted_memory(self) -> int:
         """Bytes the broker knows it holds: messages in queues (ready and unacknowledged,
-        with a per-message overhead), plus each connection's buffers and partial content."""
-        total = 0
+        with a per-message overhead), each connection's buffers and partial content, and what
+        plugins report through ``memory_sources``."""
+        total = sum(source() for source in self.memory_sources)
         for vhost in self.vhosts.values():
             for queue in vhost.queues.values():
                 total += (

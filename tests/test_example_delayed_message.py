@@ -266,6 +266,21 @@ def test_deleting_the_exchange_drops_its_held_messages(running: RunningBroker) -
     connection.close()
 
 
+def test_held_messages_count_against_the_memory_alarm(running: RunningBroker) -> None:
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    _topology(channel)
+    broker = running.broker
+    before = broker.accounted_memory()
+    for _ in range(4):
+        channel.basic_publish("delayed", "k", b"x" * 1_000_000, _delayed(60_000))
+    assert broker.accounted_memory() - before >= 4_000_000
+    channel.exchange_delete("delayed")
+    assert broker.accounted_memory() - before < 1_000_000
+    connection.close()
+
+
 def test_routing_by_the_underlying_type_at_due_time(running: RunningBroker) -> None:
     """A topic underneath; a binding added after the publish still gets the message."""
     connection = connect(running)

@@ -112,8 +112,10 @@ class DelayedRouter(Router):
         vhost = exchange.vhost
         self.schedule = Schedule(vhost.broker.timers, self._release, exchange.name)
         self.journal: Journal = open_journal(exchange)
-        vhost.extensions.setdefault(EXTENSION, set()).add(self.journal)
         recovered = self.journal.load()
+        vhost.extensions.setdefault(EXTENSION, set()).add(self.journal)
+        # held messages count against the memory alarm, as messages in queues do
+        vhost.broker.memory_sources.append(self._held_bytes)
         self._ids = max((held.id for held in recovered), default=0)
         if recovered:
             # wait for a binding: the exchange is back, its bindings may not be yet
@@ -191,8 +193,12 @@ class DelayedRouter(Router):
             kept,
         )
 
+    def _held_bytes(self) -> int:
+        return self.schedule.held_bytes
+
     def close(self) -> None:
         """The exchange was deleted: its held messages go with it, as in RabbitMQ."""
+        self.exchange.vhost.broker.memory_sources.remove(self._held_bytes)
         self.schedule.close()
         self.journal.drop()
         self.exchange.vhost.extensions.get(EXTENSION, set()).discard(self.journal)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from warrenmq import Message
+from warrenmq.broker import MESSAGE_OVERHEAD
 from warrenmq.timers import Timer, Timers
 
 log = logging.getLogger("warrenmq.delayed")
@@ -80,6 +81,8 @@ class Schedule:
         self._timer: Timer | None = None
         self._armed_for = math.inf
         self._last_warning = -math.inf
+        #: bodies held plus a per-message overhead, for the broker's memory alarm
+        self.held_bytes = 0
         #: recovered messages wait until the exchange has a binding to route them to
         self.paused = False
         self.lateness = Lateness()
@@ -90,6 +93,7 @@ class Schedule:
     def add(self, held: Held, due: float) -> None:
         """Hold ``held`` until ``due`` (on ``time.monotonic()``)."""
         heapq.heappush(self._heap, (due, next(self._order), held))
+        self.held_bytes += len(held.message.body) + MESSAGE_OVERHEAD
         if due < self._armed_for:
             self._arm()
 
@@ -109,6 +113,7 @@ class Schedule:
         self._timer, self._armed_for = None, math.inf
         held = self.held()
         self._heap.clear()
+        self.held_bytes = 0
         return held
 
     def _arm(self) -> None:
@@ -127,6 +132,7 @@ class Schedule:
         heap, now = self._heap, time.monotonic()
         while heap and heap[0][0] <= now and not self.paused:
             due, _, held = heapq.heappop(heap)
+            self.held_bytes -= len(held.message.body) + MESSAGE_OVERHEAD
             self._record(now - due)
             try:
                 self._release(held)
