@@ -222,7 +222,9 @@ class Broker:
         pending = []
         for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
             try:
-                pending.append((impl.plugin_name, impl.function(broker=self)))
+                arguments = {"broker": self}
+                result = impl.function(*(arguments[name] for name in impl.argnames))
+                pending.append((impl.plugin_name, result))
             except Exception as exc:
                 self._lifecycle_failed(hook_name, impl.plugin_name, exc)
         for plugin_name, result in pending:

@@ -196,7 +196,7 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
         for impl in hook.get_hookimpls():  # registration order
             registry.current_plugin = impl.plugin_name
             try:
-                impl.function(registry=registry)
+                impl.function(*(registry for _ in impl.argnames))  # none or just registry
             except Exception as exc:
                 strict = impl.plugin_name in plugins.strict
                 if isinstance(exc, NameTaken) or (strict and isinstance(exc, PluginError)):
@@ -223,7 +223,7 @@ def _check_hooks(plugins: Plugins) -> None:
         if caller.has_spec():
             continue
         for impl in caller.get_hookimpls():
-            if impl.plugin_name not in plugins.strict:
+            if impl.plugin_name not in plugins.strict and not impl.optionalhook:
                 plugins.fail(impl.plugin_name, f"implements an unknown hook {hook_name}")
     try:
         plugins.manager.check_pending()

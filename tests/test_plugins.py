@@ -524,3 +524,24 @@ def test_failing_plugin_refuses_the_publish_and_logs_one_traceback(
         for report in later:
             assert "(traceback not repeated)" in report and "\n" not in report, report
         assert all(r.exc_info is None for r in ours)
+
+
+class NoArgumentsPlugin:
+    """Hook implementations may take fewer arguments than the spec (as pluggy allows)."""
+
+    calls: list[str] = []
+
+    @staticmethod
+    @warrenmq.hookimpl
+    def warrenmq_register_stores() -> None:
+        NoArgumentsPlugin.calls.append("register")
+
+    @staticmethod
+    @warrenmq.hookimpl
+    def warrenmq_startup() -> None:
+        NoArgumentsPlugin.calls.append("startup")
+
+
+def test_hooks_may_take_fewer_arguments_than_the_spec() -> None:
+    with running_broker(plugins=[NoArgumentsPlugin]):
+        assert NoArgumentsPlugin.calls == ["register", "startup"]
