@@ -236,6 +236,33 @@ def test_lateness_stays_within_a_few_ms_at_10000_messages_per_second() -> None:
     assert min(lateness["p99"] for lateness, _ in runs) <= BUSY_MACHINE_P99_MS, summary
 
 
+def test_the_broker_does_not_busy_wait_for_its_timers() -> None:
+    """300 messages due 2 ms apart: 300 wakes of the broker's timer service. Each costs a
+    release, not a millisecond of spinning until the event loop's clock ticks (uvloop)."""
+    count = 300
+    with broker_process() as (process, _, port):
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        channel = connection.channel()
+        _topology(channel)
+        before = _cpu_wait(process.pid)
+        for n in range(count):
+            channel.basic_publish("delayed", "k", b"%d" % n, _delayed(100 + 2 * n))
+        wait_until(
+            connection,
+            lambda: ready_count(channel, "later") == count,
+            "every message released",
+            timeout=10,
+        )
+        after = _cpu_wait(process.pid)
+        connection.close()
+    if before is None or after is None:
+        pytest.fail("this test reads /proc/<pid>/schedstat (Linux)")
+    cpu_per_wake = (after[0] - before[0]) / count
+    # measured on 2 cores: 0.2 ms (the publish and release of a message included); spinning
+    # until the clock ticks cost 0.4 to 0.6 ms
+    assert cpu_per_wake < 0.0003, f"{cpu_per_wake * 1000:.2f} ms of broker CPU per timer wake"
+
+
 def test_a_delayed_mandatory_message_is_not_returned_and_dropped_if_unroutable_at_due_time(
     running: RunningBroker,
 ) -> None:
