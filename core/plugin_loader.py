@@ -193,10 +193,11 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
     for attribute, (hook_name, _) in REGISTRIES.items():
         registry = plugins.registries[attribute]
         hook = getattr(manager.hook, hook_name)
+        arguments = {"registry": registry}
         for impl in hook.get_hookimpls():  # registration order
             registry.current_plugin = impl.plugin_name
             try:
-                impl.function(*(registry for _ in impl.argnames))  # none or just registry
+                impl.function(*(arguments[name] for name in impl.argnames))
             except Exception as exc:
                 strict = impl.plugin_name in plugins.strict
                 if isinstance(exc, NameTaken) or (strict and isinstance(exc, PluginError)):
