@@ -23,6 +23,14 @@ def installed() -> None:
 
 
 @pytest.fixture
+def unique(request: pytest.FixtureRequest) -> str:
+    """A fixed name for each test, not a random one as elsewhere: where a key goes depends on
+    the queue names, so with fixed names every run places the keys the same way and the
+    spread checks below cannot flake."""
+    return f"chash-{request.node.originalname}"
+
+
+@pytest.fixture
 def exchange(conns: Connections, unique: str) -> str:
     conns.track(exchange=unique)
     return unique

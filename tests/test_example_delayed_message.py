@@ -109,7 +109,7 @@ def test_delays_beyond_two_to_the_32_ms_are_held(running: RunningBroker, delay: 
     assert ready_count(channel, "later") == 0
     schedule = _router(running, "delayed").schedule
     assert len(schedule) == 1
-    (_, _, held) = schedule._heap[0]
+    (held,) = schedule.held()
     assert held.due_wall >= before + delay / 1000
     channel.basic_publish("delayed", "k", b"soon", _delayed(50))
     wait_until(connection, lambda: ready_count(channel, "later") == 1, "the short delay")
