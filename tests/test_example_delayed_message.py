@@ -424,6 +424,28 @@ def test_a_message_due_while_the_broker_was_down_waits_for_a_binding(tmp_path: P
         connection.close()
 
 
+def test_a_torn_last_record_is_cut_off_and_the_rest_kept(tmp_path: Path) -> None:
+    """A broker killed in the middle of writing a record leaves part of it: the next start
+    keeps every whole record before it."""
+    with running_broker(_settings(tmp_path)) as first:
+        connection = connect(first)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        channel.basic_publish("delayed", "k", b"whole", _delayed(100, delivery_mode=2))
+        connection.close()
+    (journal,) = (tmp_path / "delayed").rglob("*.journal")
+    with journal.open("ab") as torn:
+        torn.write(b"\x00\x00\x01\x00\x12\x34")  # a record header and no record
+    with running_broker(_settings(tmp_path)) as second:
+        connection = connect(second)
+        channel = connection.channel()
+        _topology(channel, durable=True)
+        wait_until(connection, lambda: ready_count(channel, "later") == 1, "the whole record")
+        assert channel.basic_get("later", auto_ack=True)[2] == b"whole"
+        connection.close()
+
+
 def test_deleting_a_durable_exchange_forgets_its_journal(tmp_path: Path) -> None:
     with running_broker(_settings(tmp_path)) as running:
         connection = connect(running)
