@@ -9,17 +9,11 @@ from collections.abc import Iterator
 
 import pika
 import pytest
-from example_plugins import require
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import UnroutableError
 from pika_helpers import Collector, Connections, channel_closed, ready_count, wait_until
 
-pytestmark = pytest.mark.warrenmq_only
-
-
-@pytest.fixture(autouse=True)
-def installed() -> None:
-    require("warrenmq-consistent-hash")
+pytestmark = [pytest.mark.warrenmq_only, pytest.mark.usefixtures("example_plugins")]
 
 
 @pytest.fixture

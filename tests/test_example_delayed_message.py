@@ -19,7 +19,7 @@ from typing import Any
 
 import pika
 import pytest
-from example_plugins import broker_process, require
+from example_plugins import broker_process
 from pamqp import commands
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import (
@@ -36,14 +36,9 @@ from raw_amqp import RawAMQP, publish_frames
 from warrenmq import Settings
 from warrenmq.testing import RunningBroker, running_broker
 
-pytestmark = pytest.mark.warrenmq_only
+pytestmark = [pytest.mark.warrenmq_only, pytest.mark.usefixtures("example_plugins")]
 
 DELAYED = {"x-delayed-type": "direct"}
-
-
-@pytest.fixture(autouse=True)
-def installed() -> None:
-    require("warrenmq-delayed-message")
 
 
 @pytest.fixture
@@ -335,8 +330,6 @@ def test_routing_by_the_underlying_type_at_due_time(running: RunningBroker) -> N
 def test_bad_arguments_are_refused(
     running: RunningBroker, arguments: dict[str, Any], error: str
 ) -> None:
-    if "hash-property" in arguments:
-        require("warrenmq-consistent-hash")
     connection = connect(running)
     with channel_closed(406, error):
         connection.channel().exchange_declare("delayed", "x-delayed-message", arguments=arguments)
@@ -353,7 +346,6 @@ def test_an_unknown_delayed_type_is_an_unknown_exchange_type(running: RunningBro
 
 
 def test_bindings_are_checked_by_the_underlying_type(running: RunningBroker) -> None:
-    require("warrenmq-consistent-hash")
     connection = connect(running)
     channel = connection.channel()
     channel.exchange_declare(
