@@ -122,11 +122,13 @@ class Broker:
                 + self.plugins.failure_note()
             )
         self.config_sections: Registry[Any] = registries["config_sections"]
-        unknown = sorted(set(self.settings.plugin_config) - set(self.config_sections))
+        failed = {failure.name for failure in self.plugins.failed}
+        unknown = sorted(set(self.settings.plugin_config) - set(self.config_sections) - failed)
         if unknown:
             raise PluginError(
                 f"no loaded plugin has a config section '{unknown[0]}' "
                 f"(sections: {', '.join(sorted(self.config_sections)) or 'none'})"
+                + self.plugins.failure_note()
             )
         store_class = self.stores.get(self.settings.store)
         if store_class is None:

@@ -20,7 +20,7 @@ from line_reader import LineReader
 from pika_helpers import connection_parameters
 
 import warrenmq
-from warrenmq import plugin_loader
+from warrenmq import config, plugin_loader
 from warrenmq.errors import PluginError
 from warrenmq.testing import running_broker
 
@@ -210,3 +210,26 @@ def test_a_missing_default_names_the_plugin_that_failed(
     text = str(info.value)
     assert "default dispatch policy 'mine' is not registered" in text
     assert "my-default (warrenmq-broken-default 0.2): failed to load" in text
+
+
+def test_the_config_section_of_a_failed_plugin_does_not_stop_the_broker(
+    broken_site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its section cannot be checked without the plugin: it is kept aside, as a blocked
+    plugin's is. A section that matches no plugin is still an error, which names the plugins
+    that failed (the section may be theirs)."""
+    monkeypatch.syspath_prepend(str(broken_site))
+    path = tmp_path / "broker.toml"
+    path.write_text("[plugins.import-fails]\nlimit = 5\n")
+    settings = config.load(path).settings
+    settings.amqp_port = 0
+    with running_broker(settings) as running:
+        assert "import-fails" in {failure.name for failure in running.broker.plugins.failed}
+        connection = pika.BlockingConnection(connection_parameters(running))
+        assert connection.channel().queue_declare("", exclusive=True).method.queue
+        connection.close()
+    path.write_text("[plugins.imports-fail]\nlimit = 5\n")
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    assert "no loaded plugin has a config section 'imports-fail'" in str(info.value)
+    assert "plugins that failed: import-fails (warrenmq-broken 0.1)" in str(info.value)
