@@ -10,6 +10,7 @@ from .consumer import Consumer
 from .dispatch import DispatchPolicy
 from .errors import BrokerError, PreconditionFailed
 from .exchange import Binding, Exchange, ExchangeType, Router
+from .limits import UserLimits, VhostLimits
 from .message import Message, Properties, PropertiesCodec
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
 from .queue import Entry, Queue, QueueView
@@ -47,5 +48,7 @@ __all__ = [
     "Store",
     "Transport",
     "User",
+    "UserLimits",
+    "VhostLimits",
     "hookimpl",
 ]

@@ -20,6 +20,7 @@ from .definitions import apply as apply_definitions
 from .dispatch import DispatchPolicy
 from .errors import PluginError
 from .exchange import ExchangeType
+from .limits import LimitTracker, UserLimits, VhostLimits
 from .memory import default_limit, resident_memory
 from .plugin_loader import Plugins, load_plugins
 from .policy import Policy, PolicyError
@@ -50,9 +51,18 @@ class Settings:
     store: str = "memory"
     #: seconds the broker proposes in connection.tune (0 disables)
     heartbeat: int = 60
+    #: largest frame proposed in connection.tune and accepted (clients may negotiate it down)
     frame_max: int = 131072
+    #: most channels open at once on one connection (clients may negotiate it down)
     channel_max: int = 2047
+    #: largest message body accepted, as RabbitMQ's max_message_size (at most 512 MiB)
     max_message_size: int = 128 * 1024 * 1024
+    #: seconds a client has from connecting to connection.open (RabbitMQ's handshake_timeout)
+    handshake_timeout: float = 10.0
+    #: limits per virtual host name (RabbitMQ's set_vhost_limits); absent means none
+    vhost_limits: dict[str, VhostLimits] = field(default_factory=dict)
+    #: limits per user name (RabbitMQ's set_user_limits); absent means none
+    user_limits: dict[str, UserLimits] = field(default_factory=dict)
     #: block publishers above this much memory held, in bytes (None: a fraction of RAM)
     memory_limit: int | None = None
     #: that fraction of physical memory, RabbitMQ's default high watermark (0 disables)
@@ -150,6 +160,8 @@ class Broker:
         #: bytes that plugins hold outside queues (messages an exchange keeps for later, say),
         #: each a callable the memory alarm adds up; a plugin appends and removes its own
         self.memory_sources: list[Callable[[], int]] = []
+        #: open connections per vhost and user, checked against the limits
+        self.limits = LimitTracker(self.settings.vhost_limits, self.settings.user_limits)
         self.listeners: list[ListenerInfo] = []
         #: True while resident memory is over the limit and publishers are blocked
         self.memory_alarm = False

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -19,6 +20,8 @@ from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settin
 from .config import LOG_LEVELS, ConfigError
 from .definitions import DefinitionsError
 from .errors import PluginError
+from .errors import ConfigError as LimitsError
+from .limits import MAX_MESSAGE_SIZE, UserLimits, VhostLimits
 from .testing import _backend_options, _leaves
 
 log = logging.getLogger("warrenmq")
@@ -28,6 +31,8 @@ GC_THRESHOLD = 10_000
 
 #: the largest value of an AMQP short (heartbeat seconds in connection.tune) and of a TCP port
 MAX_SHORT = 65535
+#: the largest value of an AMQP long (frame_max in connection.tune)
+MAX_LONG = 2**32 - 1
 
 
 def _int_in_range(low: int, high: int, what: str) -> Callable[[str], int]:
@@ -58,6 +63,48 @@ def _watermark(text: str) -> float:
             "(0.4 is 40%), or 0 to turn the memory alarm off"
         )
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _limit(kind: type[VhostLimits] | type[UserLimits]) -> Callable[[str], tuple[str, str, int]]:
+    """An argparse ``type`` taking ``NAME:LIMIT=VALUE``: a vhost or user name, one of
+    ``kind``'s RabbitMQ limit names, an integer."""
+
+    def convert(text: str) -> tuple[str, str, int]:
+        owner, colon, setting = text.rpartition(":")
+        key, equals, number = setting.partition("=")
+        if not colon or not equals:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not NAME:LIMIT=VALUE (for example /:max-connections=100)"
+            )
+        try:
+            kind.from_mapping({key: int(number)})
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer in {text!r}: {number!r}") from None
+        except LimitsError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return owner, key, int(number)
+
+    return convert
+
+
+def _limits_table(
+    given: list[tuple[str, str, int]], kind: type[VhostLimits] | type[UserLimits]
+) -> dict[str, Any]:
+    """Repeated ``--vhost-limit``/``--user-limit`` flags as a mapping name -> limits."""
+    grouped: dict[str, dict[str, int]] = {}
+    for owner, key, value in given:
+        grouped.setdefault(owner, {})[key] = value
+    return {owner: kind.from_mapping(values) for owner, values in grouped.items()}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,6 +161,52 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="block publishers while the broker uses more than this fraction of RAM, "
         "above 0 and at most 1; 0 turns the memory alarm off (default: 0.4)",
+    )
+    run.add_argument(
+        "--frame-max",
+        type=_int_in_range(4096, MAX_LONG, "a frame size in bytes"),
+        default=131072,
+        metavar="BYTES",
+        help="largest frame proposed to and accepted from clients (default: %(default)s)",
+    )
+    run.add_argument(
+        "--channel-max",
+        type=_int_in_range(1, MAX_SHORT, "a number of channels"),
+        default=2047,
+        metavar="N",
+        help="most channels open at once on a connection (default: %(default)s)",
+    )
+    run.add_argument(
+        "--max-message-size",
+        type=_int_in_range(1, MAX_MESSAGE_SIZE, "a message size in bytes"),
+        default=128 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest message body accepted (default: %(default)s, at most 512 MiB)",
+    )
+    run.add_argument(
+        "--handshake-timeout",
+        type=_positive_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds a client has to complete its handshake (default: %(default)s)",
+    )
+    run.add_argument(
+        "--vhost-limit",
+        type=_limit(VhostLimits),
+        action="append",
+        default=[],
+        metavar="VHOST:LIMIT=N",
+        help="max-connections or max-queues of a vhost, as rabbitmqctl set_vhost_limits; "
+        "a negative N is no limit (repeatable)",
+    )
+    run.add_argument(
+        "--user-limit",
+        type=_limit(UserLimits),
+        action="append",
+        default=[],
+        metavar="USER:LIMIT=N",
+        help="max-connections or max-channels of a user, as rabbitmqctl set_user_limits; "
+        "a negative N is no limit (repeatable)",
     )
     run.add_argument(
         "--block-plugin",

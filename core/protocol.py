@@ -66,6 +66,10 @@ class ProtocolConnection(ABC):
         """A snapshot for management: peer, user, sessions, counters (None: not shown)."""
         return None
 
+    def session_count(self) -> int:
+        """Sessions (AMQP channels) open on this connection, for the per-user channel limit."""
+        return 0
+
     def buffered_bytes(self) -> int:
         """Bytes held for this connection (output, partial input), for the memory alarm."""
         return 0

@@ -357,6 +357,7 @@ class VirtualHost:
             self._check_queue_equivalence(existing, durable, exclusive, auto_delete, arguments)
             existing.touch()
             return existing
+        self.broker.limits.check_new_queue(self.name, name, len(self.queues))
         validate_queue_arguments(arguments, name, self.name, self.broker.queue_types.names())
         queue_class = self._queue_type_for(name, arguments)
         policy_class = self._policy_for(name, arguments)

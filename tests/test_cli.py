@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pika
 import pytest
 from line_reader import LineReader
+from pamqp import commands
 from pika.exceptions import ConnectionClosedByBroker
 from raw_amqp import RawAMQP
 
@@ -24,7 +25,18 @@ import warrenmq
 from warrenmq.memory import physical_memory
 
 TIMEOUT = 10.0
-RUN_FLAGS = ("--host", "--port", "--data-dir", "--log-level")
+RUN_FLAGS = (
+    "--host",
+    "--port",
+    "--data-dir",
+    "--log-level",
+    "--frame-max",
+    "--channel-max",
+    "--max-message-size",
+    "--handshake-timeout",
+    "--vhost-limit",
+    "--user-limit",
+)
 
 
 def warrenmq_command(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -116,6 +128,15 @@ def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
         ("--memory-high-watermark", "nan", "not a fraction of RAM"),
         ("--memory-high-watermark", "inf", "not a fraction of RAM"),
         ("--memory-high-watermark", "40%", "invalid fraction: '40%'"),
+        ("--frame-max", "4095", "not a frame size in bytes (4096 to 4294967295)"),
+        ("--channel-max", "0", "not a number of channels (1 to 65535)"),
+        ("--max-message-size", str(2**29 + 1), "not a message size in bytes (1 to 536870912)"),
+        ("--handshake-timeout", "0", "0 is not a positive number of seconds"),
+        ("--handshake-timeout", "soon", "invalid number of seconds: 'soon'"),
+        ("--vhost-limit", "/:max-channels=1", "unknown limit 'max-channels' (known: "),
+        ("--vhost-limit", "max-queues=1", "is not NAME:LIMIT=VALUE"),
+        ("--user-limit", "guest:max-queues=1", "unknown limit 'max-queues' (known: "),
+        ("--user-limit", "guest:max-channels=lots", "invalid integer in"),
     ],
 )
 def test_out_of_range_values_exit_2(flag: str, value: str, complaint: str) -> None:
@@ -198,6 +219,26 @@ def test_heartbeat_and_watermark_zero_turn_them_off() -> None:
     assert client.tune.heartbeat == 0
     assert "memory alarm" not in log
     assert "Traceback" not in log
+
+
+def test_limit_flags_reach_the_broker() -> None:
+    client, log = _serve_and_stop(
+        "--frame-max", "8192", "--channel-max", "7", "--vhost-limit", "/:max-queues=-1"
+    )
+    assert client.tune is not None
+    assert (client.tune.frame_max, client.tune.channel_max) == (8192, 7)
+    assert "Traceback" not in log
+    with broker_process(
+        "--port", "0", "--vhost-limit", "/:max-connections=0", "--user-limit", "a:b:max-channels=1"
+    ) as (process, stderr):
+        port = int(stderr.wait_for("listening").rsplit(":", 1)[1])
+        with RawAMQP("127.0.0.1", port) as client:
+            client.handshake(open_connection=False)
+            client.send_frame(commands.Connection.Open(virtual_host="/"))
+            close = client.expect_connection_close()
+        assert close.reply_text.endswith("connection limit (0) is reached")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
 
 
 def test_run_on_a_port_in_use_fails_clearly() -> None:

@@ -34,6 +34,7 @@ from warrenmq.errors import (
     UnexpectedFrame,
 )
 from warrenmq.failures import log_failure
+from warrenmq.limits import MAX_MESSAGE_SIZE
 from warrenmq.vhost import VirtualHost
 from warrenmq.views import ConnectionView
 
@@ -69,7 +70,6 @@ from .frames import (
 
 log = logging.getLogger("warrenmq.amqp")
 
-HANDSHAKE_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 3.0
 #: output buffered in the engine beyond which deliveries wait for the transport to take it
 OUT_LIMIT = 1024 * 1024
@@ -255,6 +255,9 @@ class AMQPConnection(ProtocolConnection):
             for channel in self.channels.values():
                 channel.pause()
 
+    def session_count(self) -> int:
+        return len(self.channels)
+
     def buffered_bytes(self) -> int:
         """Bytes this connection holds: output not yet written and content being assembled."""
         held = len(self._out) + len(self._buf)
@@ -338,7 +341,7 @@ class AMQPConnection(ProtocolConnection):
                 return None
             return self._close_deadline
         if self._state != OPEN:
-            deadline = self._started + HANDSHAKE_TIMEOUT
+            deadline = self._started + self.broker.settings.handshake_timeout
             if now >= deadline:
                 log.warning("closing %s: handshake timeout", self.name)
                 self._closed = True
@@ -447,13 +450,18 @@ class AMQPConnection(ProtocolConnection):
 
     def _parse(self, data: bytes) -> None:
         pos = 0
-        size_limit = self.frame_max - FRAME_OVERHEAD
+        # as RabbitMQ, a payload may be as large as frame_max itself (a fudge for clients that
+        # forget the 8 bytes of frame overhead); larger is a frame error
+        size_limit = self.frame_max
         length = len(data)
         channels = self.channels
         while length - pos >= 8:
             frame_type, number, size = _unpack_frame_head(data, pos)
             if size > size_limit:
-                self._frame_error(f"frame size {size} exceeds frame_max {self.frame_max}")
+                self._frame_error(
+                    f"type {frame_type}, all octets = <<>>: "
+                    f"{{frame_too_large,{size},{self.frame_max - FRAME_OVERHEAD}}}"
+                )
                 return
             start = pos + 7
             end = start + size
@@ -493,7 +501,7 @@ class AMQPConnection(ProtocolConnection):
                         self._error(error, number, 60, 80)
                     continue
                 self._method(number, data[start:end])
-                size_limit = self.frame_max - FRAME_OVERHEAD  # tune-ok sets it
+                size_limit = self.frame_max  # tune-ok sets it
             elif frame_type == FRAME_BODY:
                 self._body(number, data[start:end])
             elif frame_type == FRAME_HEADER:
@@ -616,11 +624,14 @@ class AMQPConnection(ProtocolConnection):
             return
         body_size = _unpack_body_size(payload, 4)[0]
         try:
-            if body_size > self.broker.settings.max_message_size:
+            largest = self.broker.settings.max_message_size
+            if body_size > largest:
+                # refused at the header, before any body is buffered (RabbitMQ reads the
+                # whole body first); RabbitMQ's words, which omit "configured" at its maximum
                 channel.pending = None
+                configured = "" if largest == MAX_MESSAGE_SIZE else "configured "
                 raise PreconditionFailed(
-                    f"message size {body_size} is larger than configured max size "
-                    f"{self.broker.settings.max_message_size}"
+                    f"message size {body_size} is larger than {configured}max size {largest}"
                 )
             if body_size == 0:
                 channel.publish(payload, b"")
@@ -701,16 +712,7 @@ class AMQPConnection(ProtocolConnection):
             return
         class_id, method_id = METHOD_ID.unpack_from(payload)
         channel = self.channels.get(number)
-        if channel is None and self._state == OPEN and len(self.channels) >= self.channel_max:
-            # RabbitMQ counts open channels against channel_max, not channel numbers
-            self._connection_error(
-                NotAllowed(
-                    f"number of channels opened ({len(self.channels)}) has reached "
-                    f"the negotiated channel_max ({self.channel_max})"
-                ),
-                0,
-                0,
-            )
+        if channel is None and self._state == OPEN and not self._may_open_channel():
             return
         if channel is not None and channel.pending is not None and not channel.closing:
             self._unexpected_frame(channel)
@@ -736,6 +738,23 @@ class AMQPConnection(ProtocolConnection):
                 self._channel_method(number, method)
         except BrokerError as error:
             self._error(error, number, class_id, method_id)
+
+    def _may_open_channel(self) -> bool:
+        """Whether one more channel may open; if not, close the connection (530) as RabbitMQ,
+        which counts open channels (not channel numbers) against channel_max, and then the
+        user's channels over all its connections against its max-channels limit."""
+        try:
+            if len(self.channels) >= self.channel_max:
+                raise NotAllowed(
+                    f"number of channels opened ({len(self.channels)}) has reached "
+                    f"the negotiated channel_max ({self.channel_max})"
+                )
+            if self.user is not None:
+                self.broker.limits.check_new_session(self.user.name)
+        except NotAllowed as error:
+            self._connection_error(error, 0, 0)
+            return False
+        return True
 
     def _connection_method(self, method: Any) -> None:
         state = self._state
@@ -844,11 +863,12 @@ class AMQPConnection(ProtocolConnection):
         vhost = self.broker.vhosts.get(method.virtual_host)
         if vhost is None:
             raise NotAllowed(f"vhost {method.virtual_host} not found")
+        user = self.user.name if self.user else ""
+        self.broker.limits.open_connection(self, user, vhost.name)
         self.vhost = vhost
         self._state = OPEN
         self.timers_changed = True
         self.write(method_frame(0, commands.Connection.OpenOk()))
-        user = self.user.name if self.user else "?"
         log.info(
             "accepted connection %s (user '%s', vhost '%s', client %s)",
             self.name,
@@ -933,6 +953,7 @@ class AMQPConnection(ProtocolConnection):
         self.confirm_pending.clear()
         for vhost in self.broker.vhosts.values():
             vhost.connection_closed(self)
+        self.broker.limits.connection_closed(self)
         self.broker.connections.discard(self)
 
 
