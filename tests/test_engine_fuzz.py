@@ -417,7 +417,7 @@ def _split(data: bytes, cuts: list[int]) -> Iterator[bytes]:
     yield data[start:]
 
 
-def _server_frames(output: bytes) -> Iterator[tuple[int, int, bytes]]:
+def _server_frames(output: bytes | bytearray) -> Iterator[tuple[int, int, bytes]]:
     """The broker's output as (type, channel, payload), asserting every frame is well formed."""
     data = bytes(output)
     if data.startswith(b"AMQP"):
@@ -433,7 +433,7 @@ def _server_frames(output: bytes) -> Iterator[tuple[int, int, bytes]]:
         pos = end + 1
 
 
-def _check_output(output: bytes) -> None:
+def _check_output(output: bytes | bytearray) -> None:
     """Every method the broker sent decodes; closes carry a protocol error, never 541."""
     for frame_type, channel, payload in _server_frames(output):
         if frame_type != 1:
@@ -443,7 +443,7 @@ def _check_output(output: bytes) -> None:
         )
         if isinstance(method, commands.Connection.Close | commands.Channel.Close):
             assert method.reply_code != 541, method.reply_text  # an internal error
-            assert 300 <= method.reply_code < 600, method.reply_code
+            assert 300 <= (method.reply_code or 0) < 600, method.reply_code
             event(f"{method.name} {method.reply_code}")  # --hypothesis-show-statistics
         else:
             event("answered")
@@ -456,7 +456,9 @@ def _still_serves(broker: Broker) -> None:
         driven.feed(data)
     driven.feed(frame.marshal(commands.Queue.Declare(queue="", exclusive=True), 1))
     frames = list(_server_frames(driven.output))
-    queue = frame.unmarshal(_frame(1, 1, frames[-1][2]))[2].queue
+    declare_ok = frame.unmarshal(_frame(1, 1, frames[-1][2]))[2]
+    assert isinstance(declare_ok, commands.Queue.DeclareOk), declare_ok
+    queue = str(declare_ok.queue)
     driven.feed(
         frame.marshal(commands.Basic.Publish(exchange="", routing_key=queue), 1)
         + _frame(2, 1, struct.pack(">HHQH", 60, 0, 5, 0))

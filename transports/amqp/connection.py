@@ -864,6 +864,7 @@ class AMQPConnection(ProtocolConnection):
         if vhost is None:
             raise NotAllowed(f"vhost {method.virtual_host} not found")
         user = self.user.name if self.user else ""
+        # RabbitMQ 3.10's order: the vhost's connection limit, the user's, then permissions
         self.broker.limits.open_connection(self, user, vhost.name)
         self.vhost = vhost
         self._state = OPEN
