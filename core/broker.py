@@ -6,7 +6,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,10 +59,11 @@ class Settings:
     max_message_size: int = 128 * 1024 * 1024
     #: seconds a client has from connecting to connection.open (RabbitMQ's handshake_timeout)
     handshake_timeout: float = 10.0
-    #: limits per virtual host name (RabbitMQ's set_vhost_limits); absent means none
-    vhost_limits: dict[str, VhostLimits] = field(default_factory=dict)
-    #: limits per user name (RabbitMQ's set_user_limits); absent means none
-    user_limits: dict[str, UserLimits] = field(default_factory=dict)
+    #: limits per virtual host name (RabbitMQ's set_vhost_limits), as VhostLimits or in
+    #: RabbitMQ's JSON form ({"max-connections": 10}); absent means none
+    vhost_limits: Mapping[str, VhostLimits | Mapping[str, Any]] = field(default_factory=dict)
+    #: limits per user name (RabbitMQ's set_user_limits), likewise; absent means none
+    user_limits: Mapping[str, UserLimits | Mapping[str, Any]] = field(default_factory=dict)
     #: block publishers above this much memory held, in bytes (None: a fraction of RAM)
     memory_limit: int | None = None
     #: that fraction of physical memory, RabbitMQ's default high watermark (0 disables)

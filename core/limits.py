@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from .errors import ConfigError, NotAllowed, PreconditionFailed
 
@@ -86,11 +86,17 @@ class LimitTracker:
 
     def __init__(
         self,
-        vhost_limits: Mapping[str, VhostLimits] | None = None,
-        user_limits: Mapping[str, UserLimits] | None = None,
+        vhost_limits: Mapping[str, VhostLimits | Mapping[str, Any]] | None = None,
+        user_limits: Mapping[str, UserLimits | Mapping[str, Any]] | None = None,
     ) -> None:
-        self.vhost_limits: dict[str, VhostLimits] = dict(vhost_limits or {})
-        self.user_limits: dict[str, UserLimits] = dict(user_limits or {})
+        #: limits by vhost name; changes apply to the next connection.open or queue.declare
+        self.vhost_limits: dict[str, VhostLimits] = {
+            name: _limits(VhostLimits, value) for name, value in (vhost_limits or {}).items()
+        }
+        #: limits by user name; changes apply to the next connection.open or channel.open
+        self.user_limits: dict[str, UserLimits] = {
+            name: _limits(UserLimits, value) for name, value in (user_limits or {}).items()
+        }
         self._by_vhost: dict[str, set[CountedConnection]] = {}
         self._by_user: dict[str, set[CountedConnection]] = {}
         self._where: dict[CountedConnection, tuple[str, str]] = {}
@@ -154,6 +160,18 @@ class LimitTracker:
         if user is not None:
             return len(self._by_user.get(user, ()))
         return len(self._where)
+
+
+L = TypeVar("L", VhostLimits, UserLimits)
+
+
+def _limits(kind: type[L], value: L | Mapping[str, Any]) -> L:
+    """Limits given as such, or in RabbitMQ's JSON form (``{"max-connections": 10}``)."""
+    if isinstance(value, kind):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected {kind.__name__} or a mapping of limits, got {value!r}")
+    return kind.from_mapping(value)
 
 
 _NO_VHOST_LIMITS = VhostLimits()

@@ -22,7 +22,8 @@ from pika.exceptions import (
 from pika_helpers import connection_parameters
 from raw_amqp import FRAME_BODY, FRAME_METHOD, RawAMQP, method_payload, raw_frame, shortstr
 
-from warrenmq import Settings, UserLimits, VhostLimits
+from warrenmq import Broker, Settings, UserLimits, VhostLimits
+from warrenmq.errors import ConfigError
 from warrenmq.testing import RunningBroker, running_broker
 
 pytestmark = pytest.mark.warrenmq_only
@@ -97,6 +98,38 @@ def test_negative_limit_is_no_limit() -> None:
     with limited(vhost_limits=limits) as running, ExitStack() as stack:
         for _ in range(3):
             stack.enter_context(pika.BlockingConnection(parameters(running)))
+
+
+def test_limits_in_rabbitmqs_json_form() -> None:
+    """Settings take limits as RabbitMQ's JSON (``rabbitmqctl set_vhost_limits``) too; an
+    unknown limit name is an error naming it and the known ones."""
+    settings = Settings(
+        host="127.0.0.1",
+        amqp_port=0,
+        vhost_limits={"/": {"max-queues": 1}},
+        user_limits={"guest": {"max-connections": 5, "max_channels": 7}},
+    )
+    with running_broker(settings) as running:
+        assert running.broker.limits.vhost_limits == {"/": VhostLimits(max_queues=1)}
+        assert running.broker.limits.user_limits == {
+            "guest": UserLimits(max_connections=5, max_channels=7)
+        }
+    with pytest.raises(ConfigError, match=r"unknown limit 'max-channels' \(known: "):
+        Broker(Settings(vhost_limits={"/": {"max-channels": 1}}))
+    with pytest.raises(ConfigError, match="max_queues must be an integer, got '10'"):
+        VhostLimits.from_mapping({"max-queues": "10"})
+
+
+def test_a_limit_lowered_at_run_time_closes_nothing_open() -> None:
+    with limited() as running, ExitStack() as stack:
+        opened = [
+            stack.enter_context(pika.BlockingConnection(parameters(running))) for _ in range(2)
+        ]
+        running.broker.limits.vhost_limits["/"] = VhostLimits(max_connections=1)
+        with pytest.raises(ProbableAccessDeniedError):
+            pika.BlockingConnection(parameters(running))
+        for connection in opened:
+            connection.channel().queue_declare("", exclusive=True)  # still served
 
 
 def test_vhost_queue_limit_refuses_new_queues_with_406() -> None:
