@@ -5,6 +5,7 @@ is simply closed. The broker under test uses a short timeout, so these tests are
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -66,6 +67,23 @@ def test_unfinished_handshake_is_closed_after_the_timeout(quick: RunningBroker, 
     while quick.broker.connections and time.monotonic() < deadline:
         time.sleep(0.01)  # the broker thread releases the connection right after closing it
     assert not quick.broker.connections
+
+
+def test_dribbling_the_handshake_does_not_extend_the_timeout(quick: RunningBroker) -> None:
+    """The deadline runs from the connection, not from the last byte: a client sending its
+    protocol header a byte at a time, slower than the timeout, is still dropped in time."""
+    with RawAMQP(quick.host, quick.port, timeout=10) as client:
+        started = time.monotonic()
+        with pytest.raises((OSError, ConnectionClosedByPeer)):  # closed, or reset
+            for byte in PROTOCOL_HEADER[:-1]:  # never the whole header
+                client.send(bytes([byte]))
+                with contextlib.suppress(TimeoutError):
+                    _, value = client.read_frame(timeout=TIMEOUT / 2)
+                    pytest.fail(f"the broker answered an unfinished header: {value!r}")
+            client.read_frame(timeout=10)  # nothing but the close may come
+        elapsed = time.monotonic() - started
+    # the dribble alone takes 7 * TIMEOUT / 2: a deadline moved by each byte would end later
+    assert elapsed < 7 * TIMEOUT / 2, elapsed
 
 
 def test_a_finished_handshake_is_not_timed_out(quick: RunningBroker) -> None:
