@@ -17,9 +17,11 @@ same on every run; ``WARRENMQ_FUZZ_EXAMPLES`` raises it for a longer local hunt.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -32,8 +34,10 @@ from hypothesis import strategies as st
 from pamqp import commands, encode, frame
 from pamqp.base import Frame as MethodFrame
 from pamqp.header import ContentHeader, ProtocolHeader
+from raw_amqp import RawAMQP
 
 from warrenmq import Broker, Settings
+from warrenmq.testing import RunningBroker, running_broker
 from warrenmq.transports.amqp import AMQPConnection
 from warrenmq.transports.amqp.connection import CHANNEL_HANDLERS
 
@@ -527,3 +531,58 @@ def test_random_bytes_get_a_protocol_error(
     stage: str, junk: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     _run(stage, junk, [], caplog)
+
+
+# -- the same over TCP, through the transport ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tcp_broker() -> Iterator[RunningBroker]:
+    settings = Settings(host="127.0.0.1", amqp_port=0, frame_max=8192, handshake_timeout=5)
+    with running_broker(settings) as running:
+        yield running
+
+
+def _wait_released(broker: Broker) -> None:
+    deadline = time.monotonic() + 5
+    while broker.connections:
+        assert time.monotonic() < deadline, f"{len(broker.connections)} connection(s) stuck"
+        time.sleep(0.005)
+
+
+def test_hostile_clients_over_tcp_leave_the_broker_serving(
+    tcp_broker: RunningBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hostile bytes through a real socket and the TCP transport, the client then closing or
+    resetting the connection: the broker logs no internal error, serves the next client, and
+    in the end holds no connection and no more descriptors than before."""
+    broker = tcp_broker.broker
+    descriptors = len(os.listdir("/proc/self/fd"))
+
+    @settings(FUZZ, max_examples=max(EXAMPLES // 3, 20))
+    @given(
+        stage=st.sampled_from(STAGES),
+        chunks=st.lists(operations(), min_size=1, max_size=20),
+        reset=st.booleans(),
+    )
+    def hostile_client(stage: str, chunks: list[bytes], reset: bool) -> None:
+        sock = socket.create_connection((tcp_broker.host, tcp_broker.port), timeout=5)
+        with contextlib.suppress(OSError):  # the broker may close first
+            for data in [*_handshake(stage), *chunks]:
+                sock.sendall(data)
+        if reset:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        with RawAMQP(tcp_broker.host, tcp_broker.port, timeout=5) as client:
+            client.handshake()
+            client.open_channel(1)
+            client.close_gracefully()
+
+    with caplog.at_level(logging.ERROR, logger="warrenmq"):
+        hostile_client()
+        _wait_released(broker)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    deadline = time.monotonic() + 5
+    while len(os.listdir("/proc/self/fd")) > descriptors:  # the last close may still be under way
+        assert time.monotonic() < deadline, "the broker kept descriptors of closed connections"
+        time.sleep(0.01)
