@@ -10,7 +10,6 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -20,8 +19,7 @@ from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settin
 from .config import LOG_LEVELS, ConfigError
 from .definitions import DefinitionsError
 from .errors import PluginError
-from .errors import ConfigError as LimitsError
-from .limits import MAX_MESSAGE_SIZE, UserLimits, VhostLimits
+from .limits import MAX_MESSAGE_SIZE, LimitsError, UserLimits, VhostLimits
 from .testing import _backend_options, _leaves
 
 log = logging.getLogger("warrenmq")
@@ -31,8 +29,8 @@ GC_THRESHOLD = 10_000
 
 #: the largest value of an AMQP short (heartbeat seconds in connection.tune) and of a TCP port
 MAX_SHORT = 65535
-#: the largest value of an AMQP long (frame_max in connection.tune)
-MAX_LONG = 2**32 - 1
+#: the largest frame_max, as the config file takes it
+MAX_FRAME = 2**31 - 1
 
 
 def _int_in_range(low: int, high: int, what: str) -> Callable[[str], int]:
@@ -87,24 +85,16 @@ def _limit(kind: type[VhostLimits] | type[UserLimits]) -> Callable[[str], tuple[
                 f"{text!r} is not NAME:LIMIT=VALUE (for example /:max-connections=100)"
             )
         try:
-            kind.from_mapping({key: int(number)})
+            value = int(number)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid integer in {text!r}: {number!r}") from None
+        try:
+            kind.from_mapping({key: value})
         except LimitsError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-        return owner, key, int(number)
+        return owner, key, value
 
     return convert
-
-
-def _limits_table(
-    given: list[tuple[str, str, int]], kind: type[VhostLimits] | type[UserLimits]
-) -> dict[str, Any]:
-    """Repeated ``--vhost-limit``/``--user-limit`` flags as a mapping name -> limits."""
-    grouped: dict[str, dict[str, int]] = {}
-    for owner, key, value in given:
-        grouped.setdefault(owner, {})[key] = value
-    return {owner: kind.from_mapping(values) for owner, values in grouped.items()}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,31 +154,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--frame-max",
-        type=_int_in_range(4096, MAX_LONG, "a frame size in bytes"),
-        default=131072,
+        type=_int_in_range(4096, MAX_FRAME, "a frame size in bytes"),
         metavar="BYTES",
-        help="largest frame proposed to and accepted from clients (default: %(default)s)",
+        help="largest frame proposed to and accepted from clients (default: 131072)",
     )
     run.add_argument(
         "--channel-max",
         type=_int_in_range(1, MAX_SHORT, "a number of channels"),
-        default=2047,
         metavar="N",
-        help="most channels open at once on a connection (default: %(default)s)",
+        help="most channels open at once on a connection (default: 2047)",
     )
     run.add_argument(
         "--max-message-size",
         type=_int_in_range(1, MAX_MESSAGE_SIZE, "a message size in bytes"),
-        default=128 * 1024 * 1024,
         metavar="BYTES",
-        help="largest message body accepted (default: %(default)s, at most 512 MiB)",
+        help="largest message body accepted (default: 134217728, at most 512 MiB)",
     )
     run.add_argument(
         "--handshake-timeout",
         type=_positive_seconds,
-        default=10.0,
         metavar="SECONDS",
-        help="seconds a client has to complete its handshake (default: %(default)s)",
+        help="seconds a client has to complete its handshake (default: 10)",
     )
     run.add_argument(
         "--vhost-limit",

@@ -21,6 +21,7 @@ from .broker import Broker, Settings
 from .config import ConfigError
 from .definitions import DefinitionsError
 from .errors import PluginError
+from .limits import UserLimits, VhostLimits, with_overrides
 from .policy import Policy, PolicyError
 from .protocol import ListenerSpec
 
@@ -130,10 +131,20 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
         ("default_dispatch", "default_dispatch"),
         ("heartbeat", "heartbeat"),
         ("memory_high_watermark", "memory_high_watermark"),
+        ("frame_max", "frame_max"),
+        ("channel_max", "channel_max"),
+        ("max_message_size", "max_message_size"),
+        ("handshake_timeout", "handshake_timeout"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
             setattr(settings, attribute, value)
+    settings.vhost_limits = with_overrides(
+        settings.vhost_limits, getattr(args, "vhost_limit", None) or [], VhostLimits
+    )
+    settings.user_limits = with_overrides(
+        settings.user_limits, getattr(args, "user_limit", None) or [], UserLimits
+    )
     if getattr(args, "block_plugin", None):
         settings.blocked_plugins = settings.blocked_plugins | frozenset(args.block_plugin)
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))

@@ -23,6 +23,7 @@ from .broker import Settings
 from .definitions import Definitions, DefinitionsError
 from .definitions import load as load_definitions
 from .errors import PluginError
+from .limits import L, LimitsError, UserLimits, VhostLimits
 from .plugin_loader import ESSENTIAL, GROUP, Plugins, load_plugins
 from .policy import Policy, PolicyError
 
@@ -170,6 +171,14 @@ BROKER_KEYS: dict[str, Key] = {
         int, 128 * 1024 * 1024, "largest message body accepted, in bytes",
         "an integer from 1 to 536870912", _range(1, 512 * 1024 * 1024),
     ),
+    "handshake_timeout": Key(
+        float, 10.0, "seconds a client has from connecting to `connection.open`",
+        "a number of seconds above 0", lambda v: 0 < v < float("inf"),
+    ),
+    "user_limits": Key(
+        dict, {}, "limits per user name, as `rabbitmqctl set_user_limits` "
+        "(`{ guest = { max-connections = 10, max-channels = 50 } }`)",
+    ),
     "memory_high_watermark": Key(
         float, 0.4, "fraction of physical memory above which publishers are blocked; `0` off",
         "a number from 0 to 1", _range(0, 1),
@@ -225,6 +234,11 @@ PLUGINS_KEYS: dict[str, Key] = {
 VHOST_KEYS: dict[str, Key] = {
     "name": Key(str, None, "the virtual host's name", required=True),
     "description": Key(str, "", "free text"),
+    "limits": Key(
+        dict,
+        {},
+        "as `rabbitmqctl set_vhost_limits`: `{ max-connections = 100, max-queues = 1000 }`",
+    ),
 }
 
 POLICY_KEYS: dict[str, Key] = {
@@ -382,6 +396,11 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         frame_max=broker["frame_max"],
         channel_max=broker["channel_max"],
         max_message_size=broker["max_message_size"],
+        handshake_timeout=broker["handshake_timeout"],
+        user_limits={
+            name: _limits(UserLimits, value, ("broker", "user_limits", name))
+            for name, value in broker["user_limits"].items()
+        },
         memory_limit=broker["memory_limit"],
         memory_high_watermark=broker["memory_high_watermark"],
         memory_check_interval=broker["memory_check_interval"],
@@ -390,6 +409,7 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
     config = Config(path, settings, broker["log_level"])
     loaded = _plugins(data.get("plugins", {}), settings, extra_plugins)
     settings.vhosts = _vhosts(data.get("vhosts", []))
+    settings.vhost_limits = _vhost_limits(data.get("vhosts", []))
     if "listeners" in data:
         settings.listeners = _listeners(data["listeners"], base, loaded)
     _check_dispatch_and_store(settings, loaded)
@@ -493,6 +513,31 @@ def _vhosts(value: Any) -> tuple[str, ...]:
         if name not in names:
             names.append(name)
     return tuple(names)
+
+
+def _vhost_limits(value: list[Any]) -> dict[str, VhostLimits]:
+    """The ``limits`` of each ``[[vhosts]]`` table (``_vhosts`` has checked the rest)."""
+    found = {}
+    for index, item in enumerate(value):
+        if isinstance(item, dict) and item.get("limits"):
+            path: KeyPath = ("vhosts", index, "limits")
+            found[item["name"]] = _limits(VhostLimits, item["limits"], path)
+    return found
+
+
+def _limits(kind: type[L], table: Any, path: KeyPath) -> L:
+    """A table of limits in RabbitMQ's names (``max-connections = 10``), -1 for none."""
+    if not isinstance(table, dict):
+        raise ConfigProblem(path, f"expected a table of limits, got {_shown(table)}")
+    limits = kind()
+    for key, value in table.items():
+        if not _is(value, int):
+            raise ConfigProblem((*path, key), f"expected an integer, got {_shown(value)}")
+        try:
+            limits = limits.updated({key: value})
+        except LimitsError as error:
+            raise ConfigProblem((*path, key), str(error)) from None
+    return limits
 
 
 def _listeners(value: Any, base: Path, loaded: Plugins) -> list[Any]:

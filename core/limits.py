@@ -7,11 +7,16 @@ AMQP channel) counts against its user. The refusals use RabbitMQ's reply codes a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, Self, TypeVar
 
-from .errors import ConfigError, NotAllowed, PreconditionFailed
+from .errors import NotAllowed, PreconditionFailed
+
+
+class LimitsError(ValueError):
+    """Limits that are not: an unknown limit name, or a value that is not an integer."""
+
 
 #: the largest max_message_size RabbitMQ allows (512 MiB)
 MAX_MESSAGE_SIZE = 512 * 1024 * 1024
@@ -26,7 +31,7 @@ def _normalise(value: int | None, what: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{what} must be an integer, got {value!r}")
+        raise LimitsError(f"{what} must be an integer, got {value!r}")
     return None if value < 0 else value
 
 
@@ -41,14 +46,18 @@ class _Limits:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Self:
         """From RabbitMQ's JSON form, ``{"max-connections": 10, ...}`` (underscores also do)."""
-        known = cls._keys
+        return cls().updated(values)
+
+    def updated(self, values: Mapping[str, Any]) -> Self:
+        """These limits with ``values`` (RabbitMQ's JSON form) over them, limit by limit."""
+        known = self._keys
         chosen: dict[str, Any] = {}
         for key, value in values.items():
             field_name = known.get(key) or known.get(key.replace("_", "-"))
             if field_name is None:
-                raise ConfigError(f"unknown limit '{key}' (known: {', '.join(sorted(known))})")
+                raise LimitsError(f"unknown limit '{key}' (known: {', '.join(sorted(known))})")
             chosen[field_name] = value
-        return cls(**chosen)
+        return replace(self, **chosen)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -170,8 +179,21 @@ def _limits(kind: type[L], value: L | Mapping[str, Any]) -> L:
     if isinstance(value, kind):
         return value
     if not isinstance(value, Mapping):
-        raise ConfigError(f"expected {kind.__name__} or a mapping of limits, got {value!r}")
+        raise LimitsError(f"expected {kind.__name__} or a mapping of limits, got {value!r}")
     return kind.from_mapping(value)
+
+
+def with_overrides(
+    table: Mapping[str, L | Mapping[str, Any]],
+    overrides: Iterable[tuple[str, str, int]],
+    kind: type[L],
+) -> dict[str, L]:
+    """``table`` (limits by vhost or user name) with ``(name, limit, value)`` over it, as
+    ``--vhost-limit /:max-queues=10`` gives them: other limits of that name are kept."""
+    result = {name: _limits(kind, value) for name, value in table.items()}
+    for name, key, value in overrides:
+        result[name] = result.get(name, kind()).updated({key: value})
+    return result
 
 
 _NO_VHOST_LIMITS = VhostLimits()

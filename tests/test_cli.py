@@ -128,7 +128,7 @@ def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
         ("--memory-high-watermark", "nan", "not a fraction of RAM"),
         ("--memory-high-watermark", "inf", "not a fraction of RAM"),
         ("--memory-high-watermark", "40%", "invalid fraction: '40%'"),
-        ("--frame-max", "4095", "not a frame size in bytes (4096 to 4294967295)"),
+        ("--frame-max", "4095", "not a frame size in bytes (4096 to 2147483647)"),
         ("--channel-max", "0", "not a number of channels (1 to 65535)"),
         ("--max-message-size", str(2**29 + 1), "not a message size in bytes (1 to 536870912)"),
         ("--handshake-timeout", "0", "0 is not a positive number of seconds"),

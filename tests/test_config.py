@@ -518,6 +518,7 @@ def test_every_settings_field_has_a_config_key() -> None:
         "listeners": "listeners",
         "blocked_plugins": "plugins.blocked",
         "vhosts": "vhosts",
+        "vhost_limits": "vhosts[].limits",
         "definitions": "broker.definitions and the topology sections",
         "plugin_config": "plugins.NAME",
         "memory_gauge": "a callable, for embedding and tests only",

@@ -6,8 +6,10 @@ in ``Settings``, so these tests are warrenmq-only."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -22,8 +24,10 @@ from pika.exceptions import (
 from pika_helpers import connection_parameters
 from raw_amqp import FRAME_BODY, FRAME_METHOD, RawAMQP, method_payload, raw_frame, shortstr
 
-from warrenmq import Broker, Settings, UserLimits, VhostLimits
-from warrenmq.errors import ConfigError
+from warrenmq import Broker, Settings, UserLimits, VhostLimits, config
+from warrenmq.cli import _parser
+from warrenmq.cli_files import settings_for
+from warrenmq.limits import LimitsError
 from warrenmq.testing import RunningBroker, running_broker
 
 pytestmark = pytest.mark.warrenmq_only
@@ -114,9 +118,9 @@ def test_limits_in_rabbitmqs_json_form() -> None:
         assert running.broker.limits.user_limits == {
             "guest": UserLimits(max_connections=5, max_channels=7)
         }
-    with pytest.raises(ConfigError, match=r"unknown limit 'max-channels' \(known: "):
+    with pytest.raises(LimitsError, match=r"unknown limit 'max-channels' \(known: "):
         Broker(Settings(vhost_limits={"/": {"max-channels": 1}}))
-    with pytest.raises(ConfigError, match="max_queues must be an integer, got '10'"):
+    with pytest.raises(LimitsError, match="max_queues must be an integer, got '10'"):
         VhostLimits.from_mapping({"max-queues": "10"})
 
 
@@ -323,3 +327,66 @@ def test_message_size_is_refused_at_the_content_header() -> None:
         )
         assert (close.class_id, close.method_id) == (60, 40)
         assert running.broker.accounted_memory() < 2**20
+
+
+# -- from the config file and flags -----------------------------------------------------------
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "warrenmq.toml"
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def test_limits_from_the_config_file_with_flags_over_them(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        """
+        [broker]
+        handshake_timeout = 2.5
+        user_limits = { guest = { max-connections = 10, max-channels = 50 } }
+
+        [[vhosts]]
+        name = "tenant-a"
+        limits = { max-connections = 100, max-queues = -1 }
+        """,
+    )
+    loaded = config.load(path).settings
+    assert loaded.handshake_timeout == 2.5
+    assert loaded.vhost_limits == {"tenant-a": VhostLimits(max_connections=100)}
+    assert loaded.user_limits == {"guest": UserLimits(max_connections=10, max_channels=50)}
+    flags = ["--vhost-limit", "tenant-a:max-queues=5", "--user-limit", "guest:max-channels=7"]
+    args = _parser().parse_args(["run", "--config", str(path), *flags, "--frame-max", "8192"])
+    settings, _ = settings_for(args)
+    assert settings.vhost_limits == {"tenant-a": VhostLimits(max_connections=100, max_queues=5)}
+    assert settings.user_limits == {"guest": UserLimits(max_connections=10, max_channels=7)}
+    assert (settings.frame_max, settings.handshake_timeout) == (8192, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (
+            '[[vhosts]]\nname = "a"\nlimits = { max-channels = 1 }\n',
+            "line 3: vhosts[0].limits.max-channels: unknown limit 'max-channels' "
+            "(known: max-connections, max-queues)",
+        ),
+        (
+            '[[vhosts]]\nname = "a"\nlimits = { max-queues = "10" }\n',
+            'line 3: vhosts[0].limits.max-queues: expected an integer, got "10"',
+        ),
+        (
+            "[broker]\nuser_limits = { guest = 5 }\n",
+            "line 2: broker.user_limits.guest: expected a table of limits, got 5",
+        ),
+        (
+            "[broker]\nhandshake_timeout = 0\n",
+            "line 2: broker.handshake_timeout: expected a number of seconds above 0, got 0",
+        ),
+    ],
+)
+def test_bad_limits_in_the_config_file_name_the_key(tmp_path: Path, text: str, error: str) -> None:
+    path = _config(tmp_path, text)
+    with pytest.raises(config.ConfigError) as refused:
+        config.load(path)
+    assert str(refused.value) == f"{path}, {error}"
