@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BrokerError
+from .limits import LimitsError, UserLimits, VhostLimits
 from .policy import Policy, PolicyError
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ log = logging.getLogger("warrenmq.definitions")
 
 #: sections of a definitions file kept as data unless a handler is registered for them
 EXTRA_SECTIONS = ("users", "permissions", "topic_permissions", "parameters", "global_parameters")
+#: the parameters component that holds a vhost's limits in RabbitMQ's definitions
+VHOST_LIMITS = "vhost-limits"
 #: sections this module declares itself
 TOPOLOGY_SECTIONS = ("vhosts", "policies", "exchanges", "queues", "bindings")
 #: informational keys of RabbitMQ's exports, ignored on import
@@ -239,6 +242,10 @@ def apply(broker: Broker, definitions: Definitions) -> None:
     for name in definitions.vhosts:
         broker.add_vhost(name)
     for key, items in definitions.extras.items():
+        if key == "parameters":
+            items = _import_vhost_limits(broker, source, items)
+        elif key == "users":
+            _import_user_limits(broker, source, items)
         importer = SECTION_IMPORTERS.get(key)
         if importer is not None:
             importer(broker, items)
@@ -393,7 +400,49 @@ def export(broker: Broker) -> dict[str, Any]:
         result[key] = (
             exporter(broker) if exporter is not None else broker.definition_extras.get(key, [])
         )
+    result["parameters"] = [
+        {"value": limits.as_json(), "vhost": name, "component": VHOST_LIMITS, "name": "limits"}
+        for name, limits in sorted(broker.limits.vhost_limits.items())
+        if limits.as_json()
+    ] + [item for item in result["parameters"] if item.get("component") != VHOST_LIMITS]
     return result
+
+
+def _import_vhost_limits(
+    broker: Broker, source: str, items: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Apply the ``vhost-limits`` parameters (RabbitMQ keeps ``set_vhost_limits`` there) and
+    return the other parameters."""
+    others = []
+    for item in items:
+        if item.get("component") != VHOST_LIMITS:
+            others.append(item)
+            continue
+        vhost = str(item.get("vhost", "/"))
+        _where(source, "vhost-limits", str(item.get("name", "limits")), vhost, broker)
+        value = item.get("value")
+        try:
+            if not isinstance(value, Mapping):
+                raise LimitsError(f"expected an object of limits, got {value!r}")
+            broker.limits.vhost_limits[vhost] = VhostLimits.from_mapping(value)
+        except LimitsError as error:
+            raise DefinitionsError(f"{source}: vhost-limits of vhost '{vhost}': {error}") from None
+    return others
+
+
+def _import_user_limits(broker: Broker, source: str, items: list[dict[str, Any]]) -> None:
+    """Users' ``limits`` (``set_user_limits``), whoever handles the rest of the users."""
+    for item in items:
+        limits = item.get("limits")
+        if not limits:
+            continue
+        name = str(item.get("name"))
+        try:
+            if not isinstance(limits, Mapping):
+                raise LimitsError(f"expected an object of limits, got {limits!r}")
+            broker.limits.user_limits[name] = UserLimits.from_mapping(limits)
+        except LimitsError as error:
+            raise DefinitionsError(f"{source}: limits of user '{name}': {error}") from None
 
 
 def _binding_order(binding: Mapping[str, Any]) -> tuple[str, ...]:

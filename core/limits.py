@@ -48,6 +48,11 @@ class _Limits:
         """From RabbitMQ's JSON form, ``{"max-connections": 10, ...}`` (underscores also do)."""
         return cls().updated(values)
 
+    def as_json(self) -> dict[str, int]:
+        """The limits that are set, in RabbitMQ's JSON form (``{"max-connections": 10}``)."""
+        values = {key: getattr(self, name) for key, name in self._keys.items()}
+        return {key: value for key, value in values.items() if value is not None}
+
     def updated(self, values: Mapping[str, Any]) -> Self:
         """These limits with ``values`` (RabbitMQ's JSON form) over them, limit by limit."""
         known = self._keys

@@ -6,6 +6,7 @@ in ``Settings``, so these tests are warrenmq-only."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -24,7 +25,7 @@ from pika.exceptions import (
 from pika_helpers import connection_parameters
 from raw_amqp import FRAME_BODY, FRAME_METHOD, RawAMQP, method_payload, raw_frame, shortstr
 
-from warrenmq import Broker, Settings, UserLimits, VhostLimits, config
+from warrenmq import Broker, Settings, UserLimits, VhostLimits, config, definitions
 from warrenmq.cli import _parser
 from warrenmq.cli_files import settings_for
 from warrenmq.limits import LimitsError
@@ -390,3 +391,74 @@ def test_bad_limits_in_the_config_file_name_the_key(tmp_path: Path, text: str, e
     with pytest.raises(config.ConfigError) as refused:
         config.load(path)
     assert str(refused.value) == f"{path}, {error}"
+
+
+# -- from and to RabbitMQ's definitions -------------------------------------------------------
+
+#: the parts of a RabbitMQ 3.10 export (GET /api/definitions) that carry limits
+RABBITMQ_EXPORT = {
+    "rabbit_version": "3.10.8",
+    "vhosts": [{"name": "tenant-a"}],
+    "users": [
+        {
+            "name": "guest",
+            "password_hash": "TGoV9OZ3mpkX2dHfm5XSPz1QVTXo1XHodFFirR3jDrWOWq0O",
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": ["administrator"],
+            "limits": {"max-channels": 1},
+        }
+    ],
+    "parameters": [
+        {
+            "value": {"max-queues": 1, "max-connections": 3},
+            "vhost": "tenant-a",
+            "component": "vhost-limits",
+            "name": "limits",
+        },
+        {"value": {"uri": "amqp://"}, "vhost": "/", "component": "shovel", "name": "kept"},
+    ],
+}
+
+
+def test_limits_in_rabbitmq_definitions_are_imported_and_exported(tmp_path: Path) -> None:
+    file = tmp_path / "definitions.json"
+    file.write_text(json.dumps(RABBITMQ_EXPORT), encoding="utf-8")
+    settings = Settings(host="127.0.0.1", amqp_port=0, definitions=[definitions.load(file)])
+    with running_broker(settings) as running:
+        with pika.BlockingConnection(parameters(running, "tenant-a")) as connection:
+            channel = connection.channel()
+            with pytest.raises(ConnectionClosedByBroker) as closed:
+                connection.channel()  # guest may have one channel open
+            assert closed.value.reply_text.endswith("maximum allowed user limit of (1)")
+        with pika.BlockingConnection(parameters(running, "tenant-a")) as connection:
+            channel = connection.channel()
+            channel.queue_declare("only")
+            with pytest.raises(ChannelClosedByBroker) as refused:
+                channel.queue_declare("second")
+            assert refused.value.reply_text.endswith(
+                "queue limit in vhost 'tenant-a' (1) is reached"
+            )
+        exported = definitions.export(running.broker)
+    assert exported["parameters"] == RABBITMQ_EXPORT["parameters"]
+
+
+def test_bad_limits_in_definitions_name_the_file_and_vhost(tmp_path: Path) -> None:
+    data = {
+        "vhosts": [{"name": "a"}],
+        "parameters": [
+            {
+                "value": {"max-channels": 1},
+                "vhost": "a",
+                "component": "vhost-limits",
+                "name": "limits",
+            }
+        ],
+    }
+    file = tmp_path / "bad.json"
+    file.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(definitions.DefinitionsError) as refused:
+        definitions.apply(Broker(Settings()), definitions.load(file))
+    assert str(refused.value) == (
+        f"{file}: vhost-limits of vhost 'a': unknown limit 'max-channels' "
+        "(known: max-connections, max-queues)"
+    )
