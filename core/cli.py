@@ -1,4 +1,5 @@
-"""The ``warrenmq`` command: ``run`` a broker, list ``plugins``."""
+"""The ``warrenmq`` command: ``run`` a broker, list ``plugins``, manage users, vhosts and
+permissions (``cli_access``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__
+from . import __version__, cli_access
 from .broker import Broker, Settings
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .testing import _backend_options, _leaves
+from .tls import AMQPS_PORT, TLSOptions
 
 log = logging.getLogger("warrenmq")
 
@@ -112,12 +114,56 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="do not load this entry-point plugin (repeatable)",
     )
+    tls = run.add_argument_group(
+        "TLS", "AMQP over TLS on a second port (given a certificate and key)"
+    )
+    tls.add_argument(
+        "--tls-port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        default=None,
+        help=f"AMQP over TLS port, by convention {AMQPS_PORT} (default: none, or {AMQPS_PORT} "
+        "when --tls-cert is given)",
+    )
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="certificate chain (PEM)")
+    tls.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="private key (PEM; default: in --tls-cert)"
+    )
+    tls.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="CA certificates for client certificates"
+    )
+    tls.add_argument(
+        "--tls-verify-peer",
+        action="store_true",
+        help="require a client certificate signed by --tls-ca",
+    )
 
     plugins = commands.add_parser(
         "plugins", help="list loaded plugins", description="List what each plugin registered."
     )
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
+    cli_access.add_parsers(commands)
     return parser
+
+
+def _tls_options(args: argparse.Namespace) -> tuple[int | None, TLSOptions | None]:
+    """The TLS port and options from the ``--tls-*`` flags (``ConfigError`` if incomplete)."""
+    if args.tls_cert is None:
+        given = [f for f in ("tls_port", "tls_key", "tls_ca") if getattr(args, f) is not None]
+        if given or args.tls_verify_peer:
+            flag = given[0] if given else "tls_verify_peer"
+            raise ConfigError(f"--{flag.replace('_', '-')} needs --tls-cert")
+        return None, None
+    if args.tls_verify_peer and args.tls_ca is None:
+        raise ConfigError(
+            "--tls-verify-peer needs --tls-ca (the CA that signs client certificates)"
+        )
+    options = TLSOptions(
+        certfile=args.tls_cert,
+        keyfile=args.tls_key,
+        cafile=args.tls_ca,
+        verify_peer=args.tls_verify_peer,
+    )
+    return (AMQPS_PORT if args.tls_port is None else args.tls_port), options
 
 
 def _configure_logging(level: str) -> None:
@@ -153,6 +199,11 @@ def _tune_garbage_collector() -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
+    try:
+        tls_port, tls = _tls_options(args)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     settings = Settings(
         host=args.host,
         amqp_port=args.port,
@@ -161,10 +212,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         heartbeat=args.heartbeat,
         memory_high_watermark=args.memory_high_watermark,
         blocked_plugins=frozenset(args.block_plugin),
+        tls_port=tls_port,
+        tls=tls,
     )
     try:
         broker = Broker(settings)
-    except PluginError as exc:
+    except (PluginError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
     log.info("warrenmq %s starting", __version__)
@@ -176,7 +229,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for error in _leaves(group):
             log.error("cannot start the broker: %s", error)
         status = 1
-    except* PluginError as group:
+    except* (PluginError, ConfigError) as group:
         for error in _leaves(group):
             log.error("%s", error)
         status = 2
@@ -205,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.command == "plugins":
         return _cmd_plugins(args)
+    if args.command in cli_access.HANDLERS:
+        return cli_access.run(args)
     parser.print_help(sys.stderr)
     return 2
 
