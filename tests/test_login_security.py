@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pika
 import pytest
-from access_helpers import LocalAdmin
-from pika.exceptions import AMQPConnectionError, ProbableAccessDeniedError
+from access_helpers import TEST_ITERATIONS, LocalAdmin
+from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker, ProbableAccessDeniedError
+from test_access_model import RABBIT_DEFINITIONS
 from test_auth import non_loopback_address
 
 from warrenmq import Settings
+from warrenmq.access_config import access_from_config, access_from_definitions
+from warrenmq.passwords import hash_password
 from warrenmq.testing import RunningBroker, running_broker
 
 pytestmark = pytest.mark.warrenmq_only
@@ -197,3 +200,33 @@ def test_failures_from_one_address_do_not_slow_another(
     start = time.monotonic()
     connect(remote_address, port, "remote", "remote-pw").close()
     assert time.monotonic() - start < DELAY
+
+
+def test_users_from_the_config_replace_the_default_guest(tmp_path: Path) -> None:
+    users = {"alice": {"password_hash": hash_password("alice-pw", TEST_ITERATIONS)}}
+    grant = [{"user": "alice", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+    settings = Settings(amqp_port=0, access=access_from_config(users, grant))
+    with running_broker(settings) as running:
+        connect(running.host, running.port, "alice", "alice-pw").close()
+        refused(running.host, running.port, "guest", "guest")
+
+
+def test_users_imported_from_rabbitmq_definitions_log_in_with_their_rabbitmq_password() -> None:
+    settings = Settings(amqp_port=0, access=access_from_definitions(RABBIT_DEFINITIONS))
+    with running_broker(settings) as running:
+        connection = connect(running.host, running.port, "app", "rabbit-secret", vhost="prod")
+        channel = connection.channel()
+        channel.queue_declare("app.jobs")
+        with pytest.raises(ChannelClosedByBroker, match="configure access to queue 'jobs'"):
+            channel.queue_declare("jobs")
+        connection.close()
+        connect(running.host, running.port, "guest", "guest").close()  # imported too
+
+
+def test_config_users_are_applied_over_the_access_file(data_dir: Path) -> None:
+    users = {"remote": {"password_hash": hash_password("from-config", TEST_ITERATIONS)}}
+    settings = Settings(amqp_port=0, data_dir=data_dir, access=access_from_config(users))
+    with running_broker(settings) as running:
+        connect(running.host, running.port, "remote", "from-config").close()
+        refused(running.host, running.port, "remote", "remote-pw")
+        connect(running.host, running.port, "guest", "guest").close()  # still in the file
