@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from .access import Access, UserRecord
-from .passwords import is_expensive, remember_verified, verified_before, verify_password
+from .passwords import (
+    DEFAULT_GUEST_HASH,
+    PBKDF2_SHA256,
+    is_expensive,
+    remember_verified,
+    verified_before,
+    verify_password,
+)
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -230,12 +237,16 @@ class Logins:
         except RuntimeError:  # no event loop (an engine driven by hand): no waiting
             loop = None
         wait = self.throttle.wait(address, time.monotonic()) if loop is not None else 0.0
-        slow = (
-            record is not None
-            and record.password_hash is not None
-            and is_expensive(record.hashing_algorithm)
-            and not verified_before(password, record.password_hash)
+        # the hash to check: an unknown user (or one without a password) is checked against a
+        # decoy and refused whatever the result, so that it takes as long as a wrong password
+        # and the timing does not tell which user names exist
+        decoy = record is None or record.password_hash is None
+        stored, algorithm = (
+            (DEFAULT_GUEST_HASH, PBKDF2_SHA256)
+            if decoy
+            else (record.password_hash or "", record.hashing_algorithm)  # type: ignore[union-attr]
         )
+        slow = is_expensive(algorithm) and (decoy or not verified_before(password, stored))
 
         def finish(verified: bool | None) -> None:
             if verified is None:
@@ -258,18 +269,16 @@ class Logins:
             return
 
         def verify_off_loop() -> None:
-            if not slow or record is None or record.password_hash is None:
+            if not slow:
                 finish(None)
                 return
-            future = loop.run_in_executor(
-                None, verify_password, password, record.password_hash, record.hashing_algorithm
-            )
+            future = loop.run_in_executor(None, verify_password, password, stored, algorithm)
 
             def verified(future: asyncio.Future[bool]) -> None:
                 error = future.exception()
                 if error is not None:
                     log.error("verifying the password of user '%s' failed: %s", username, error)
-                finish(bool(not error and future.result()))
+                finish(bool(not decoy and not error and future.result()))
 
             future.add_done_callback(verified)
 
