@@ -192,19 +192,21 @@ class Broker:
         except (ConfigError, OSError) as exc:
             log.error("keeping the previous users and permissions: %s", exc)
             return False
+        previous = list(self.access.vhosts)
         self.users.access = access
         log.info("reloaded users and permissions from %s", self.access_file.path)
-        self._add_vhosts()
+        self._add_vhosts(previous)
         return True
 
-    def _add_vhosts(self) -> None:
-        """A ``VirtualHost`` for each configured or access-defined vhost, and drop those that
-        were deleted from the access file (their connections are closed)."""
+    def _add_vhosts(self, previous: Iterable[str] = ()) -> None:
+        """A ``VirtualHost`` for each configured or access-defined vhost; those of the
+        ``previous`` access model that are gone from it (and not configured) are deleted, and
+        their connections closed. Vhosts made some other way are left alone."""
         wanted = dict.fromkeys((*self.settings.vhosts, *self.access.vhosts))
         for name in wanted:
             if name not in self.vhosts:
                 self.vhosts[name] = VirtualHost(self, name)
-        for name in [name for name in self.vhosts if name not in wanted]:
+        for name in [name for name in previous if name not in wanted and name in self.vhosts]:
             vhost = self.vhosts.pop(name)
             for connection in [c for c in self.connections if getattr(c, "vhost", None) is vhost]:
                 connection.shutdown(f"vhost '{name}' is deleted")
