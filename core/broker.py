@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -100,6 +101,20 @@ class Settings:
         return listeners
 
 
+def _loop_delay(seconds: float) -> float:
+    """``seconds`` rounded up to a whole millisecond, less a microsecond.
+
+    uvloop's clock ticks in milliseconds: a cancel scope whose deadline falls between two ticks
+    wakes at the first, finds its deadline not reached and re-arms itself for "now", in a busy
+    loop until the next tick (measured: up to a millisecond of CPU per timer wake, most of the
+    broker's CPU with a thousand wakes a second). A deadline just below a tick wakes once. Due
+    timers are then at most a millisecond late, never early (``Timers`` checks the time).
+    """
+    if seconds <= 0:
+        return 0.0
+    return math.ceil(seconds * 1000) / 1000 - 1e-6
+
+
 @dataclass
 class ListenerInfo:
     spec: ListenerSpec
@@ -125,17 +140,22 @@ class Broker:
             raise PluginError(
                 f"default dispatch policy '{self.settings.default_dispatch}' is not registered "
                 f"(known: {', '.join(self.dispatch_policies.names()) or 'none'})"
+                + self.plugins.failure_note()
             )
         self.config_sections: Registry[Any] = registries["config_sections"]
-        unknown = sorted(set(self.settings.plugin_config) - set(self.config_sections))
+        failed = {failure.name for failure in self.plugins.failed}
+        unknown = sorted(set(self.settings.plugin_config) - set(self.config_sections) - failed)
         if unknown:
             raise PluginError(
                 f"no loaded plugin has a config section '{unknown[0]}' "
                 f"(sections: {', '.join(sorted(self.config_sections)) or 'none'})"
+                + self.plugins.failure_note()
             )
         store_class = self.stores.get(self.settings.store)
         if store_class is None:
-            raise PluginError(f"store '{self.settings.store}' is not registered")
+            raise PluginError(
+                f"store '{self.settings.store}' is not registered" + self.plugins.failure_note()
+            )
         self.store: Store = store_class(self.settings.data_dir)
         #: the data directory's access file (users, vhosts, permissions), if there is one
         self.access_file = (
@@ -154,6 +174,9 @@ class Broker:
         self.vhosts: dict[str, VirtualHost] = {}
         self._add_vhosts()
         self.connections: set[ProtocolConnection] = set()
+        #: bytes that plugins hold outside queues (messages an exchange keeps for later, say),
+        #: each a callable the memory alarm adds up; a plugin appends and removes its own
+        self.memory_sources: list[Callable[[], int]] = []
         self.listeners: list[ListenerInfo] = []
         #: True while resident memory is over the limit and publishers are blocked
         self.memory_alarm = False
@@ -251,7 +274,9 @@ class Broker:
         if instance is None:
             protocol_class = self.protocols.get(name)
             if protocol_class is None:
-                raise PluginError(f"protocol '{name}' is not registered")
+                raise PluginError(
+                    f"protocol '{name}' is not registered" + self.plugins.failure_note()
+                )
             instance = self._protocol_instances[name] = protocol_class()
         return instance
 
@@ -303,10 +328,36 @@ class Broker:
     # -- lifetime -------------------------------------------------------------------------
 
     async def _call_lifecycle_hook(self, hook_name: str) -> None:
+        """Call every plugin's ``hook_name``, then await what they returned, in turn.
+
+        An optional plugin that raises is logged by name and skipped from then on; an
+        essential one (or one passed in code) stops start-up. At shutdown every plugin is
+        called whatever the others did.
+        """
         hook = getattr(self.plugins.manager.hook, hook_name)
-        for result in hook(broker=self):
+        pending = []
+        for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+            try:
+                arguments = {"broker": self}
+                result = impl.function(*(arguments[name] for name in impl.argnames))
+                pending.append((impl.plugin_name, result))
+            except Exception as exc:
+                self._lifecycle_failed(hook_name, impl.plugin_name, exc)
+        for plugin_name, result in pending:
             if inspect.isawaitable(result):
-                await result
+                try:
+                    await result
+                except Exception as exc:
+                    self._lifecycle_failed(hook_name, plugin_name, exc)
+
+    def _lifecycle_failed(self, hook_name: str, plugin_name: str, exc: Exception) -> None:
+        reason = f"failed in {hook_name}: {type(exc).__name__}: {exc}"
+        if hook_name == "warrenmq_startup" and plugin_name in self.plugins.strict:
+            raise exc
+        if hook_name == "warrenmq_startup":
+            self.plugins.fail(plugin_name, reason)
+        else:
+            log.error("plugin %r %s", plugin_name, reason)
 
     def set_memory_alarm(self, active: bool) -> None:
         """Block (or unblock) publishers on every connection."""
@@ -318,8 +369,9 @@ class Broker:
 
     def accounted_memory(self) -> int:
         """Bytes the broker knows it holds: messages in queues (ready and unacknowledged,
-        with a per-message overhead), plus each connection's buffers and partial content."""
-        total = 0
+        with a per-message overhead), each connection's buffers and partial content, and what
+        plugins report through ``memory_sources``."""
+        total = sum(source() for source in self.memory_sources)
         for vhost in self.vhosts.values():
             for queue in vhost.queues.values():
                 total += (
@@ -389,7 +441,7 @@ class Broker:
                 if wake.is_set():
                     wake = anyio.Event()
                     continue
-                delay = None if deadline is None else max(0.0, deadline - time.monotonic())
+                delay = None if deadline is None else _loop_delay(deadline - time.monotonic())
                 with anyio.move_on_after(delay):
                     await wake.wait()
                 wake = anyio.Event()
@@ -410,7 +462,10 @@ class Broker:
                 for spec in self.settings.effective_listeners():
                     transport_class = self.transports.get(spec.transport)
                     if transport_class is None:
-                        raise PluginError(f"transport '{spec.transport}' is not registered")
+                        raise PluginError(
+                            f"transport '{spec.transport}' is not registered"
+                            + self.plugins.failure_note()
+                        )
                     self.protocol(spec.protocol)  # fail early on an unknown protocol
                     host, port = await group.start(transport_class().serve, self, spec)
                     self.listeners.append(ListenerInfo(spec, host, port))

@@ -244,6 +244,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    if broker.plugins.failed:
+        print("\nFAILED (skipped; the broker runs without them)")
+        for failure in broker.plugins.failed:
+            print(f"failed  {failure.describe()}")
     return 0
 
 

@@ -553,10 +553,13 @@ def _plugins(table: Any, settings: Settings, extra: tuple[Any, ...]) -> Plugins:
         if section is None:
             if name in blocked:
                 continue  # the section of a blocked plugin is kept for when it comes back
+            if any(failure.name == name for failure in loaded.failed):
+                continue  # the plugin failed to load (logged): the broker runs without it
             known = ", ".join(sorted(registry)) or "none"
             raise ConfigProblem(
                 ("plugins", name),
-                f"no loaded plugin has a config section '{name}' (sections: {known})",
+                f"no loaded plugin has a config section '{name}' (sections: {known})"
+                + loaded.failure_note(),
             )
         settings.plugin_config[name] = section.validate(value, ("plugins", name))
     return loaded

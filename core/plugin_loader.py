@@ -1,9 +1,11 @@
 """Plugin loading: every plugin, built-in or not, comes through the ``warrenmq`` entry points.
 
-Each entry point is loaded on its own, so a broken plugin is named in the error instead of
-silently stopping the rest. The four standard exchange types (the predeclared ``amq.*``
-exchanges need them) and the ``classic`` queue type (the default) are essential and cannot be
-blocked.
+Each entry point is loaded on its own. An optional one that fails to import or to register is
+logged by name with the reason and skipped (``Plugins.failed``, shown by ``warrenmq plugins``):
+one broken package does not take the broker down. The four standard exchange types (the
+predeclared ``amq.*`` exchanges need them) and the ``classic`` queue type (the default) are
+essential: they cannot be blocked, and their failure stops start-up. Plugin objects passed in
+code (``Broker(plugins=[...])``) are the caller's own, so their failures raise as well.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError
-from .registry import Registry
+from .registry import NameTaken, Registry
 
 log = logging.getLogger("warrenmq.plugins")
 
@@ -46,12 +48,53 @@ class LoadedPlugin:
 
 
 @dataclass
+class FailedPlugin:
+    """An optional plugin that was skipped: it failed to import or to register."""
+
+    name: str
+    package: str
+    version: str
+    reason: str
+
+    def describe(self) -> str:
+        package = f"{self.package} {self.version}".strip()
+        return (
+            f"{self.name} ({package}): {self.reason}" if package else f"{self.name}: {self.reason}"
+        )
+
+
+@dataclass
 class Plugins:
     """The plugin manager plus the registries it filled."""
 
     manager: pluggy.PluginManager
     loaded: list[LoadedPlugin] = field(default_factory=list)
     registries: dict[str, Registry[Any]] = field(default_factory=dict)
+    #: optional plugins that failed and were skipped, in the order they failed
+    failed: list[FailedPlugin] = field(default_factory=list)
+    #: names of the plugins whose failure stops start-up (essential, or passed in code)
+    strict: set[str] = field(default_factory=set)
+
+    def fail(self, name: str, reason: str, package: str = "", version: str = "") -> None:
+        """Skip plugin ``name``: log it, forget what it registered, keep the reason."""
+        loaded = next((p for p in self.loaded if p.name == name), None)
+        if loaded is not None:
+            package, version = loaded.package, loaded.version
+        failure = FailedPlugin(name, package, version, reason)
+        log.error("plugin %s; skipped", failure.describe())
+        self.failed.append(failure)
+        self.loaded = [p for p in self.loaded if p.name != name]
+        for registry in self.registries.values():
+            registry.discard_plugin(name)
+        plugin = self.manager.get_plugin(name)
+        if plugin is not None:
+            self.manager.unregister(plugin)
+
+    def failure_note(self) -> str:
+        """`` (plugins that failed: ...)`` to add to an error about something missing."""
+        if not self.failed:
+            return ""
+        return " (plugins that failed: " + "; ".join(f.describe() for f in self.failed) + ")"
 
     def registered(self) -> list[tuple[str, str, str, str]]:
         """(kind, name, plugin, package) for everything registered, for ``warrenmq plugins``:
@@ -121,10 +164,16 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
             module = ep.load()
             manager.register(module, name=ep.name)
         except Exception as exc:
-            raise PluginError(
-                f"plugin '{ep.name}' ({package} {version}) failed to load: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            if ep.name in ESSENTIAL:
+                raise PluginError(
+                    f"plugin '{ep.name}' ({package} {version}) failed to load: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            reason = f"failed to load: {type(exc).__name__}: {exc}"
+            plugins.fail(ep.name, reason, package, version)
+            continue
+        if ep.name in ESSENTIAL:
+            plugins.strict.add(ep.name)
         plugins.loaded.append(LoadedPlugin(ep.name, package, version))
     for index, plugin in enumerate(extra):
         name = getattr(plugin, "__name__", None) or f"extra-{index}"
@@ -136,26 +185,27 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
             manager.register(plugin, name=name)
         except Exception as exc:
             raise PluginError(f"plugin '{name}' failed to register: {exc}") from exc
+        plugins.strict.add(name)
         plugins.loaded.append(LoadedPlugin(name, "", ""))
-    try:
-        manager.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc
-    for attribute, (hook_name, kind) in REGISTRIES.items():
-        registry: Registry[Any] = Registry(kind)
+    _check_hooks(plugins)
+    for attribute, (_, kind) in REGISTRIES.items():
+        plugins.registries[attribute] = Registry(kind)
+    for attribute, (hook_name, _) in REGISTRIES.items():
+        registry = plugins.registries[attribute]
         hook = getattr(manager.hook, hook_name)
+        arguments = {"registry": registry}
         for impl in hook.get_hookimpls():  # registration order
             registry.current_plugin = impl.plugin_name
             try:
-                impl.function(registry=registry)
-            except PluginError:
-                raise
+                impl.function(*(arguments[name] for name in impl.argnames))
             except Exception as exc:
-                raise PluginError(
-                    f"plugin '{impl.plugin_name}' failed in {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-        plugins.registries[attribute] = registry
+                strict = impl.plugin_name in plugins.strict
+                if isinstance(exc, NameTaken) or (strict and isinstance(exc, PluginError)):
+                    raise  # a name registered twice: which one to keep is the operator's call
+                reason = f"failed in {hook_name}: {type(exc).__name__}: {exc}"
+                if strict:
+                    raise PluginError(f"plugin '{impl.plugin_name}' {reason}") from exc
+                plugins.fail(impl.plugin_name, reason)
     missing = {"direct", "fanout", "topic", "headers"} - set(plugins.registries["exchange_types"])
     if "classic" not in plugins.registries["queue_types"]:
         missing.add("classic (queue type)")
@@ -165,3 +215,18 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
             "is warrenmq installed (pip install warrenmq)?"
         )
     return plugins
+
+
+def _check_hooks(plugins: Plugins) -> None:
+    """Every hook implementation names a known hook. An optional plugin that implements an
+    unknown one is skipped; a strict one is an error."""
+    for hook_name, caller in list(vars(plugins.manager.hook).items()):
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin_name not in plugins.strict and not impl.optionalhook:
+                plugins.fail(impl.plugin_name, f"implements an unknown hook {hook_name}")
+    try:
+        plugins.manager.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"a plugin implements an unknown hook: {exc}") from exc

@@ -10,6 +10,10 @@ from .errors import PluginError
 T = TypeVar("T")
 
 
+class NameTaken(PluginError):
+    """A plugin registered a name another plugin has: start-up stops, whoever is optional."""
+
+
 class Registry(Generic[T]):
     """Named things of one kind (exchange types, dispatch policies, ...).
 
@@ -32,12 +36,18 @@ class Registry(Generic[T]):
                 f"plugin '{self.current_plugin}' registered a {self.kind} without a name"
             )
         if key in self._items:
-            raise PluginError(
+            raise NameTaken(
                 f"plugin '{self.current_plugin}' registered {self.kind} '{key}', "
                 f"already registered by plugin '{self.sources[key]}'"
             )
         self._items[key] = item
         self.sources[key] = self.current_plugin
+
+    def discard_plugin(self, plugin: str) -> None:
+        """Forget everything ``plugin`` registered (it failed and is skipped)."""
+        for key in [key for key, source in self.sources.items() if source == plugin]:
+            del self._items[key]
+            del self.sources[key]
 
     def get(self, name: str) -> T | None:
         return self._items.get(name)

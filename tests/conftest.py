@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from example_plugins import make_importable
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import Connections, confirmed_channel, open_connections
 
@@ -42,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[BrokerAddress]:
+def broker(example_plugins: None) -> Iterator[BrokerAddress]:
     external = os.environ.get("WARRENMQ_TEST_EXTERNAL")
     if external:
         host, _, port = external.rpartition(":")
@@ -65,6 +66,12 @@ def conns(broker: BrokerAddress) -> Iterator[Connections]:
 def ch(conns: Connections) -> BlockingChannel:
     """A channel in confirm mode, so a returned publish means 'already routed and enqueued'."""
     return confirmed_channel(conns.open())
+
+
+@pytest.fixture(scope="session")
+def example_plugins(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The example plugin packages under examples/, installed or made importable."""
+    make_importable(tmp_path_factory.mktemp("examples-site"))
 
 
 @pytest.fixture

@@ -169,6 +169,9 @@ def test_plugins_command_lists_each_kind_by_name(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     rows = [re.split(r"\s{2,}", line.strip()) for line in result.stdout.splitlines()[1:]]
+    # other installed plugins (the example packages, say) may be listed too
+    ours = (f"warrenmq {warrenmq.__version__}", "warrenmq-loud-fanout 0.3")
+    rows = [row for row in rows if row[3] in ours]
     exchange_types = [name for kind, name, _, _ in rows if kind == "exchange type"]
     assert exchange_types == ["direct", "fanout", "headers", "topic", "x-loud-fanout"]
     assert rows[4] == ["exchange type", "x-loud-fanout", "loud-fanout", "warrenmq-loud-fanout 0.3"]
@@ -521,3 +524,24 @@ def test_failing_plugin_refuses_the_publish_and_logs_one_traceback(
         for report in later:
             assert "(traceback not repeated)" in report and "\n" not in report, report
         assert all(r.exc_info is None for r in ours)
+
+
+class NoArgumentsPlugin:
+    """Hook implementations may take fewer arguments than the spec (as pluggy allows)."""
+
+    calls: list[str] = []
+
+    @staticmethod
+    @warrenmq.hookimpl
+    def warrenmq_register_stores() -> None:
+        NoArgumentsPlugin.calls.append("register")
+
+    @staticmethod
+    @warrenmq.hookimpl
+    def warrenmq_startup() -> None:
+        NoArgumentsPlugin.calls.append("startup")
+
+
+def test_hooks_may_take_fewer_arguments_than_the_spec() -> None:
+    with running_broker(plugins=[NoArgumentsPlugin]):
+        assert NoArgumentsPlugin.calls == ["register", "startup"]

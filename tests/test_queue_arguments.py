@@ -106,7 +106,8 @@ def test_edge_values_are_accepted(
 ) -> None:
     ch.queue_declare(unique, exclusive=True, arguments=arguments)
     ch.queue_declare(unique, exclusive=True, arguments=arguments)  # equivalent: fine
-    ch.queue_declare(unique, passive=True)
+    if "x-expires" not in arguments:  # a 1 ms lease may end before a passive declare
+        ch.queue_declare(unique, passive=True)
 
 
 INEQUIVALENT: list[tuple[dict[str, Any] | None, dict[str, Any] | None, str]] = [

@@ -1,0 +1,452 @@
+"""The example package warrenmq-delayed-message (examples/delayed-message), installed with pip
+and driven from pika: delays honoured in order of due time, delays beyond RabbitMQ's 2^32 ms,
+lateness under load, persistent messages across a restart, and RabbitMQ's errors.
+
+Each test runs its own broker (``running_broker``) so that it can read the exchange's schedule:
+the lateness the broker measured when it released each message.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+import warnings
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from example_plugins import broker_process
+from pamqp import commands
+from pika.adapters.blocking_connection import BlockingChannel
+from pika_helpers import (
+    Collector,
+    channel_closed,
+    connect,
+    connection_closed,
+    ready_count,
+    settle,
+    wait_until,
+)
+from raw_amqp import RawAMQP, publish_frames
+
+from warrenmq import Settings
+from warrenmq.testing import RunningBroker, running_broker
+
+pytestmark = [pytest.mark.warrenmq_only, pytest.mark.usefixtures("example_plugins")]
+
+DELAYED = {"x-delayed-type": "direct"}
+
+
+@pytest.fixture
+def running() -> Iterator[RunningBroker]:
+    with running_broker() as running:
+        yield running
+
+
+def _router(running: RunningBroker, exchange: str) -> Any:
+    return running.broker.vhosts["/"].exchanges[exchange].router
+
+
+def _delayed(delay: Any, **extra: Any) -> pika.BasicProperties:
+    return pika.BasicProperties(headers={"x-delay": delay}, **extra)
+
+
+def _raw_delayed(delay: int) -> commands.Basic.Properties:
+    return commands.Basic.Properties(headers={"x-delay": delay})
+
+
+def _topology(channel: BlockingChannel, durable: bool = False) -> None:
+    """Exchange ``delayed`` (direct underneath) -> queue ``later`` with key ``k``."""
+    channel.exchange_declare("delayed", "x-delayed-message", durable=durable, arguments=DELAYED)
+    channel.queue_declare("later", durable=durable)
+    channel.queue_bind("later", "delayed", routing_key="k")
+
+
+def test_messages_arrive_after_their_delay_in_order_of_due_time(running: RunningBroker) -> None:
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    _topology(channel)
+    arrivals: list[tuple[bytes, float, Any]] = []
+
+    def on_message(ch: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        arrivals.append((body, time.monotonic(), (properties.headers or {}).get("x-delay")))
+
+    channel.basic_consume("later", on_message, auto_ack=True)
+    published = {}
+    for delay in (600, 200, 400):
+        published[delay] = time.monotonic()
+        channel.basic_publish("delayed", "k", b"%d" % delay, _delayed(delay), mandatory=True)
+    channel.basic_publish("delayed", "k", b"now")  # no x-delay: routed at once
+    wait_until(connection, lambda: len(arrivals) == 4, "four deliveries", timeout=5)
+    assert [body for body, _, _ in arrivals] == [b"now", b"200", b"400", b"600"]
+    for body, arrived, header in arrivals[1:]:
+        delay = int(body)
+        assert arrived - published[delay] >= delay / 1000, f"{body!r} came early"
+        assert header == -delay, "delivered with x-delay swapped to minus the delay"
+    assert arrivals[0][2] is None
+    connection.close()
+
+
+@pytest.mark.parametrize("delay", [2**32 + 5000, 2**63 - 1])
+def test_delays_beyond_two_to_the_32_ms_are_held(running: RunningBroker, delay: int) -> None:
+    """RabbitMQ's plugin routes such a message at once; here it waits for its due time."""
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    _topology(channel)
+    before = time.time()
+    channel.basic_publish("delayed", "k", b"much later", _delayed(delay))
+    assert ready_count(channel, "later") == 0
+    schedule = _router(running, "delayed").schedule
+    assert len(schedule) == 1
+    (held,) = schedule.held()
+    assert held.due_wall >= before + delay / 1000
+    channel.basic_publish("delayed", "k", b"soon", _delayed(50))
+    wait_until(connection, lambda: ready_count(channel, "later") == 1, "the short delay")
+    assert len(schedule) == 1, "the long one still waits"
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("header", "held"),
+    [
+        ("300", True),
+        (Decimal("300.9"), True),
+        (0, False),
+        (-5, False),
+        ("soon", False),
+        (True, False),
+    ],
+)
+def test_x_delay_values_as_rabbitmq_reads_them(
+    running: RunningBroker, header: Any, held: bool
+) -> None:
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    _topology(channel)
+    channel.basic_publish("delayed", "k", b"m", _delayed(header))
+    assert ready_count(channel, "later") == (0 if held else 1)
+    assert len(_router(running, "delayed").schedule) == (1 if held else 0)
+    connection.close()
+
+
+#: the bound this plugin promises: 99% of the messages released within this many ms of their due time
+PROMISED_P99_MS = 5
+#: the broker is taken to have had its CPU if it waited for one at most this part of the time
+CONTENDED = 0.1
+#: what is checked when every attempt ran on a machine too busy to give the broker a CPU
+BUSY_MACHINE_P99_MS = 50
+SUMMARY = re.compile(
+    r"released (\d+) delayed messages, late by p50 (\d+) ms, p90 (\d+) ms, p99 (\d+) ms, "
+    r"max ([\d.]+) ms"
+)
+
+
+def _cpu_wait(pid: int) -> tuple[float, float] | None:
+    """Seconds the broker's main thread has run and has waited for a CPU (Linux only)."""
+    try:
+        ran, waited = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
+def _load_run(total: int = 5000, rate: int = 10_000) -> tuple[dict[str, float], float | None]:
+    """Publish ``total`` delayed messages at ``rate`` a second to a broker process, each due
+    200-300 ms after it is published, so that they fall due while the broker is still taking
+    publishes. Returns the broker's lateness summary (from its log at shutdown) and the part of
+    the time it spent waiting for a CPU (None where the system does not tell)."""
+    batch = 50
+    frames = [
+        publish_frames(1, "delayed", "k", b"%d" % n, properties=_raw_delayed(200 + n % 100))
+        for n in range(total)
+    ]
+    batches = [b"".join(frames[i : i + batch]) for i in range(0, total, batch)]
+    with broker_process() as (process, log, port):
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        channel = connection.channel()
+        _topology(channel)
+        with RawAMQP("127.0.0.1", port) as publisher:
+            publisher.handshake()
+            publisher.open_channel(1)
+            before = _cpu_wait(process.pid)
+            start = time.monotonic()
+            for n, data in enumerate(batches):
+                # a raw socket and frames made beforehand: the test costs the CPU little
+                while (ahead := start + n * batch / rate - time.monotonic()) > 0:
+                    time.sleep(ahead)
+                publisher.send(data)
+            wait_until(
+                connection,
+                lambda: ready_count(channel, "later") == total,
+                "every message released into the queue",
+                timeout=20,
+            )
+            after = _cpu_wait(process.pid)
+        connection.close()
+        process.send_signal(signal.SIGINT)
+        match = SUMMARY.search(log.wait_for("delayed messages, late by"))
+    assert match is not None
+    released, p50, p90, p99, worst = (float(group) for group in match.groups())
+    assert released == total
+    busy = None
+    if before is not None and after is not None:
+        ran, waited = after[0] - before[0], after[1] - before[1]
+        busy = waited / (ran + waited) if ran + waited else 0.0
+    return {"p50": p50, "p90": p90, "p99": p99, "max": worst}, busy
+
+
+def test_lateness_stays_within_a_few_ms_at_10000_messages_per_second() -> None:
+    """The broker's own measure of each release against its due time, from its log.
+
+    Lateness on a machine whose other processes keep the broker from a CPU says nothing of the
+    broker: such a run (the broker waited for a CPU more than 10% of the time) is measured
+    again, up to three times; if none had its CPU, only a loose bound is checked, with a
+    warning. A run that had its CPU and missed the bound fails at once.
+    """
+    runs = []
+    for _ in range(3):
+        lateness, busy = _load_run()
+        runs.append((lateness, busy))
+        if lateness["p99"] <= PROMISED_P99_MS:
+            return
+        assert busy is not None and busy > CONTENDED, (
+            f"late by p99 {lateness['p99']:.0f} ms (max {lateness['max']:.1f} ms) although the "
+            f"broker waited for a CPU only {100 * (busy or 0):.0f}% of the time"
+        )
+    summary = "; ".join(
+        f"p99 {lateness['p99']:.0f} ms with {100 * (busy or 0):.0f}% of the time waiting for a CPU"
+        for lateness, busy in runs
+    )
+    warnings.warn(
+        f"the machine was too busy to check the {PROMISED_P99_MS} ms bound ({summary})",
+        stacklevel=1,
+    )
+    assert min(lateness["p99"] for lateness, _ in runs) <= BUSY_MACHINE_P99_MS, summary
+
+
+def test_the_broker_does_not_busy_wait_for_its_timers() -> None:
+    """300 messages due 2 ms apart: 300 wakes of the broker's timer service. Each costs a
+    release, not a millisecond of spinning until the event loop's clock ticks (uvloop)."""
+    count = 300
+    with broker_process() as (process, _, port):
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        channel = connection.channel()
+        _topology(channel)
+        before = _cpu_wait(process.pid)
+        for n in range(count):
+            channel.basic_publish("delayed", "k", b"%d" % n, _delayed(100 + 2 * n))
+        wait_until(
+            connection,
+            lambda: ready_count(channel, "later") == count,
+            "every message released",
+            timeout=10,
+        )
+        after = _cpu_wait(process.pid)
+        connection.close()
+    if before is None or after is None:
+        pytest.fail("this test reads /proc/<pid>/schedstat (Linux)")
+    cpu_per_wake = (after[0] - before[0]) / count
+    # measured on 2 cores: 0.2 ms (the publish and release of a message included); spinning
+    # until the clock ticks cost 0.4 to 0.6 ms
+    assert cpu_per_wake < 0.0003, f"{cpu_per_wake * 1000:.2f} ms of broker CPU per timer wake"
+
+
+def test_a_delayed_mandatory_message_is_not_returned_and_dropped_if_unroutable_at_due_time(
+    running: RunningBroker,
+) -> None:
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.exchange_declare("delayed", "x-delayed-message", arguments=DELAYED)
+    returned: list[bytes] = []
+    channel.add_on_return_callback(lambda ch, method, props, body: returned.append(body))
+    channel.basic_publish("delayed", "nowhere", b"m", _delayed(100), mandatory=True)
+    schedule = _router(running, "delayed").schedule
+    wait_until(connection, lambda: schedule.lateness.released == 1, "the due time")
+    settle(connection)
+    assert returned == []
+    connection.close()
+
+
+def test_deleting_the_exchange_drops_its_held_messages(running: RunningBroker) -> None:
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    _topology(channel)
+    channel.basic_publish("delayed", "k", b"m", _delayed(100))
+    schedule = _router(running, "delayed").schedule
+    channel.exchange_delete("delayed")
+    assert len(schedule) == 0
+    assert len(running.broker.timers) == 0, "its timer is cancelled"
+    connection.close()
+
+
+def test_held_messages_count_against_the_memory_alarm(running: RunningBroker) -> None:
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    _topology(channel)
+    broker = running.broker
+    before = broker.accounted_memory()
+    for _ in range(4):
+        channel.basic_publish("delayed", "k", b"x" * 1_000_000, _delayed(60_000))
+    assert broker.accounted_memory() - before >= 4_000_000
+    channel.exchange_delete("delayed")
+    assert broker.accounted_memory() - before < 1_000_000
+    connection.close()
+
+
+def test_routing_by_the_underlying_type_at_due_time(running: RunningBroker) -> None:
+    """A topic underneath; a binding added after the publish still gets the message."""
+    connection = connect(running)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    channel.exchange_declare("delayed", "x-delayed-message", arguments={"x-delayed-type": "topic"})
+    channel.queue_declare("eu")
+    channel.basic_publish("delayed", "orders.eu.new", b"m", _delayed(200))
+    channel.queue_bind("eu", "delayed", routing_key="orders.eu.*")
+    wait_until(connection, lambda: ready_count(channel, "eu") == 1, "the due time")
+    connection.close()
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ({}, "'x-delayed-type' must be an existing exchange type"),
+        ({"x-delayed-type": "x-delayed-message"}, "can't be used for 'x-delayed-type'"),
+        ({"x-delayed-type": "x-consistent-hash", "hash-property": "type"}, "Unsupported property"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    running: RunningBroker, arguments: dict[str, Any], error: str
+) -> None:
+    connection = connect(running)
+    with channel_closed(406, error):
+        connection.channel().exchange_declare("delayed", "x-delayed-message", arguments=arguments)
+    assert "delayed" not in running.broker.vhosts["/"].exchanges
+    connection.close()
+
+
+def test_an_unknown_delayed_type_is_an_unknown_exchange_type(running: RunningBroker) -> None:
+    connection = connect(running)
+    with connection_closed(503, "unknown exchange type 'nope'"):
+        connection.channel().exchange_declare(
+            "delayed", "x-delayed-message", arguments={"x-delayed-type": "nope"}
+        )
+
+
+def test_bindings_are_checked_by_the_underlying_type(running: RunningBroker) -> None:
+    connection = connect(running)
+    channel = connection.channel()
+    channel.exchange_declare(
+        "delayed", "x-delayed-message", arguments={"x-delayed-type": "x-consistent-hash"}
+    )
+    channel.queue_declare("q")
+    with channel_closed(406, "The binding key must be an integer"):
+        channel.queue_bind("q", "delayed", routing_key="heavy")
+    connection.close()
+
+
+# -- across a restart --------------------------------------------------------------------------
+
+
+def _settings(data_dir: Path) -> Settings:
+    return Settings(host="127.0.0.1", amqp_port=0, data_dir=data_dir)
+
+
+def test_persistent_messages_survive_a_restart(tmp_path: Path) -> None:
+    persistent = pika.BasicProperties(headers={"x-delay": 1500}, delivery_mode=2)
+    transient = pika.BasicProperties(headers={"x-delay": 1500}, delivery_mode=1)
+    with running_broker(_settings(tmp_path)) as first:
+        connection = connect(first)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        published = time.monotonic()
+        channel.basic_publish("delayed", "k", b"transient", transient)
+        channel.basic_publish("delayed", "k", b"persistent", persistent)
+        connection.close()
+    with running_broker(_settings(tmp_path)) as second:
+        connection = connect(second)
+        channel = connection.channel()
+        _topology(channel, durable=True)  # definitions are not recovered yet: declare again
+        received = Collector()
+        channel.basic_consume("later", received, auto_ack=True)
+        wait_until(connection, lambda: len(received) == 1, "the persistent message", 5)
+        assert time.monotonic() - published >= 1.5, "not before its due time"
+        assert received.bodies == [b"persistent"], "the transient one was not kept"
+        assert received.deliveries[0].properties.headers == {"x-delay": -1500}
+        connection.close()
+    with running_broker(_settings(tmp_path)) as third:
+        connection = connect(third)
+        _topology(connection.channel(), durable=True)
+        assert len(_router(third, "delayed").schedule) == 0, "released once, not again"
+        connection.close()
+
+
+def test_a_message_due_while_the_broker_was_down_waits_for_a_binding(tmp_path: Path) -> None:
+    with running_broker(_settings(tmp_path)) as first:
+        connection = connect(first)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        channel.basic_publish("delayed", "k", b"overdue", _delayed(100, delivery_mode=2))
+        due = time.monotonic() + 0.1
+        connection.close()
+    while time.monotonic() < due:  # the broker is down when the message falls due
+        time.sleep(due - time.monotonic())
+    with running_broker(_settings(tmp_path)) as second:
+        connection = connect(second)
+        channel = connection.channel()
+        channel.exchange_declare("delayed", "x-delayed-message", durable=True, arguments=DELAYED)
+        assert len(_router(second, "delayed").schedule) == 1, "held until a binding exists"
+        channel.queue_declare("later", durable=True)
+        channel.queue_bind("later", "delayed", routing_key="k")
+        wait_until(connection, lambda: ready_count(channel, "later") == 1, "the overdue message")
+        connection.close()
+
+
+def test_a_torn_last_record_is_cut_off_and_the_rest_kept(tmp_path: Path) -> None:
+    """A broker killed in the middle of writing a record leaves part of it: the next start
+    keeps every whole record before it."""
+    with running_broker(_settings(tmp_path)) as first:
+        connection = connect(first)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        channel.basic_publish("delayed", "k", b"whole", _delayed(100, delivery_mode=2))
+        connection.close()
+    (journal,) = (tmp_path / "delayed").rglob("*.journal")
+    with journal.open("ab") as torn:
+        torn.write(b"\x00\x00\x01\x00\x12\x34")  # a record header and no record
+    with running_broker(_settings(tmp_path)) as second:
+        connection = connect(second)
+        channel = connection.channel()
+        _topology(channel, durable=True)
+        wait_until(connection, lambda: ready_count(channel, "later") == 1, "the whole record")
+        assert channel.basic_get("later", auto_ack=True)[2] == b"whole"
+        connection.close()
+
+
+def test_deleting_a_durable_exchange_forgets_its_journal(tmp_path: Path) -> None:
+    with running_broker(_settings(tmp_path)) as running:
+        connection = connect(running)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        channel.basic_publish("delayed", "k", b"m", _delayed(60_000, delivery_mode=2))
+        journals = list((tmp_path / "delayed").rglob("*.journal"))
+        assert len(journals) == 1 and journals[0].stat().st_size > 0
+        channel.exchange_delete("delayed")
+        assert not journals[0].exists()
+        connection.close()
