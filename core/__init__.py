@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pluggy
 
+from .access import Access
 from .auth import AuthBackend, User
 from .broker import Broker, Settings
 from .consumer import Consumer
@@ -16,6 +17,7 @@ from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
 from .queue import Entry, Queue, QueueView
 from .session import Session, SessionConsumer
 from .store import Store
+from .tls import TLSOptions
 
 __version__ = "0.1.0"
 
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("warrenmq")
 
 __all__ = [
+    "Access",
     "AuthBackend",
     "Binding",
     "Broker",
@@ -46,6 +49,7 @@ __all__ = [
     "SessionConsumer",
     "Settings",
     "Store",
+    "TLSOptions",
     "Transport",
     "User",
     "UserLimits",

@@ -14,11 +14,12 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
-from .auth import AuthBackend, User, UserDatabase
+from .access import Access, AccessFile
+from .auth import AuthBackend, LoginResult, Logins, User, UserDatabase
 from .definitions import Definitions
 from .definitions import apply as apply_definitions
 from .dispatch import DispatchPolicy
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .exchange import ExchangeType
 from .limits import LimitTracker, UserLimits, VhostLimits
 from .memory import default_limit, resident_memory
@@ -29,6 +30,7 @@ from .queue import Queue
 from .registry import Registry
 from .store import Store
 from .timers import Timers
+from .tls import TLSOptions
 from .vhost import VirtualHost
 from .views import ConnectionView
 
@@ -75,8 +77,13 @@ class Settings:
     #: seconds connections get to close cleanly at shutdown
     shutdown_grace: float = 5.0
     blocked_plugins: frozenset[str] = frozenset()
-    #: explicit listeners; None means one AMQP listener on host:amqp_port
+    #: explicit listeners; None means one AMQP listener on host:amqp_port (and one over TLS
+    #: on host:tls_port when ``tls`` is set)
     listeners: list[ListenerSpec] | None = None
+    #: AMQP over TLS port (RabbitMQ's 5671) for the default listeners; needs ``tls``
+    tls_port: int | None = None
+    tls: TLSOptions | None = None
+    #: virtual hosts that always exist (more come from users' access, see ``access``)
     vhosts: tuple[str, ...] = ("/",)
     #: topology to declare at start, in order, after the store has opened: definitions files
     #: and a config file's exchanges, queues, bindings and policies
@@ -84,11 +91,25 @@ class Settings:
     #: each plugin config section's values by section name (defaults filled in; see
     #: ``warrenmq_register_config_sections``)
     plugin_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: users, vhosts and permissions from the config file, applied over the data directory's
+    #: access file (see docs/security.md); None: that file alone, or the default guest
+    access: Access | None = None
+    #: users who may log in from loopback addresses only (RabbitMQ's loopback_users)
+    loopback_users: frozenset[str] = frozenset({"guest"})
+    #: seconds a refused address's next login waits once it failed twice (doubling after)
+    login_failure_delay: float = 0.25
+    #: the longest such wait
+    login_failure_max_delay: float = 5.0
 
     def effective_listeners(self) -> list[ListenerSpec]:
         if self.listeners is not None:
             return self.listeners
-        return [ListenerSpec("tcp", "amqp", self.host, self.amqp_port)]
+        listeners = [ListenerSpec("tcp", "amqp", self.host, self.amqp_port)]
+        if self.tls_port is not None:
+            if self.tls is None:
+                raise ConfigError("a TLS port needs a certificate and key (tls options)")
+            listeners.append(ListenerSpec("tcp", "amqp", self.host, self.tls_port, tls=self.tls))
+        return listeners
 
 
 def _loop_delay(seconds: float) -> float:
@@ -147,16 +168,22 @@ class Broker:
                 f"store '{self.settings.store}' is not registered" + self.plugins.failure_note()
             )
         self.store: Store = store_class(self.settings.data_dir)
-        self.users = UserDatabase.with_default_guest()
+        #: the data directory's access file (users, vhosts, permissions), if there is one
+        self.access_file = (
+            AccessFile.in_data_dir(self.settings.data_dir) if self.settings.data_dir else None
+        )
+        #: users and permissions imported from definitions files (``import_access``)
+        self.imported_access = Access()
+        self.users = UserDatabase(self._effective_access(), self.settings.loopback_users)
+        self.logins = Logins(self)
         #: the broker's one timer service (message TTL, x-expires)
         self.timers = Timers()
         #: bytes held above which publishers are blocked (None: no alarm); checked often
         self._memory_limit = self.settings.memory_limit or default_limit(
             self.settings.memory_high_watermark
         )
-        self.vhosts: dict[str, VirtualHost] = {
-            name: VirtualHost(self, name) for name in self.settings.vhosts
-        }
+        self.vhosts: dict[str, VirtualHost] = {}
+        self._add_vhosts()
         self.connections: set[ProtocolConnection] = set()
         #: bytes that plugins hold outside queues (messages an exchange keeps for later, say),
         #: each a callable the memory alarm adds up; a plugin appends and removes its own
@@ -174,6 +201,8 @@ class Broker:
     # -- services for protocol engines ----------------------------------------------------
 
     def authenticate(self, username: str, password: str, peer_host: str | None) -> User | None:
+        """The synchronous check (blocks for the password hash); engines use ``login``."""
+        self.refresh_access()
         user = self.users.authenticate(username, password, peer_host)
         if user is not None:
             return user
@@ -182,6 +211,76 @@ class Broker:
             if user is not None:
                 return user
         return None
+
+    def login(
+        self,
+        username: str,
+        password: str,
+        peer_host: str | None,
+        done: Callable[[LoginResult], None],
+    ) -> None:
+        """Check a login off the event loop, slowing down addresses that failed; ``done``
+        gets the ``User`` or a ``LoginRefused`` with the reason (see ``auth.Logins``)."""
+        self.logins.login(username, password, peer_host, done)
+
+    @property
+    def access(self) -> Access:
+        """Users, vhosts and permissions in force."""
+        return self.users.access
+
+    # -- access (users, vhosts, permissions) ------------------------------------------------
+
+    def _effective_access(self) -> Access:
+        """The access file's model (or the default: guest on ``/``, unless the config or an
+        imported definitions file names users), with the users and permissions imported from
+        definitions files over it, and the config's over those."""
+        configured = self.settings.access
+        base = self.access_file.load() if self.access_file is not None else None
+        if base is None:
+            named = self.imported_access.users or (configured is not None and configured.users)
+            base = Access() if named else Access.default()
+        base = base.merged(self.imported_access)
+        return base if configured is None else base.merged(configured)
+
+    def import_access(self, access: Access) -> None:
+        """Add ``access`` (users, vhosts, permissions of a definitions file) to the model in
+        force. It stays over the access file when that is reloaded; the config stays over it."""
+        self.imported_access = self.imported_access.merged(access)
+        previous = list(self.access.vhosts)
+        self.users.access = self._effective_access()
+        self._add_vhosts(previous)
+
+    def refresh_access(self) -> bool:
+        """Reload the access file if it changed since it was read (a stat: cheap enough for
+        every login). A file that cannot be read is logged and the old model kept."""
+        if self.access_file is None or not self.access_file.changed():
+            return False
+        try:
+            access = self._effective_access()
+        except (ConfigError, OSError) as exc:
+            log.error("keeping the previous users and permissions: %s", exc)
+            return False
+        previous = list(self.access.vhosts)
+        self.users.access = access
+        log.info("reloaded users and permissions from %s", self.access_file.path)
+        self._add_vhosts(previous)
+        return True
+
+    def _add_vhosts(self, previous: Iterable[str] = ()) -> None:
+        """A ``VirtualHost`` for each configured or access-defined vhost; those of the
+        ``previous`` access model that are gone from it (and not configured) are deleted, and
+        their connections closed. Vhosts made some other way are left alone."""
+        wanted = dict.fromkeys((*self.settings.vhosts, *self.access.vhosts))
+        for name in wanted:
+            if name not in self.vhosts:
+                self.vhosts[name] = VirtualHost(self, name)
+        for name in [name for name in previous if name not in wanted and name in self.vhosts]:
+            vhost = self.vhosts.pop(name)
+            for connection in [c for c in self.connections if getattr(c, "vhost", None) is vhost]:
+                connection.shutdown(f"vhost '{name}' is deleted")
+            for queue in list(vhost.queues.values()):
+                vhost.remove_queue(queue)
+            log.info("vhost '%s' was deleted", name)
 
     def protocol(self, name: str) -> Protocol:
         instance = self._protocol_instances.get(name)
@@ -384,7 +483,12 @@ class Broker:
                     host, port = await group.start(transport_class().serve, self, spec)
                     self.listeners.append(ListenerInfo(spec, host, port))
                     log.info(
-                        "listening for %s on %s %s:%d", spec.protocol, spec.transport, host, port
+                        "listening for %s on %s %s:%d%s",
+                        spec.protocol,
+                        spec.transport,
+                        host,
+                        port,
+                        " with TLS" if spec.tls is not None else "",
                     )
                 group.start_soon(self._watch_memory)
                 group.start_soon(self._run_timers)

@@ -1,5 +1,6 @@
 """The ``warrenmq`` command: ``run`` a broker, list ``plugins``; the commands on files
-(``config``, ``definitions``, ``policy``) are in ``cli_files``."""
+(``config``, ``definitions``, ``policy``) are in ``cli_files``, those on users, vhosts and
+permissions (``user``, ``vhost``, ``permission``) in ``cli_access``."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__
+from . import __version__, cli_access
 from .broker import Broker, Settings
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
-from .config import LOG_LEVELS, ConfigError
+from .config import LOG_LEVELS
 from .definitions import DefinitionsError
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .limits import MAX_MESSAGE_SIZE, LimitsError, UserLimits, VhostLimits
 from .testing import _backend_options, _leaves
+from .tls import AMQPS_PORT
 
 log = logging.getLogger("warrenmq")
 
@@ -201,6 +203,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="do not load this entry-point plugin (repeatable; adds to the config's list)",
     )
+    tls = run.add_argument_group(
+        "TLS",
+        "AMQP over TLS on a second port (given a certificate and key). Each flag replaces "
+        "its key of the config file's TLS listener; without one in the file, one is added.",
+    )
+    tls.add_argument(
+        "--tls-port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        default=None,
+        help=f"AMQP over TLS port, by convention {AMQPS_PORT} (default: the config's, or "
+        f"{AMQPS_PORT} when --tls-cert is given)",
+    )
+    tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="certificate chain (PEM)")
+    tls.add_argument(
+        "--tls-key", type=Path, metavar="FILE", help="private key (PEM; default: in --tls-cert)"
+    )
+    tls.add_argument(
+        "--tls-ca", type=Path, metavar="FILE", help="CA certificates for client certificates"
+    )
+    tls.add_argument(
+        "--tls-verify-peer",
+        action="store_true",
+        default=None,
+        help="require a client certificate signed by --tls-ca",
+    )
 
     add_file_commands(commands)
 
@@ -208,6 +235,7 @@ def _parser() -> argparse.ArgumentParser:
         "plugins", help="list loaded plugins", description="List what each plugin registered."
     )
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
+    cli_access.add_parsers(commands)
     return parser
 
 
@@ -258,7 +286,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(getattr(logging, log_level.upper()))
     try:
         broker = Broker(settings)
-    except PluginError as exc:
+    except (PluginError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
     log.info("warrenmq %s starting", __version__)
@@ -276,7 +304,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for error in _leaves(group):
             log.error("cannot start the broker: %s", error)
         status = 1
-    except* (PluginError, DefinitionsError) as group:
+    except* (PluginError, DefinitionsError, ConfigError) as group:
         for error in _leaves(group):
             log.error("%s", error)
         status = 2
@@ -311,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_plugins(args)
     if args.command in FILE_COMMANDS:
         return FILE_COMMANDS[args.command](args)
+    if args.command in cli_access.HANDLERS:
+        return cli_access.run(args)
     parser.print_help(sys.stderr)
     return 2
 

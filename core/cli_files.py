@@ -18,12 +18,12 @@ import anyio
 
 from . import config, definitions
 from .broker import Broker, Settings
-from .config import ConfigError
 from .definitions import DefinitionsError
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .limits import UserLimits, VhostLimits, with_overrides
 from .policy import Policy, PolicyError
 from .protocol import ListenerSpec
+from .tls import AMQPS_PORT, TLSOptions
 
 log = logging.getLogger("warrenmq")
 
@@ -148,6 +148,7 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
     if getattr(args, "block_plugin", None):
         settings.blocked_plugins = settings.blocked_plugins | frozenset(args.block_plugin)
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
+    override_tls(settings, args)
     for file in args.definitions:
         settings.definitions.append(definitions.load(file))
     if getattr(args, "log_level", None) is not None:
@@ -165,7 +166,7 @@ def override_address(settings: Settings, host: str | None, port: int | None) -> 
         settings.amqp_port = port if port is not None else settings.amqp_port
         return
     for index, spec in enumerate(settings.listeners):
-        if (spec.transport, spec.protocol) == ("tcp", "amqp") and spec.options.get("tls") is None:
+        if (spec.transport, spec.protocol) == ("tcp", "amqp") and spec.tls is None:
             settings.listeners[index] = dataclasses.replace(
                 spec,
                 host=host if host is not None else spec.host,
@@ -175,6 +176,61 @@ def override_address(settings: Settings, host: str | None, port: int | None) -> 
     settings.listeners.append(
         ListenerSpec("tcp", "amqp", host or settings.host, port if port is not None else 5672)
     )
+
+
+def override_tls(settings: Settings, args: argparse.Namespace) -> None:
+    """The ``--tls-*`` flags, each over its key of the config's TLS: that of the first AMQP
+    listener over TLS in ``[[listeners]]`` (one is added if there is none), or without
+    ``[[listeners]]`` the default listeners' ``tls`` and ``tls_port``. ``ConfigError`` if the
+    result has no certificate, or verifies peers without a CA."""
+    files = {
+        "certfile": getattr(args, "tls_cert", None),
+        "keyfile": getattr(args, "tls_key", None),
+        "cafile": getattr(args, "tls_ca", None),
+    }
+    port: int | None = getattr(args, "tls_port", None)
+    verify_peer = bool(getattr(args, "tls_verify_peer", None))
+    if port is None and not verify_peer and all(file is None for file in files.values()):
+        return
+    listeners = settings.listeners
+    index = None
+    if listeners is None:
+        current, current_port = settings.tls, settings.tls_port
+    else:
+        index = next(
+            (i for i, spec in enumerate(listeners) if _is_amqp_tcp(spec) and spec.tls is not None),
+            None,
+        )
+        current = None if index is None else listeners[index].tls
+        current_port = None if index is None else listeners[index].port
+    if current is None and files["certfile"] is None:
+        given = [flag for flag, value in (("port", port), ("key", files["keyfile"])) if value]
+        given += ["ca"] if files["cafile"] is not None else []
+        flag = f"--tls-{given[0]}" if given else "--tls-verify-peer"
+        raise ConfigError(f"{flag} needs --tls-cert (or a TLS listener in the config file)")
+    changes: dict[str, Any] = {key: value for key, value in files.items() if value is not None}
+    if verify_peer:
+        changes["verify_peer"] = True
+    options = dataclasses.replace(current, **changes) if current else TLSOptions(**changes)
+    if options.verify_peer and options.cafile is None:
+        raise ConfigError(
+            "--tls-verify-peer needs --tls-ca (the CA that signs client certificates)"
+        )
+    if port is None:
+        port = current_port if current_port is not None else AMQPS_PORT
+    if listeners is None:
+        settings.tls, settings.tls_port = options, port
+    elif index is not None:
+        listeners[index] = dataclasses.replace(listeners[index], port=port, tls=options)
+    else:
+        host = getattr(args, "host", None) or next(
+            (spec.host for spec in listeners if _is_amqp_tcp(spec)), settings.host
+        )
+        listeners.append(ListenerSpec("tcp", "amqp", host, port, tls=options))
+
+
+def _is_amqp_tcp(spec: ListenerSpec) -> bool:
+    return (spec.transport, spec.protocol) == ("tcp", "amqp")
 
 
 def policy_reloader(args: argparse.Namespace, broker: Broker) -> Callable[[], None]:

@@ -6,7 +6,8 @@ raises ``ConfigError`` naming the file, the line, the key and what was expected;
 does not report lines for values, so the line is found by scanning the text for the key.
 
 Top-level sections: ``broker``, ``listeners``, ``plugins``, ``vhosts``, ``policies``,
-``exchanges``, ``queues``, ``bindings``, plus those in ``SECTION_HANDLERS``.
+``exchanges``, ``queues``, ``bindings``, plus those in ``SECTION_HANDLERS`` (``users`` and
+``permissions``, built into ``Settings.access`` by ``warrenmq.access_config``).
 """
 
 from __future__ import annotations
@@ -19,22 +20,21 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from .access import Access
+from .access_config import permissions_from_toml, users_from_toml
 from .broker import Settings
 from .definitions import Definitions, DefinitionsError
 from .definitions import load as load_definitions
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .limits import L, LimitsError, UserLimits, VhostLimits
 from .plugin_loader import ESSENTIAL, GROUP, Plugins, load_plugins
 from .policy import Policy, PolicyError
+from .tls import AMQPS_PORT, TLSOptions
 
 MAX_SHORT = 65535
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 KeyPath = tuple[str | int, ...]
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used: the text names the file, line, key and problem."""
 
 
 class ConfigProblem(Exception):
@@ -203,13 +203,28 @@ BROKER_KEYS: dict[str, Key] = {
         "a file name or a list of file names",
         lambda v: isinstance(v, str) or all(isinstance(item, str) for item in v),
     ),
+    "loopback_users": Key(
+        list, frozenset({"guest"}), "users who may log in from loopback addresses only",
+        "a list of user names", lambda v: all(isinstance(item, str) for item in v),
+    ),
+    "login_failure_delay": Key(
+        float, 0.25, "seconds an address's next login waits after its second failure in a row "
+        "(doubling with each further one)", "a number of seconds, 0 or more", _range(0),
+    ),
+    "login_failure_max_delay": Key(
+        float, 5.0, "the longest wait of a failing address's logins",
+        "a number of seconds, 0 or more", _range(0),
+    ),
 }  # fmt: skip
 
 TLS_KEYS: dict[str, Key] = {
     "certfile": Key(str, None, "the listener's certificate chain (PEM)", required=True),
-    "keyfile": Key(str, None, "the certificate's private key (PEM)", required=True),
+    "keyfile": Key(str, None, "the certificate's private key (PEM); default: in `certfile`"),
     "cafile": Key(str, None, "CA certificates that client certificates are checked against"),
-    "verify_peer": Key(bool, False, "require a client certificate signed by `cafile`"),
+    "verify_peer": Key(bool, False, "ask clients for a certificate signed by `cafile`"),
+    "fail_if_no_peer_cert": Key(
+        bool, True, "with `verify_peer`, refuse clients that send no certificate"
+    ),
 }
 
 LISTENER_KEYS: dict[str, Key] = {
@@ -289,10 +304,71 @@ BINDING_KEYS: dict[str, Key] = {
 #: stores what it needs on the settings and raises ``ConfigProblem`` for a bad key.
 SectionHandler = Callable[[Any, Settings, KeyPath], None]
 
-#: top-level section name -> handler. The users and permissions code registers ``users`` and
-#: ``permissions`` here (``SECTION_HANDLERS["users"] = ...``); any other unknown top-level key
-#: is an error.
-SECTION_HANDLERS: dict[str, SectionHandler] = {}
+_ACCESS_ERROR = re.compile(r"(?:\.([A-Za-z_]+))?: (.*)", re.DOTALL)
+
+
+def _access_problem(error: ConfigError, prefix: str, path: KeyPath) -> ConfigProblem:
+    """``access_config``'s error (``PREFIX.key: text``) as a problem at ``path`` + key."""
+    match = _ACCESS_ERROR.fullmatch(str(error).removeprefix(prefix))
+    if match is None:
+        return ConfigProblem(path, str(error))
+    key = match.group(1)
+    return ConfigProblem((*path, key) if key else path, match.group(2))
+
+
+def _users(value: Any, settings: Settings, path: KeyPath) -> None:
+    """``[users.NAME]``: a configured user (replacing the default guest)."""
+    if not isinstance(value, dict):
+        raise ConfigProblem(path, f"expected a table of [users.NAME] tables, got {_shown(value)}")
+    access = settings.access = settings.access or Access()
+    for name, entry in value.items():
+        try:
+            access.users.update(users_from_toml({name: entry}, "users"))
+        except ConfigError as error:
+            raise _access_problem(error, f"users.{name}", (*path, name)) from None
+
+
+def _permissions(value: Any, settings: Settings, path: KeyPath) -> None:
+    """``[[permissions]]`` of users of ``[users]`` or of the config's definitions files (or
+    of the default guest when there are none) in vhosts that the config or those files make."""
+    items = _array(value, path, "a list of [[permissions]]")
+    access = settings.access = settings.access or Access()
+    from_files = [
+        str(user.get("name"))
+        for item in settings.definitions
+        for user in item.extras.get("users", [])
+    ]
+    users = [*access.users, *from_files] or ["guest"]
+    vhosts = list(settings.vhosts)
+    vhosts += [name for item in settings.definitions for name in item.vhosts]
+    for index, entry in enumerate(items):
+        where = (*path, index)
+        if isinstance(entry, dict) and "user" not in entry:
+            raise ConfigProblem(where, "missing key 'user' in [[permissions]] (a user name)")
+        try:
+            ((user, vhost), permission), *_ = permissions_from_toml([entry], "permissions").items()
+        except ConfigError as error:
+            raise _access_problem(error, "permissions[0]", where) from None
+        if user not in users:
+            raise ConfigProblem(
+                (*where, "user"),
+                f"no user '{user}' in [users] or the definitions files (known: "
+                f"{', '.join(sorted(users))}); users of the access file get their permissions "
+                "with `warrenmq permission set`",
+            )
+        if vhost not in vhosts:
+            raise ConfigProblem(
+                (*where, "vhost"),
+                f"no virtual host '{vhost}' (add it to [[vhosts]]; known: {', '.join(vhosts)})",
+            )
+        if (user, vhost) in access.permissions:
+            raise ConfigProblem(where, f"user '{user}' already has permissions in vhost '{vhost}'")
+        access.permissions[(user, vhost)] = permission
+
+
+#: top-level section name -> handler, called in this order after the other sections; any
+#: other unknown top-level key is an error.
+SECTION_HANDLERS: dict[str, SectionHandler] = {"users": _users, "permissions": _permissions}
 
 TOP_LEVEL = (
     "broker",
@@ -321,7 +397,7 @@ class Config:
         settings = self.settings
         lines = [f"{self.path}: ok"]
         for spec in settings.effective_listeners():
-            tls = " (tls)" if spec.options.get("tls") else ""
+            tls = " (tls)" if spec.tls is not None else ""
             lines.append(
                 f"  listener: {spec.protocol} on {spec.transport} {spec.host}:{spec.port}{tls}"
             )
@@ -332,6 +408,11 @@ class Config:
             lines.append(f"  plugin section: {name}")
         for definitions in settings.definitions:
             lines.append(f"  definitions from {definitions.source}: {definitions.summary()}")
+        if settings.access is not None:
+            if settings.access.users:
+                lines.append(f"  users: {', '.join(sorted(settings.access.users))}")
+            if settings.access.permissions:
+                lines.append(f"  permissions: {len(settings.access.permissions)}")
         return "\n".join(lines)
 
 
@@ -405,6 +486,9 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         memory_high_watermark=broker["memory_high_watermark"],
         memory_check_interval=broker["memory_check_interval"],
         shutdown_grace=broker["shutdown_grace"],
+        loopback_users=frozenset(broker["loopback_users"]),
+        login_failure_delay=broker["login_failure_delay"],
+        login_failure_max_delay=broker["login_failure_max_delay"],
     )
     config = Config(path, settings, broker["log_level"])
     loaded = _plugins(data.get("plugins", {}), settings, extra_plugins)
@@ -556,27 +640,43 @@ def _listeners(value: Any, base: Path, loaded: Plugins) -> list[Any]:
                     f"no {key} '{values[key]}' is registered "
                     f"(registered: {', '.join(sorted(registry)) or 'none'})",
                 )
-        options: dict[str, Any] = {}
-        if values["tls"] is not None:
-            tls = check_table(values["tls"], TLS_KEYS, (*where, "tls"), "[listeners.tls]")
-            if tls["verify_peer"] and tls["cafile"] is None:
-                raise ConfigProblem(
-                    (*where, "tls", "verify_peer"), "verify_peer = true needs a cafile"
-                )
-            for key in ("certfile", "keyfile", "cafile"):
-                tls[key] = _relative(base, tls[key])
-            options["tls"] = tls
+        tls = None if values["tls"] is None else _tls(values["tls"], base, (*where, "tls"))
         port = values["port"]
         if port is None:
             port = protocols[values["protocol"]].default_port
-            if options and values["protocol"] == "amqp":
-                port = 5671
+            if tls is not None and values["protocol"] == "amqp":
+                port = AMQPS_PORT
             if not port:
                 raise ConfigProblem(where, f"missing key 'port' ({LISTENER_KEYS['port'].expected})")
         specs.append(
-            ListenerSpec(values["transport"], values["protocol"], values["host"], port, options)
+            ListenerSpec(values["transport"], values["protocol"], values["host"], port, tls=tls)
         )
     return specs
+
+
+def _tls(table: Any, base: Path, where: KeyPath) -> TLSOptions:
+    """A listener's ``tls`` table as ``TLSOptions``, its files checked: they are loaded here
+    as the listener will load them, so a bad file is reported with its line."""
+    values = check_table(table, TLS_KEYS, where, "[listeners.tls]")
+    if values["verify_peer"] and values["cafile"] is None:
+        raise ConfigProblem((*where, "verify_peer"), "verify_peer = true needs a cafile")
+    files = {key: _relative(base, values[key]) for key in ("certfile", "keyfile", "cafile")}
+    for key, file in files.items():
+        if file is not None and not file.is_file():
+            raise ConfigProblem((*where, key), f"no such file: {file}")
+    assert files["certfile"] is not None
+    options = TLSOptions(
+        certfile=files["certfile"],
+        keyfile=files["keyfile"],
+        cafile=files["cafile"],
+        verify_peer=values["verify_peer"],
+        fail_if_no_peer_cert=values["fail_if_no_peer_cert"],
+    )
+    try:
+        options.server_context()
+    except ConfigError as error:
+        raise ConfigProblem(where, str(error)) from None
+    return options
 
 
 def _check_dispatch_and_store(settings: Settings, loaded: Plugins) -> None:

@@ -7,10 +7,10 @@ broker's topology back in the same format, as RabbitMQ 3.10 does: every exchange
 default and ``amq.*`` ones, every queue but exclusive ones, durable or not, and the bindings
 between them.
 
-Users, permissions and topic permissions belong to the security code, not here. This module
-hands them to a handler registered in ``SECTION_IMPORTERS`` / ``SECTION_EXPORTERS`` (the
-extension point for that code); without one they are kept as data in
-``broker.definition_extras`` and written back unchanged by ``export``.
+Users and permissions are handed to the handlers in ``SECTION_IMPORTERS`` /
+``SECTION_EXPORTERS``, which put them in the broker's access model (``Broker.import_access``)
+and write them back with their hashes. A section without a handler (topic permissions,
+parameters) is kept as data in ``broker.definition_extras`` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BrokerError
+from .access import Access
+from .access_config import access_from_definitions, permissions_from_toml
+from .errors import BrokerError, ConfigError
 from .limits import LimitsError, UserLimits, VhostLimits
 from .policy import Policy, PolicyError
 
@@ -40,18 +42,63 @@ TOPOLOGY_SECTIONS = ("vhosts", "policies", "exchanges", "queues", "bindings")
 #: informational keys of RabbitMQ's exports, ignored on import
 VERSION_KEYS = ("rabbit_version", "rabbitmq_version", "product_name", "product_version")
 
-# -- the extension point for users and permissions ---------------------------------------------
-
-#: section name ("users", "permissions", "topic_permissions") -> function taking the broker and
-#: the section's items (a list of dicts in RabbitMQ's format) at import. Registered by the code
-#: that owns that section; nothing is registered here.
-SECTION_IMPORTERS: dict[str, Callable[[Broker, list[dict[str, Any]]], None]] = {}
-#: section name -> function returning the section's items for ``export``.
-SECTION_EXPORTERS: dict[str, Callable[[Broker], list[dict[str, Any]]]] = {}
-
 
 class DefinitionsError(ValueError):
     """A definitions file that cannot be imported; the text names the file and the item."""
+
+
+# -- users and permissions ----------------------------------------------------------------------
+
+
+def _import_users(broker: Broker, items: list[dict[str, Any]]) -> None:
+    """Users with their RabbitMQ hashes (checked by ``parse`` already)."""
+    try:
+        access = access_from_definitions({"users": items})
+    except ConfigError as error:
+        raise DefinitionsError(str(error)) from None
+    broker.import_access(access)
+
+
+def _import_permissions(broker: Broker, items: list[dict[str, Any]]) -> None:
+    """Permissions of users and vhosts that exist by now (the file's own users and vhosts are
+    imported before its permissions)."""
+    known = {
+        "users": [{"name": name} for name in broker.access.users],
+        "vhosts": [{"name": name} for name in broker.vhosts],
+        "permissions": items,
+    }
+    try:
+        access = access_from_definitions(known, "the broker")
+    except ConfigError as error:
+        raise DefinitionsError(str(error).removeprefix("the broker: ")) from None
+    broker.import_access(Access(permissions=access.permissions))
+
+
+def _export_users(broker: Broker) -> list[dict[str, Any]]:
+    """As RabbitMQ exports them: the hash and its algorithm, tags as a list, no limits."""
+    users: list[dict[str, Any]] = broker.access.to_json()["users"]
+    return [{**user, "limits": {}} for user in users]
+
+
+def _export_permissions(broker: Broker) -> list[dict[str, Any]]:
+    permissions: list[dict[str, Any]] = broker.access.to_json()["permissions"]
+    return permissions
+
+
+# -- the extension point for users and permissions ---------------------------------------------
+
+#: section name ("users", "permissions", "topic_permissions") -> function taking the broker and
+#: the section's items (a list of dicts in RabbitMQ's format) at import, raising
+#: ``DefinitionsError`` (the file's name is added). A section without one is kept as data.
+SECTION_IMPORTERS: dict[str, Callable[[Broker, list[dict[str, Any]]], None]] = {
+    "users": _import_users,
+    "permissions": _import_permissions,
+}
+#: section name -> function returning the section's items for ``export``.
+SECTION_EXPORTERS: dict[str, Callable[[Broker], list[dict[str, Any]]]] = {
+    "users": _export_users,
+    "permissions": _export_permissions,
+}
 
 
 @dataclass
@@ -182,7 +229,18 @@ def parse(data: Any, source: str = "definitions") -> Definitions:
     for key in EXTRA_SECTIONS:
         if key in data:
             result.extras[key] = [dict(item) for item in data[key]]
+    _check_access(data, source)
     return result
+
+
+def _check_access(data: Mapping[str, Any], source: str) -> None:
+    """Users' hashes and permissions' expressions are checked when the file is read; whether
+    a permission's user and vhost exist is known only at import."""
+    try:
+        access_from_definitions({"users": data.get("users", [])}, source)
+        permissions_from_toml(data.get("permissions", []), f"{source}: permissions")
+    except ConfigError as error:
+        raise DefinitionsError(str(error)) from None
 
 
 def _checked(item: Mapping[str, Any], section: str, index: int, source: str) -> dict[str, Any]:
@@ -248,13 +306,14 @@ def apply(broker: Broker, definitions: Definitions) -> None:
             _import_user_limits(broker, source, items)
         importer = SECTION_IMPORTERS.get(key)
         if importer is not None:
-            importer(broker, items)
+            try:
+                importer(broker, items)
+            except DefinitionsError as error:
+                raise DefinitionsError(f"{source}: {error}") from None
             continue
         kept = broker.definition_extras.setdefault(key, [])
         kept.extend(item for item in items if item not in kept)
-        if items and key in ("users", "permissions", "topic_permissions"):
-            log.info("%s: %d %s kept as data (not used for logins)", source, len(items), key)
-        elif items:
+        if items:
             log.warning("%s: %d %s have no effect in warrenmq", source, len(items), key)
     for policy in definitions.policies:
         _where(source, "policy", policy.name, policy.vhost, broker)
@@ -341,7 +400,10 @@ def export(broker: Broker) -> dict[str, Any]:
     vhosts, exchanges, queues, bindings = [], [], [], []
     for name in sorted(broker.vhosts):
         vhost = broker.vhosts[name]
-        vhosts.append({"name": name, "limits": [], "metadata": {"description": "", "tags": []}})
+        description = broker.access.vhosts.get(name, "")
+        vhosts.append(
+            {"name": name, "limits": [], "metadata": {"description": description, "tags": []}}
+        )
         for exchange in vhost.exchanges.values():
             if exchange.name == "" or exchange.name.startswith("amq."):
                 continue

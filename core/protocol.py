@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .tls import TLSOptions
+
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
@@ -96,13 +98,14 @@ class Protocol(ABC):
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """One listener: which transport, which protocol, where."""
+    """One listener: which transport, which protocol, where, and TLS if ``tls`` is set."""
 
     transport: str
     protocol: str
     host: str
     port: int
     options: dict[str, Any] = field(default_factory=dict)
+    tls: TLSOptions | None = None
 
 
 class Transport(ABC):

@@ -339,14 +339,17 @@ class VirtualHost:
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
         owner: object | None = None,
+        generated: bool = False,
     ) -> Queue:
+        """Declare a queue (an empty name gets one made up; ``generated``: the caller made
+        ``name`` up with ``server_generated_name``, to check permissions on it first)."""
         if passive:
             queue = self.get_queue(name, owner)
             queue.touch()  # a passive declare is a use, as in RabbitMQ (x-expires)
             return queue
         if not name:
             name = server_generated_name("amq.gen-")
-        elif name.startswith("amq."):
+        elif name.startswith("amq.") and not generated:
             raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         arguments = dict(arguments or {})
         existing = self.queues.get(name)

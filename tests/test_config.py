@@ -14,6 +14,7 @@ from typing import Any
 
 import pika
 import pytest
+from access_helpers import TEST_ITERATIONS
 from dists import install_distribution
 from line_reader import LineReader
 from pika.exceptions import ChannelClosedByBroker
@@ -25,14 +26,19 @@ from pika_helpers import (
     publish_all,
     ready_count,
 )
+from test_login_security import connect as login_as
+from test_login_security import refused
+from tls_helpers import make_certificates
 
 from warrenmq import config, hookimpl
 from warrenmq.broker import Settings
 from warrenmq.cli import _parser
 from warrenmq.cli_files import override_address, settings_for
 from warrenmq.config import ConfigError, ConfigSection, Key
+from warrenmq.passwords import hash_password
 from warrenmq.protocol import ListenerSpec
 from warrenmq.testing import running_broker
+from warrenmq.tls import TLSOptions
 
 pytestmark = pytest.mark.warrenmq_only
 
@@ -105,6 +111,13 @@ color = "red"
 [[vhosts]]
 name = "staging"
 description = "for tests"
+
+[[permissions]]
+user = "guest"
+vhost = "staging"
+configure = ".*"
+write = ".*"
+read = ".*"
 
 [[policies]]
 name = "short"
@@ -191,13 +204,28 @@ def test_every_section_composes_a_broker_that_pika_uses(tmp_path: Path) -> None:
          "broker.log_level: expected one of: debug, info, warning, error"),
         ("[broker]\ndefault_dispatch = 'random'\n", 2,
          "broker.default_dispatch: expected a registered dispatch policy (fair, round-robin)"),
-        ("[users]\nname = 'bob'\n", 1, "users: unknown section (expected one of: bindings,"),
+        ("[user]\nname = 'bob'\n", 1, "user: unknown section (expected one of: bindings,"),
+        ("[users]\nname = 'bob'\n", 2, "users.name: expected a table, got str 'bob'"),
+        ("[users.bob]\npassword = 'x'\n\n[users.al]\ntags = 'x'\npasword = 'y'\n", 6,
+         "users.al.pasword: unknown key (expected one of: password, password_hash,"),
+        ("[users.bob]\n\npassword_hash = 'abc'\n", 3,
+         "users.bob.password_hash: "),
+        ("[users.bob]\npassword = 'x'\n[[permissions]]\nuser = 'bob'\nconfigure = '('\n"
+         "write = ''\nread = ''\n", 5,
+         "permissions[0].configure: invalid regular expression '('"),
+        ("[users.bob]\npassword = 'x'\n[[permissions]]\nuser = 'al'\nconfigure = ''\n"
+         "write = ''\nread = ''\n", 4, "permissions[0].user: no user 'al' in [users] or the"),
+        ("[[permissions]]\nuser = 'guest'\nvhost = 'prod'\nconfigure = ''\nwrite = ''\n"
+         "read = ''\n", 3, "permissions[0].vhost: no virtual host 'prod' (add it to [[vhosts]]"),
+        ("[[permissions]]\nvhost = '/'\n", 1, "permissions[0]: missing key 'user'"),
         ("[[listeners]]\nport = 1\n[[listeners]]\nport = 99999\n", 4,
          "listeners[1].port: expected an integer from 0 to 65535, got 99999"),
         ("[[listeners]]\ntransport = 'websocket'\n", 2,
          "listeners[0].transport: no transport 'websocket' is registered (registered: tcp)"),
-        ("[[listeners]]\n[listeners.tls]\ncertfile = 'c.pem'\n", 2,
-         "listeners[0].tls: missing key 'keyfile' in [listeners.tls]"),
+        ("[[listeners]]\n[listeners.tls]\nkeyfile = 'k.pem'\n", 2,
+         "listeners[0].tls: missing key 'certfile' in [listeners.tls]"),
+        ("[[listeners]]\n[listeners.tls]\n\ncertfile = 'c.pem'\n", 4,
+         "listeners[0].tls.certfile: no such file: "),
         ("[[listeners]]\n[listeners.tls]\ncertfile = 'c'\nkeyfile = 'k'\nverify_peer = true\n", 5,
          "listeners[0].tls.verify_peer: verify_peer = true needs a cafile"),
         ("[plugins]\nblocked = ['fair', 'nope']\n", 2,
@@ -282,6 +310,7 @@ def test_key_lines_follow_arrays_of_tables_and_dotted_keys() -> None:
 
 
 def test_flags_override_the_file(tmp_path: Path) -> None:
+    certificates = make_certificates(tmp_path)
     path = write(
         tmp_path,
         """
@@ -299,8 +328,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
         host = "::1"
         port = 7000
         [listeners.tls]
-        certfile = "c.pem"
-        keyfile = "k.pem"
+        certfile = "server.crt"
+        keyfile = "server.key"
 
         [[listeners]]
         port = 7001
@@ -310,7 +339,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     args = _parser().parse_args(
         ["run", "--config", str(path), "--port", "7100", "--heartbeat", "5",
          "--memory-high-watermark", "0.2", "--data-dir", "/elsewhere", "--log-level", "debug",
-         "--block-plugin", "round-robin", "--default-dispatch", "round-robin"]
+         "--block-plugin", "round-robin", "--default-dispatch", "round-robin",
+         "--tls-port", "7002", "--tls-ca", str(certificates.ca), "--tls-verify-peer"]
     )  # fmt: skip
     settings, log_level = settings_for(args)
     assert settings.heartbeat == 5
@@ -321,9 +351,15 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
     assert settings.default_dispatch == "round-robin"
     assert settings.listeners is not None
     assert [(spec.host, spec.port) for spec in settings.listeners] == [
-        ("::1", 7000),  # the TLS listener keeps its address
+        ("::1", 7002),  # the TLS listener keeps its address, takes --tls-port
         ("127.0.0.1", 7100),  # the first plain AMQP listener takes --port
     ]
+    assert settings.listeners[0].tls == TLSOptions(
+        certificates.server_cert,  # from the file, relative to it
+        certificates.server_key,
+        cafile=certificates.ca,  # from the flags
+        verify_peer=True,
+    )
     without = settings_for(_parser().parse_args(["run", "--config", str(path)]))[0]
     assert without.heartbeat == 17
     assert without.data_dir == tmp_path / "state"  # relative to the config file
@@ -331,7 +367,8 @@ def test_flags_override_the_file(tmp_path: Path) -> None:
 
 
 def test_host_and_port_flags_add_a_listener_if_the_file_has_no_plain_one(tmp_path: Path) -> None:
-    settings = Settings(listeners=[ListenerSpec("tcp", "amqp", "::1", 5671, {"tls": {}})])
+    tls = TLSOptions(Path("c.pem"))
+    settings = Settings(listeners=[ListenerSpec("tcp", "amqp", "::1", 5671, tls=tls)])
     override_address(settings, None, 6000)
     assert settings.listeners is not None
     assert [(s.host, s.port) for s in settings.listeners] == [("::1", 5671), ("127.0.0.1", 6000)]
@@ -348,6 +385,12 @@ def test_run_with_a_config_file_and_a_port_flag(tmp_path: Path) -> None:
         port = 1
         [[vhosts]]
         name = "staging"
+        [[permissions]]
+        user = "guest"
+        vhost = "staging"
+        configure = ""
+        write = ""
+        read = ".*"
         [[queues]]
         name = "ready"
         vhost = "staging"
@@ -522,6 +565,10 @@ def test_every_settings_field_has_a_config_key() -> None:
         "definitions": "broker.definitions and the topology sections",
         "plugin_config": "plugins.NAME",
         "memory_gauge": "a callable, for embedding and tests only",
+        # TLS in the file is a [[listeners]] table with a tls table, as host and amqp_port
+        "tls_port": "listeners",
+        "tls": "listeners.tls",
+        "access": "users and permissions",
     }
     fields = {field.name for field in dataclasses.fields(Settings)}
     missing = sorted(fields - set(config.BROKER_KEYS) - set(elsewhere))
@@ -554,3 +601,46 @@ def test_a_declaration_the_broker_refuses_is_reported_with_its_line(tmp_path: Pa
     assert ran.returncode == 2
     assert expected in ran.stderr
     assert "listening" not in ran.stderr
+
+
+def test_users_and_permissions_of_the_config_file_log_in(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        [broker]
+        loopback_users = []
+
+        [[vhosts]]
+        name = "staging"
+
+        [users.alice]
+        password_hash = "{hash_password("alice-pw", TEST_ITERATIONS)}"
+        tags = ["administrator"]
+
+        [users.bob]
+        password = "bob-pw"
+
+        [[permissions]]
+        user = "alice"
+        vhost = "staging"
+        configure = "^alice\\\\."
+        write = ".*"
+        read = ".*"
+        """,
+    )
+    loaded = config.load(path)
+    assert "bob-pw" not in repr(loaded.settings.access)  # hashed when read
+    assert "users: alice, bob" in loaded.summary()
+    assert loaded.settings.loopback_users == frozenset()
+    settings = loaded.settings
+    settings.listeners = [ListenerSpec("tcp", "amqp", "127.0.0.1", 0)]
+    with running_broker(settings) as running:
+        alice = login_as(running.host, running.port, "alice", "alice-pw", vhost="staging")
+        channel = alice.channel()
+        channel.queue_declare("alice.jobs")
+        with pytest.raises(ChannelClosedByBroker) as info:
+            channel.queue_declare("jobs")
+        assert_reply(info.value, 403, "configure access to queue 'jobs' in vhost 'staging'")
+        alice.close()
+        refused(running.host, running.port, "bob", "bob-pw", vhost="staging")  # no permission
+        refused(running.host, running.port, "guest", "guest")  # the config's users replace it

@@ -17,7 +17,7 @@ from typing import Any
 import pika
 import pytest
 from line_reader import LineReader
-from pika.exceptions import NackError
+from pika.exceptions import ChannelClosedByBroker, NackError
 from pika_helpers import (
     confirmed_channel,
     get_all,
@@ -27,6 +27,8 @@ from pika_helpers import (
     ready_count,
     wait_until,
 )
+from test_access_model import RABBIT_DEFINITIONS, RABBIT_VECTOR
+from test_login_security import connect, refused
 
 from warrenmq import definitions
 from warrenmq.broker import Settings
@@ -79,10 +81,12 @@ def test_a_rabbitmq_export_imports_and_pika_uses_its_topology() -> None:
         assert views["orders.all"].policy == "orders-limits"  # priority 5, reject-publish
         assert views["transient-q"].policy is None
         assert not views["transient-q"].durable
+        access = running.call(lambda: broker.access)
+        assert list(access.users) == ["guest", "fixture-user"]  # imported, no default guest
+        assert access.users["fixture-user"].tags == ("monitoring",)
+        assert access.permissions[("fixture-user", "shop")].configure == "^orders"
         kept = running.call(lambda: dict(broker.definition_extras))
-        assert [user["name"] for user in kept["users"]] == ["guest", "fixture-user"]
-        assert {p["user"] for p in kept["permissions"]} == {"guest", "fixture-user"}
-        assert kept["topic_permissions"][0]["exchange"] == "amq.topic"
+        assert kept["topic_permissions"][0]["exchange"] == "amq.topic"  # kept as data
 
 
 def test_the_rabbitmq_policy_limit_applies_to_imported_queues() -> None:
@@ -141,7 +145,7 @@ def test_the_export_command_writes_what_the_files_declare(tmp_path: Path) -> Non
     assert {"from-config", "orders.all", "transient-q"} <= names
     assert exported["product_name"] == "warrenmq"
     assert {v["name"] for v in exported["vhosts"]} == {"/", "shop"}
-    assert len(exported["users"]) == 2  # kept as data, written back
+    assert {user["name"] for user in exported["users"]} == {"guest", "fixture-user"}
 
 
 def test_the_import_command_checks_and_summarizes() -> None:
@@ -288,20 +292,54 @@ def test_sighup_reloads_policies_into_the_running_broker(tmp_path: Path) -> None
     assert process.returncode == 0
 
 
-def test_a_section_importer_takes_users_instead_of_keeping_them(
-    monkeypatch: pytest.MonkeyPatch,
+def test_users_of_a_definitions_file_log_in_and_are_exported_with_their_hashes(
+    tmp_path: Path,
 ) -> None:
-    """The extension point for users and permissions in definitions files."""
-    taken: list[str] = []
-    monkeypatch.setitem(
-        definitions.SECTION_IMPORTERS,
-        "users",
-        lambda broker, items: taken.extend(item["name"] for item in items),
-    )
-    monkeypatch.setitem(definitions.SECTION_EXPORTERS, "users", lambda broker: [{"name": "x"}])
-    with running_broker(settings_with(definitions.load(RABBITMQ_EXPORT))) as running:
-        assert taken == ["guest", "fixture-user"]
-        assert "users" not in running.broker.definition_extras
+    file = tmp_path / "defs.json"
+    file.write_text(json.dumps(RABBIT_DEFINITIONS))
+    with running_broker(settings_with(definitions.load(file))) as running:
+        connection = connect(running.host, running.port, "app", "rabbit-secret", vhost="prod")
+        channel = connection.channel()
+        channel.queue_declare("app.jobs")  # configure "^app\\."
+        with pytest.raises(ChannelClosedByBroker, match="configure access to queue 'jobs'"):
+            channel.queue_declare("jobs")
+        connection.close()
+        refused(running.host, running.port, "app", "wrong")
         exported = running.call(definitions.export, running.broker)
-    assert exported["users"] == [{"name": "x"}]
-    assert len(exported["permissions"]) == 3  # no importer: kept and written back
+    app = next(user for user in exported["users"] if user["name"] == "app")
+    assert app == {
+        "name": "app",
+        "password_hash": RABBIT_VECTOR,
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": ["management"],
+        "limits": {},
+    }
+    grant = {"user": "app", "vhost": "prod", "configure": "^app\\.", "write": ".*", "read": ""}
+    assert grant in exported["permissions"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda data: data["permissions"].append(
+                {"user": "nobody", "vhost": "/", "configure": "", "write": "", "read": ""}
+            ),
+            "defs.json: permissions[2].user: no user 'nobody' in users",
+        ),
+        (
+            lambda data: data["users"][1].update(password_hash="not base64!"),
+            "defs.json: users[1].password_hash: ",
+        ),
+    ],
+)
+def test_a_bad_user_or_permission_is_refused_naming_the_file(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    data = json.loads(json.dumps(RABBIT_DEFINITIONS))
+    change(data)
+    file = tmp_path / "defs.json"
+    file.write_text(json.dumps(data))
+    result = warrenmq_command("definitions", "import", str(file))
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr

@@ -26,6 +26,7 @@ from pika_helpers import connection_parameters
 from raw_amqp import FRAME_BODY, FRAME_METHOD, RawAMQP, method_payload, raw_frame, shortstr
 
 from warrenmq import Broker, Settings, UserLimits, VhostLimits, config, definitions
+from warrenmq.access import Access
 from warrenmq.cli import _parser
 from warrenmq.cli_files import settings_for
 from warrenmq.limits import LimitsError
@@ -38,7 +39,16 @@ WAIT = 5.0
 
 @contextmanager
 def limited(**settings: Any) -> Iterator[RunningBroker]:
-    with running_broker(Settings(host="127.0.0.1", amqp_port=0, **settings)) as running:
+    """A broker with ``settings`` where guest may use every virtual host it names (a new
+    virtual host grants nobody anything, as in RabbitMQ)."""
+    vhosts = settings.get("vhosts", ("/",))
+    access = Access.default()
+    for vhost in vhosts:
+        access.vhosts.setdefault(vhost, "")
+        access.set_permissions("guest", vhost, ".*", ".*", ".*")
+    with running_broker(
+        Settings(host="127.0.0.1", amqp_port=0, access=access, **settings)
+    ) as running:
         yield running
 
 
@@ -402,11 +412,14 @@ RABBITMQ_EXPORT = {
     "users": [
         {
             "name": "guest",
-            "password_hash": "TGoV9OZ3mpkX2dHfm5XSPz1QVTXo1XHodFFirR3jDrWOWq0O",
+            "password_hash": "kI1Ka4P3/6RIiJBOuMcLXLPCoh6nrc7gMaRk7kNBOayzu4Pl",  # guest
             "hashing_algorithm": "rabbit_password_hashing_sha256",
             "tags": ["administrator"],
             "limits": {"max-channels": 1},
         }
+    ],
+    "permissions": [
+        {"user": "guest", "vhost": "tenant-a", "configure": ".*", "write": ".*", "read": ".*"}
     ],
     "parameters": [
         {

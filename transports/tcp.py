@@ -21,6 +21,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from warrenmq import Broker, ListenerSpec, Protocol, ProtocolConnection, Transport, hookimpl
+from warrenmq.tls import TLS_HANDSHAKE_TIMEOUT
 
 log = logging.getLogger("warrenmq.tcp")
 
@@ -87,7 +88,7 @@ class _Link(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         listener = self.listener
         self.engine = listener.protocol.create_connection(
-            listener.broker, (peer[0], peer[1]) if peer else None, transport_name="tcp"
+            listener.broker, (peer[0], peer[1]) if peer else None, transport_name=listener.name
         )
         self.engine.wakeup = self._wakeup
         self.engine.transport_buffer = self.transport.get_write_buffer_size
@@ -130,6 +131,13 @@ class _Link(asyncio.Protocol):
             self._flush()
         except Exception:
             self._fail("writing")
+            return
+        engine = self.engine
+        if engine is not None and engine.timers_changed and not self.listener.flusher.reading:
+            # output that did not come from a read (a login answered later, a close the
+            # broker started) may come with a new deadline
+            engine.timers_changed = False
+            self._schedule_tick()
 
     def _fail(self, where: str) -> None:
         """The engine raised while ``where``: log it once, abort this connection."""
@@ -223,10 +231,18 @@ def _peer_hung_up(transport: asyncio.Transport) -> bool:
 
 
 class _Listener:
-    def __init__(self, broker: Broker, protocol: Protocol, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        protocol: Protocol,
+        loop: asyncio.AbstractEventLoop,
+        name: str = "tcp",
+    ) -> None:
         self.broker = broker
         self.protocol = protocol
         self.loop = loop
+        #: the transport's name as connections show it ("tcp", or "tls" over TLS)
+        self.name = name
         self.links: set[_Link] = set()
         self.flusher = _Flusher(loop)
         self.all_closed = asyncio.Event()
@@ -243,10 +259,19 @@ class TCPTransport(Transport):
         task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         loop = asyncio.get_running_loop()
-        listener = _Listener(broker, broker.protocol(spec.protocol), loop)
+        context = spec.tls.server_context() if spec.tls is not None else None
+        listener = _Listener(
+            broker, broker.protocol(spec.protocol), loop, "tcp" if context is None else "tls"
+        )
         try:
             server = await loop.create_server(
-                lambda: _Link(listener), spec.host, spec.port, reuse_address=True, backlog=1024
+                lambda: _Link(listener),
+                spec.host,
+                spec.port,
+                reuse_address=True,
+                backlog=1024,
+                ssl=context,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if context is not None else None,
             )
         except OSError as exc:
             raise _listen_error(exc, spec) from exc

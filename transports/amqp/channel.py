@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from .connection import AMQPConnection
 
 
+#: exchanges a channel remembers as writable before it forgets them all and checks again
+WRITABLE_CACHE_SIZE = 64
 #: property flags (high byte) that need work at publish: expiration, reply-to, headers
 _SPECIAL_FLAGS_HIGH = EXPIRATION_FLAG_HIGH | REPLY_TO_FLAG_HIGH | HEADERS_FLAG_HIGH
 
@@ -81,6 +83,9 @@ class Channel(Session):
         self.pending_received = 0
         #: the pseudo-queue of this channel's direct reply-to consumer, if any
         self.reply_queue: Queue | None = None
+        #: exchanges this channel's user was found allowed to write to (RabbitMQ caches
+        #: permission checks per channel too): one set lookup per publish
+        self.writable: set[str] = set()
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -138,6 +143,11 @@ class Channel(Session):
         body: bytes,
     ) -> None:
         """A complete basic.publish: its method's fields, content header and body."""
+        if exchange_name not in self.writable:
+            self.connection.check("write", "exchange", exchange_name)
+            if len(self.writable) >= WRITABLE_CACHE_SIZE:
+                self.writable.clear()
+            self.writable.add(exchange_name)
         message = Message(exchange_name, routing_key, body, None, header, AMQP_CODEC, route)
         self.connection.messages_in += 1
         if header[13] & USER_ID_FLAG:
@@ -190,7 +200,12 @@ class Channel(Session):
     def _check_user_id(self, message: Message) -> None:
         user_id = message.properties.user_id
         user = self.connection.user
-        if user_id is not None and user is not None and user_id != user.name:
+        if (
+            user_id is not None
+            and user is not None
+            and user_id != user.name
+            and "impersonator" not in user.tags
+        ):
             raise PreconditionFailed(
                 f"user_id property set to '{user_id}' but authenticated user was '{user.name}'"
             )
@@ -238,7 +253,9 @@ class Channel(Session):
         if method.queue == reply_to.PSEUDO_QUEUE:
             queue = reply_to.open_reply_queue(self, method.no_ack)
         else:
-            queue = self._queue(method.queue)
+            name = self._queue_name(method.queue)
+            self.connection.check("read", "queue", name)
+            queue = self._queue(name)
         tag = method.consumer_tag or server_generated_name("amq.ctag-")
         if tag in self.consumers:
             raise NotAllowed(f"attempt to reuse consumer tag '{tag}'")
@@ -276,7 +293,9 @@ class Channel(Session):
         self.connection.fail(InternalError(f"delivery to consumer '{consumer.tag}' failed"))
 
     def get(self, method: commands.Basic.Get) -> None:
-        queue = self._queue(method.queue)
+        name = self._queue_name(method.queue)
+        self.connection.check("read", "queue", name)
+        queue = self._queue(name)
         got = queue.get(method.no_ack)
         if got is None:
             self.send(commands.Basic.GetEmpty())

@@ -18,6 +18,7 @@ from pamqp import commands, decode
 
 import warrenmq
 from warrenmq import Broker, ProtocolConnection
+from warrenmq.access import Kind
 from warrenmq.auth import LoginRefused, User
 from warrenmq.errors import (
     AccessRefused,
@@ -35,7 +36,7 @@ from warrenmq.errors import (
 )
 from warrenmq.failures import log_failure
 from warrenmq.limits import MAX_MESSAGE_SIZE
-from warrenmq.vhost import VirtualHost
+from warrenmq.vhost import VirtualHost, server_generated_name
 from warrenmq.views import ConnectionView
 
 from . import reply_to
@@ -150,6 +151,7 @@ class AMQPConnection(ProtocolConnection):
         "blocked_notify",
         "timers_changed",
         "_started",
+        "_login",
         "_last_recv",
         "_last_send",
         "connected_at",
@@ -204,6 +206,8 @@ class AMQPConnection(ProtocolConnection):
         self.timers_changed = False
         now = time.monotonic()
         self._started = self._last_recv = self._last_send = now
+        #: (mechanism, client capabilities) while the broker checks a login
+        self._login: tuple[str, dict[str, Any]] | None = None
         self.connected_at = time.time()
         # counters for management (plain integers, cheap on the hot path)
         self.messages_in = 0
@@ -758,7 +762,11 @@ class AMQPConnection(ProtocolConnection):
 
     def _connection_method(self, method: Any) -> None:
         state = self._state
-        if isinstance(method, commands.Connection.StartOk) and state == AWAIT_START_OK:
+        if (
+            isinstance(method, commands.Connection.StartOk)
+            and state == AWAIT_START_OK
+            and self._login is None
+        ):
             self._start_ok(method)
         elif isinstance(method, commands.Connection.TuneOk) and state == AWAIT_TUNE_OK:
             self._tune_ok(method)
@@ -789,20 +797,32 @@ class AMQPConnection(ProtocolConnection):
         host = self.peer[0] if self.peer else None
         try:
             username, password = self._credentials(mechanism, _text(method.response or b""))
-            user = self.broker.authenticate(username, password, host)
-            if user is None:
-                raise LoginRefused(f"user '{username}' - invalid credentials")
         except LoginRefused as refused:
             self._refuse_login(mechanism, refused.reason, capabilities)
             return
-        self.user = user
-        self._state = AWAIT_TUNE_OK
-        tune = commands.Connection.Tune(
-            channel_max=self.channel_max,
-            frame_max=self.broker.settings.frame_max,
-            heartbeat=self.broker.settings.heartbeat,
-        )
-        self.write(method_frame(0, tune))
+        self._login = (mechanism, capabilities)
+        # the broker answers at once or, after checking an expensive hash or holding back an
+        # address that failed before, on a later turn of the event loop
+        self.broker.login(username, password, host, self._login_done)
+
+    def _login_done(self, result: User | LoginRefused) -> None:
+        if self._login is None or self._closed or self._released:
+            return  # the client went away meanwhile
+        mechanism, capabilities = self._login
+        self._login = None
+        if isinstance(result, LoginRefused):
+            self._refuse_login(mechanism, result.reason, capabilities)
+        else:
+            self.user = result
+            self._state = AWAIT_TUNE_OK
+            tune = commands.Connection.Tune(
+                channel_max=self.channel_max,
+                frame_max=self.broker.settings.frame_max,
+                heartbeat=self.broker.settings.heartbeat,
+            )
+            self.write(method_frame(0, tune))
+        if not self._receiving:
+            self._wake()  # an answer that did not come from reading: the transport flushes
 
     def _refuse_login(self, mechanism: str, reason: str, capabilities: dict[str, Any]) -> None:
         """The log says why, in RabbitMQ's words; the client only that the login was refused."""
@@ -866,6 +886,17 @@ class AMQPConnection(ProtocolConnection):
         user = self.user.name if self.user else ""
         # RabbitMQ 3.10's order: the vhost's connection limit, the user's, then permissions
         self.broker.limits.open_connection(self, user, vhost.name)
+        if self.user is not None:
+            try:
+                self.broker.access.check_vhost(self.user.name, vhost.name)
+            except NotAllowed:
+                log.warning(
+                    "login refused: user '%s' has no access to vhost '%s' (connection %s)",
+                    self.user.name,
+                    printable(vhost.name),
+                    self.name,
+                )
+                raise
         self.vhost = vhost
         self._state = OPEN
         self.timers_changed = True
@@ -898,6 +929,13 @@ class AMQPConnection(ProtocolConnection):
                 raise ChannelError(f"second 'channel.open' seen on channel {number}")
             raise CommandInvalid(f"unexpected method {method.name} on channel {number}")
         handler(self, channel, method)
+
+    # -- permissions ----------------------------------------------------------------------
+
+    def check(self, kind: Kind, resource: str, name: str) -> None:
+        """403 unless the user may ``kind`` (configure, write, read) the resource ``name``."""
+        user = self.user.name if self.user is not None else ""
+        self.broker.access.check(user, self.vhost.name, kind, resource, name)
 
     # -- errors and closing ---------------------------------------------------------------
 
@@ -960,6 +998,15 @@ class AMQPConnection(ProtocolConnection):
 
 # -- channel method handlers (cold path) ----------------------------------------------------
 
+
+def _text_argument(arguments: dict[str, Any] | None, key: str) -> str | None:
+    """A string argument (an exchange name) as RabbitMQ reads one for a permission check."""
+    value = (arguments or {}).get(key)
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value if isinstance(value, str) else None
+
+
 Handler = Callable[[AMQPConnection, Channel, Any], None]
 
 
@@ -977,6 +1024,13 @@ def _channel_flow(connection: AMQPConnection, channel: Channel, method: Any) -> 
 
 
 def _exchange_declare(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    name = method.exchange
+    if not method.passive and name:  # the default exchange is refused by name, first
+        connection.check("configure", "exchange", name)
+        alternate = _text_argument(method.arguments, "alternate-exchange")
+        if alternate is not None and name not in channel.vhost.exchanges:
+            connection.check("read", "exchange", name)
+            connection.check("write", "exchange", alternate)
     channel.vhost.declare_exchange(
         method.exchange,
         method.exchange_type,
@@ -991,7 +1045,10 @@ def _exchange_declare(connection: AMQPConnection, channel: Channel, method: Any)
 
 
 def _exchange_delete(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    channel.vhost.delete_exchange(method.exchange, if_unused=method.if_unused)
+    name = method.exchange
+    if name and not name.startswith("amq."):  # those are refused by name, first
+        connection.check("configure", "exchange", name)
+    channel.vhost.delete_exchange(name, if_unused=method.if_unused)
     if not method.nowait:
         channel.send(commands.Exchange.DeleteOk())
 
@@ -999,8 +1056,10 @@ def _exchange_delete(connection: AMQPConnection, channel: Channel, method: Any) 
 def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any) -> None:
     """exchange.bind and exchange.unbind (exchange-to-exchange bindings)."""
     vhost = channel.vhost
-    if method.destination == "":
+    connection.check("write", "exchange", method.destination)
+    if method.destination == "" or method.source == "":
         raise AccessRefused("operation not permitted on the default exchange")
+    connection.check("read", "exchange", method.source)
     if isinstance(method, commands.Exchange.Bind):
         destination = vhost.get_exchange(method.destination)
         vhost.bind(destination, method.source, method.routing_key, method.arguments)
@@ -1018,8 +1077,20 @@ def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) ->
     if method.passive and method.queue == reply_to.PSEUDO_QUEUE:  # exists, as in RabbitMQ
         connection.write(queue_declare_ok_frame(channel.number, method.queue, 0, 0))
         return
+    name, generated = method.queue, False
+    if not method.passive:
+        if not name:  # named first, so that the permission is checked on the name it gets
+            name, generated = server_generated_name("amq.gen-"), True
+        elif name.startswith("amq."):
+            raise AccessRefused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        connection.check("configure", "queue", name)
+        dead_letter_exchange = _text_argument(method.arguments, "x-dead-letter-exchange")
+        if dead_letter_exchange is not None and name not in channel.vhost.queues:
+            connection.check("read", "queue", name)
+            connection.check("write", "exchange", dead_letter_exchange)
     queue = channel.vhost.declare_queue(
-        method.queue,
+        name,
+        generated=generated,
         passive=method.passive,
         durable=method.durable,
         exclusive=method.exclusive,
@@ -1036,8 +1107,18 @@ def _queue_declare(connection: AMQPConnection, channel: Channel, method: Any) ->
         )
 
 
+def _check_queue_binding(connection: AMQPConnection, channel: Channel, method: Any) -> str:
+    """The queue's name, once the user may write to it and read from the exchange."""
+    name = channel._queue_name(method.queue)
+    connection.check("write", "queue", name)
+    if method.exchange == "":
+        raise AccessRefused("operation not permitted on the default exchange")
+    connection.check("read", "exchange", method.exchange)
+    return name
+
+
 def _queue_bind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    queue = channel._queue(method.queue)
+    queue = channel._queue(_check_queue_binding(connection, channel, method))
     channel.vhost.bind(queue, method.exchange, method.routing_key, method.arguments)
     if not method.nowait:
         channel.send(commands.Queue.BindOk())
@@ -1045,7 +1126,7 @@ def _queue_bind(connection: AMQPConnection, channel: Channel, method: Any) -> No
 
 def _queue_unbind(connection: AMQPConnection, channel: Channel, method: Any) -> None:
     channel.vhost.unbind_queue(
-        channel._queue_name(method.queue),
+        _check_queue_binding(connection, channel, method),
         method.exchange,
         method.routing_key,
         method.arguments,
@@ -1055,14 +1136,18 @@ def _queue_unbind(connection: AMQPConnection, channel: Channel, method: Any) -> 
 
 
 def _queue_purge(connection: AMQPConnection, channel: Channel, method: Any) -> None:
-    count = channel.vhost.purge_queue(channel._queue_name(method.queue), connection)
+    name = channel._queue_name(method.queue)
+    connection.check("read", "queue", name)
+    count = channel.vhost.purge_queue(name, connection)
     if not method.nowait:
         channel.send(commands.Queue.PurgeOk(count))
 
 
 def _queue_delete(connection: AMQPConnection, channel: Channel, method: Any) -> None:
+    name = channel._queue_name(method.queue)
+    connection.check("configure", "queue", name)
     count = channel.vhost.delete_queue(
-        channel._queue_name(method.queue),
+        name,
         if_unused=method.if_unused,
         if_empty=method.if_empty,
         owner=connection,
