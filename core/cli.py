@@ -18,8 +18,9 @@ from .broker import Broker, Settings
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
 from .config import LOG_LEVELS, ConfigError
 from .definitions import DefinitionsError
-from .errors import PluginError
+from .errors import PluginError, StoreError
 from .limits import MAX_MESSAGE_SIZE, LimitsError, UserLimits, VhostLimits
+from .store import default_data_dir
 from .testing import _backend_options, _leaves
 
 log = logging.getLogger("warrenmq")
@@ -128,7 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data-dir",
         type=Path,
-        help="directory for durable state (used by stores that persist)",
+        metavar="DIR",
+        help="directory for durable definitions and persistent messages, created on first "
+        f"run (default: {default_data_dir()})",
+    )
+    run.add_argument(
+        "--store",
+        metavar="NAME",
+        help="store plugin: 'disk' keeps durable state in --data-dir, 'memory' keeps nothing "
+        "across restarts (default: disk)",
     )
     run.add_argument(
         "--log-level",
@@ -273,6 +282,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             backend_options=_backend_options(),
         )
     except* OSError as group:
+        for error in _leaves(group):
+            log.error("cannot start the broker: %s", error)
+        status = 1
+    except* StoreError as group:
         for error in _leaves(group):
             log.error("cannot start the broker: %s", error)
         status = 1

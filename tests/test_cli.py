@@ -7,10 +7,12 @@ the pika client processes I/O until the broker's close arrives or a deadline pas
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -29,6 +31,7 @@ RUN_FLAGS = (
     "--host",
     "--port",
     "--data-dir",
+    "--store",
     "--log-level",
     "--frame-max",
     "--channel-max",
@@ -57,21 +60,25 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def broker_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], LineReader]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "warrenmq", "run", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    reader = LineReader(process.stderr)
-    try:
-        yield process, reader
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(TIMEOUT)
+    """``warrenmq run *args`` with its default data directory under a temporary
+    $XDG_DATA_HOME (never the user's own)."""
+    with tempfile.TemporaryDirectory() as data_home:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "warrenmq", "run", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "XDG_DATA_HOME": data_home},
+        )
+        assert process.stderr is not None
+        reader = LineReader(process.stderr)
+        try:
+            yield process, reader
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(TIMEOUT)
 
 
 # -- help and argument errors ----------------------------------------------------------------------
