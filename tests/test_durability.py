@@ -271,25 +271,25 @@ def test_a_second_broker_on_the_same_data_dir_is_refused(tmp_path: Path) -> None
 def test_segments_are_deleted_and_compacted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(queue_log, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(queue_log, "SEGMENT_BYTES", 16384)
     with disk_broker(tmp_path) as running, client(running) as connection:
         channel = confirmed_channel(connection)
         channel.queue_declare("churn", durable=True)
-        for i in range(600):
+        for i in range(2000):
             channel.basic_publish("", "churn", f"{i:04d}".encode() * 8, PERSISTENT)
         directory = next((tmp_path / "queues").iterdir())
         segments_before = len(list(directory.glob("*.seg")))
         assert segments_before > 5
         size_before = sum(path.stat().st_size for path in directory.glob("*.seg"))
         # ack all but every 10th message: fully acked segments go, the rest are compacted
-        for i in range(600):
+        for i in range(2000):
             method, _, body = channel.basic_get("churn")
             if i % 10:
                 channel.basic_ack(method.delivery_tag)
         channel.close()
     with disk_broker(tmp_path) as running, client(running) as connection:
         bodies = get_bodies(connection.channel(), "churn")
-        assert bodies == [f"{i:04d}".encode() * 8 for i in range(0, 600, 10)]
+        assert bodies == [f"{i:04d}".encode() * 8 for i in range(0, 2000, 10)]
     size_after = sum(path.stat().st_size for path in directory.glob("*.seg"))
     assert size_after < size_before / 3
 
