@@ -9,6 +9,7 @@ restart, again; at the end the queue is drained and the books are checked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -111,10 +112,8 @@ async def load(port: int, books: Books, seconds: float) -> None:
             await asyncio.gather(*(publish_one() for _ in range(IN_FLIGHT)))
     finally:
         for connection in (publisher, consumer):
-            try:
+            with contextlib.suppress(Exception):  # the broker is gone: nothing to close
                 await asyncio.wait_for(connection.close(), 2.0)
-            except Exception:  # the broker is gone: nothing to close cleanly
-                pass
 
 
 async def crash_rounds(data_dir: Path, books: Books, rng: random.Random) -> None:
@@ -126,10 +125,8 @@ async def crash_rounds(data_dir: Path, books: Books, rng: random.Random) -> None
             process.send_signal(signal.SIGKILL)
             process.wait(10)
             books.crashes.append(time.monotonic())
-            try:
+            with contextlib.suppress(Exception):  # connections reset by the crash: expected
                 await asyncio.wait_for(task, 10.0)
-            except Exception:  # connections reset by the crash: expected
-                pass
         finally:
             if process.poll() is None:
                 process.kill()
