@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pytest
@@ -259,3 +260,43 @@ def test_run_on_a_port_in_use_fails_clearly() -> None:
     assert code == 1
     assert "Traceback" not in log, f"a traceback instead of a clear message:\n{log}"
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in log
+
+
+# -- the data directory ----------------------------------------------------------------------------
+
+
+def test_run_keeps_its_data_under_the_user_data_directory() -> None:
+    with broker_process("--port", "0") as (process, stderr):
+        line = stderr.wait_for("data directory")
+        stderr.wait_for("listening")
+        data_dir = Path(line.split("data directory ", 1)[1].split(" (")[0])
+        assert data_dir.name == "warrenmq"
+        assert (data_dir / "definitions.sqlite3").exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    log = stderr.finish()
+    assert "recovered 0 durable queues with 0 persistent messages" in log
+
+
+def test_a_second_broker_on_the_same_data_dir_exits_with_a_clear_message(tmp_path: Path) -> None:
+    with broker_process("--port", "0", "--data-dir", str(tmp_path)) as (first, first_log):
+        first_log.wait_for("listening")
+        with broker_process("--port", "0", "--data-dir", str(tmp_path)) as (second, second_log):
+            code = second.wait(TIMEOUT)
+            log = second_log.finish()
+        assert first.poll() is None
+    assert code == 1
+    assert "Traceback" not in log, log
+    assert f"data directory {tmp_path} is in use by another broker (pid {first.pid})" in log
+
+
+def test_store_memory_keeps_no_data_directory(tmp_path: Path) -> None:
+    data_dir = tmp_path / "unused"
+    with broker_process("--port", "0", "--store", "memory", "--data-dir", str(data_dir)) as (
+        process,
+        stderr,
+    ):
+        stderr.wait_for("listening")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    assert not data_dir.exists()

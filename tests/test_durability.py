@@ -394,3 +394,17 @@ def test_bad_exchange_bind_after_restart_still_fails_cleanly(tmp_path: Path) -> 
         with pytest.raises(ChannelClosedByBroker) as info:
             channel.queue_bind("missing", "solo", "k")
         assert info.value.reply_code == 404
+
+
+def test_damaged_definitions_stop_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        connection.channel().queue_declare("q", durable=True)
+    (tmp_path / "definitions.sqlite3").write_bytes(b"this is not a database" * 100)
+    for leftover in tmp_path.glob("definitions.sqlite3-*"):
+        leftover.unlink()
+    with pytest.raises(StoreError, match="definitions.sqlite3 is damaged"), disk_broker(tmp_path):
+        pytest.fail("started on a damaged definitions file")
+    # the lock was released: a fixed directory starts
+    (tmp_path / "definitions.sqlite3").unlink()
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        assert not queue_exists(connection, "q")

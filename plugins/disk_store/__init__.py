@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,24 @@ class DiskStore(Store):
             raise StoreError(f"cannot create the data directory {directory}: {exc}") from None
         self._lock = lock_data_dir(directory)
         log.info("data directory %s (store 'disk')", directory)
-        self._db = DefinitionsFile(directory / "definitions.sqlite3")
-        self._definitions, self._ids = self._db.load()
-        delivered = self._read_clean_shutdown()
-        queues = directory / "queues"
-        queues.mkdir(exist_ok=True)
-        self._found = await anyio.to_thread.run_sync(self._recover, queues, delivered)
+        try:
+            path = directory / "definitions.sqlite3"
+            try:
+                self._db = DefinitionsFile(path)
+                self._definitions, self._ids = self._db.load()
+            except (sqlite3.DatabaseError, ValueError) as exc:
+                raise StoreError(
+                    f"{path} is damaged ({exc}); move it aside to start without the "
+                    "definitions (queue directories without one are then removed)"
+                ) from None
+            delivered = self._read_clean_shutdown()
+            queues = directory / "queues"
+            queues.mkdir(exist_ok=True)
+            self._found = await anyio.to_thread.run_sync(self._recover, queues, delivered)
+        except BaseException:
+            os.close(self._lock)
+            self._lock = None
+            raise
         log.debug("messages read back in %.2f s", time.monotonic() - started)
 
     def _read_clean_shutdown(self) -> dict[int, set[int]] | None:
