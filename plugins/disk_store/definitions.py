@@ -112,11 +112,13 @@ class DefinitionsFile:
                 QueueDefinition(vhost, name, bool(auto_delete), decode_arguments(arguments))
             )
             ids[(vhost, name)] = queue_id
-        for row in self.db.execute(
+        for vhost, source, kind, destination, key, arguments in self.db.execute(
             "SELECT vhost, source, destination_kind, destination, routing_key, arguments "
             "FROM bindings"
         ):
-            found.bindings.append(BindingDefinition(*row[:5], decode_arguments(row[5])))
+            found.bindings.append(
+                BindingDefinition(vhost, source, kind, destination, key, decode_arguments(arguments))
+            )
         return found, ids
 
     def save_exchange(self, definition: ExchangeDefinition) -> None:
