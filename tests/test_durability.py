@@ -26,6 +26,7 @@ from pika_helpers import (
 
 from warrenmq import Settings
 from warrenmq.errors import StoreError
+from warrenmq.plugins import disk_store
 from warrenmq.plugins.disk_store import queue_log
 from warrenmq.testing import RunningBroker, running_broker
 
@@ -408,3 +409,19 @@ def test_damaged_definitions_stop_the_start_with_a_clear_error(tmp_path: Path) -
     (tmp_path / "definitions.sqlite3").unlink()
     with disk_broker(tmp_path) as running, client(running) as connection:
         assert not queue_exists(connection, "q")
+
+
+def test_slow_recovery_shows_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        channel = confirmed_channel(connection)
+        for name in ("p1", "p2"):
+            channel.queue_declare(name, durable=True)
+            channel.basic_publish("", name, b"x", PERSISTENT)
+    monkeypatch.setattr(disk_store, "PROGRESS_INTERVAL", 0.0)  # as if every step took long
+    with caplog.at_level(logging.INFO), disk_broker(tmp_path):
+        pass
+    progress = [r.getMessage() for r in caplog.records if "recovering:" in r.getMessage()]
+    assert progress and progress[-1] == "recovering: 1 of 2 queues read, 2 messages so far"
+    assert "recovered 2 durable queues with 2 persistent messages in" in caplog.text

@@ -142,22 +142,26 @@ class DiskStore(Store):
                 shutil.rmtree(path, ignore_errors=True)
         found = {}
         last_report = time.monotonic()
-        messages = 0
-        for done, queue_id in enumerate(sorted(known)):
-            directory = queues / str(queue_id)
-            if not directory.is_dir():
-                continue
-            seen = None if delivered is None else delivered.get(queue_id, set())
-            found[queue_id] = recover_queue(directory, seen)
-            messages += len(found[queue_id][1])
+        messages = done = 0
+
+        def progress(more: int) -> None:
+            nonlocal messages, last_report
+            messages += more
             if time.monotonic() - last_report >= PROGRESS_INTERVAL:
                 last_report = time.monotonic()
                 log.info(
                     "recovering: %d of %d queues read, %d messages so far",
-                    done + 1,
+                    done,
                     len(known),
                     messages,
                 )
+
+        for queue_id in sorted(known):
+            directory = queues / str(queue_id)
+            if directory.is_dir():
+                seen = None if delivered is None else delivered.get(queue_id, set())
+                found[queue_id] = recover_queue(directory, seen, progress)
+            done += 1
         return found
 
     def recovery_done(self, queues: int, messages: int) -> None:

@@ -117,7 +117,9 @@ class DefinitionsFile:
             "FROM bindings"
         ):
             found.bindings.append(
-                BindingDefinition(vhost, source, kind, destination, key, decode_arguments(arguments))
+                BindingDefinition(
+                    vhost, source, kind, destination, key, decode_arguments(arguments)
+                )
             )
         return found, ids
 

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,12 +209,13 @@ def compact(path: Path, keep: set[int]) -> None:
 
 
 def recover_queue(
-    directory: Path, delivered: set[int] | None
+    directory: Path, delivered: set[int] | None, progress: Callable[[int], None] | None = None
 ) -> tuple[list[Segment], list[StoredEntry], int]:
     """Read a queue's segments back (worker thread at start): the segments that still hold
     messages, those messages in queue order, and the highest segment number in use.
     ``delivered``: the positions a clean shutdown recorded as delivered; None after a crash,
-    when every message may have been delivered."""
+    when every message may have been delivered. ``progress`` is told of the messages found
+    after each segment."""
     segments: list[Segment] = []
     entries: list[StoredEntry] = []
     seen: set[int] = set()
@@ -266,6 +268,8 @@ def recover_queue(
             segments.append(segment)
         else:
             segment.delete()
+        if progress is not None:
+            progress(len(segment.live))
     entries.sort(key=lambda entry: entry.position)
     return segments, entries, max(numbers, default=0)
 
