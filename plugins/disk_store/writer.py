@@ -159,7 +159,10 @@ class Writer:
         if self.failed is not None:
             return  # nothing is durable any more; confirms stay pending (see _batch)
         try:
-            await anyio.to_thread.run_sync(self._batch, writes, acks, later)
+            # shielded: a batch taken is written, even if the broker is stopping meanwhile
+            # (to_thread may otherwise be cancelled before its thread starts)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._batch, writes, acks, later)
         except OSError as exc:
             self.failed = exc
             log.critical(
