@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
@@ -24,9 +25,10 @@ from pika_helpers import (
     wait_until,
 )
 
-from warrenmq import Settings
+from warrenmq import Settings, hookimpl
 from warrenmq.errors import StoreError
 from warrenmq.plugins import disk_store
+from warrenmq.plugins.classic_queue import ClassicQueue
 from warrenmq.plugins.disk_store import queue_log
 from warrenmq.testing import RunningBroker, running_broker
 
@@ -425,3 +427,42 @@ def test_slow_recovery_shows_progress(
     progress = [r.getMessage() for r in caplog.records if "recovering:" in r.getMessage()]
     assert progress and progress[-1] == "recovering: 1 of 2 queues read, 2 messages so far"
     assert "recovered 2 durable queues with 2 persistent messages in" in caplog.text
+
+
+class OtherQueue(ClassicQueue):
+    queue_type = "other"
+
+
+class OtherQueuePlugin:
+    __name__ = "other-queue"
+
+    @staticmethod
+    @hookimpl
+    def warrenmq_register_queue_types(registry: Any) -> None:
+        registry.add(OtherQueue, "other")
+
+
+def test_a_queue_that_cannot_be_restored_is_skipped_and_can_be_declared_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(host="127.0.0.1", amqp_port=0, store="disk", data_dir=tmp_path)
+    with (
+        running_broker(settings, plugins=[OtherQueuePlugin]) as running,
+        client(running) as connection,
+    ):
+        channel = confirmed_channel(connection)
+        channel.queue_declare("odd", durable=True, arguments={"x-queue-type": "other"})
+        channel.basic_publish("", "odd", b"kept", PERSISTENT)
+    # without the plugin, the queue cannot be restored: a warning, and the rest starts
+    with (
+        caplog.at_level(logging.WARNING),
+        disk_broker(tmp_path) as running,
+        client(running) as connection,
+    ):
+        assert not queue_exists(connection, "odd")
+        channel = connection.channel()
+        channel.queue_declare("odd", durable=True)  # a classic queue now, same name
+        assert get_bodies(channel, "odd") == [b"kept"]
+    assert "queue 'odd' in vhost '/' not restored" in caplog.text
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        assert ready_count(connection.channel(), "odd") == 0

@@ -173,7 +173,7 @@ class DiskStore(Store):
             "" if messages == 1 else "s",
             time.monotonic() - self._recovery_started,
         )
-        self._found.clear()
+        # what was found for queues that could not be restored stays, for a later declare
         self._definitions = Definitions()
 
     async def run(self) -> None:

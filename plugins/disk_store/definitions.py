@@ -144,15 +144,24 @@ class DefinitionsFile:
             )
 
     def save_queue(self, definition: QueueDefinition) -> int:
-        cursor = self.db.execute(
-            "INSERT INTO queues (vhost, name, auto_delete, arguments) VALUES (?, ?, ?, ?)",
-            (
-                definition.vhost, definition.name, int(definition.auto_delete),
-                encode_arguments(definition.arguments),
-            ),
-        )  # fmt: skip
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        """The queue's id; a row already there (a queue that could not be restored, declared
+        again) keeps its id and takes the new flags and arguments."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO queues (vhost, name, auto_delete, arguments) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (vhost, name) DO UPDATE SET auto_delete = excluded.auto_delete, "
+                "arguments = excluded.arguments",
+                (
+                    definition.vhost, definition.name, int(definition.auto_delete),
+                    encode_arguments(definition.arguments),
+                ),
+            )  # fmt: skip
+            (queue_id,) = self.db.execute(
+                "SELECT id FROM queues WHERE vhost = ? AND name = ?",
+                (definition.vhost, definition.name),
+            ).fetchone()
+        return int(queue_id)
 
     def delete_queue(self, vhost: str, name: str) -> None:
         with self.db:

@@ -285,10 +285,12 @@ def _read_acks(path: Path) -> set[int]:
         path.unlink()
         return set()
     records, valid_end = scan(path, data)
-    if valid_end < len(data):
-        with open(path, "r+b") as file:
+    # fsynced now, torn tail cut or not: the acks read here must not vanish later (positions
+    # after the last live message are used again by the queue from this start on)
+    with open(path, "r+b") as file:
+        if valid_end < len(data):
             file.truncate(valid_end)
-            os.fsync(file.fileno())
+        os.fsync(file.fileno())
     acked: set[int] = set()
     for _, payload in records:
         acked.update(ack_seqs(payload))
