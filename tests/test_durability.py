@@ -3,6 +3,7 @@ directory, stopped and started again by the test."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import random
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker, UnroutableError
@@ -466,3 +468,47 @@ def test_a_queue_that_cannot_be_restored_is_skipped_and_can_be_declared_again(
     assert "queue 'odd' in vhost '/' not restored" in caplog.text
     with disk_broker(tmp_path) as running, client(running) as connection:
         assert ready_count(connection.channel(), "odd") == 0
+
+
+def test_a_confirm_comes_after_the_message_is_written(tmp_path: Path) -> None:
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        channel = confirmed_channel(connection)
+        channel.queue_declare("written", durable=True)
+        for i in range(20):
+            body = f"unique-body-{i:03d}".encode()
+            channel.basic_publish("", "written", body, PERSISTENT)  # returns on the confirm
+            (segment,) = (tmp_path / "queues").glob("*/*.seg")
+            assert body in segment.read_bytes()
+
+
+def test_a_refused_publish_is_nacked_in_order_behind_durable_confirms(tmp_path: Path) -> None:
+    async def publish_pipelined(url: str) -> list[str]:
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            await channel.declare_queue(
+                "full", durable=True, arguments={"x-max-length": 3, "x-overflow": "reject-publish"}
+            )
+            outcomes = await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(
+                        aio_pika.Message(
+                            f"m{i}".encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                        ),
+                        "full",
+                    )
+                    for i in range(5)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await connection.close()
+        return [
+            "nack" if isinstance(o, aio_pika.exceptions.DeliveryError) else "ack" for o in outcomes
+        ]
+
+    with disk_broker(tmp_path) as running:
+        outcomes = asyncio.run(publish_pipelined(running.url))
+    assert outcomes == ["ack", "ack", "ack", "nack", "nack"]
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        assert get_bodies(connection.channel(), "full") == [b"m0", b"m1", b"m2"]
