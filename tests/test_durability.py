@@ -299,6 +299,24 @@ def test_segments_are_deleted_and_compacted(
     assert size_after < size_before / 3
 
 
+def test_fully_acknowledged_segments_are_deleted_while_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(queue_log, "SEGMENT_BYTES", 16384)
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        channel = confirmed_channel(connection)
+        channel.queue_declare("drained", durable=True)
+        for i in range(1000):
+            channel.basic_publish("", "drained", f"{i:04d}".encode() * 8, PERSISTENT)
+        directory = next((tmp_path / "queues").iterdir())
+        assert len(list(directory.glob("*.seg"))) > 5
+        collector = Collector(ack=True)
+        channel.basic_consume("drained", collector)
+        wait_until(connection, lambda: len(collector) == 1000, "every message")
+        # only the segment being written to is left (deletion happens on the writer's thread)
+        wait_until(connection, lambda: len(list(directory.glob("*.seg"))) == 1, "segments deleted")
+
+
 def test_a_corrupt_record_is_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,6 @@ that covers them (``Store.written`` / ``synced``).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -52,6 +51,8 @@ PROGRESS_INTERVAL = 5.0
 
 def lock_data_dir(directory: Path) -> int:
     """Take the directory's lock (held until the process exits) or raise ``StoreError``."""
+    import fcntl  # here, not at import: the plugin must load where fcntl does not exist
+
     fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
