@@ -110,7 +110,9 @@ class DiskStore(Store):
                 ) from None
             delivered = self._read_clean_shutdown()
             queues = directory / "queues"
-            queues.mkdir(exist_ok=True)
+            if not queues.is_dir():
+                queues.mkdir()
+                fsync_dir(directory)  # the queues' directories hang from it from now on
             self._found = await anyio.to_thread.run_sync(self._recover, queues, delivered)
         except BaseException:
             os.close(self._lock)
