@@ -3,7 +3,9 @@ second or more before a crash comes back.
 
 A ``warrenmq run`` subprocess with a data directory; a publisher with confirms at full speed
 (many publishes in flight) and a consumer acking, both aio-pika; SIGKILL at random moments,
-restart, again; at the end the queue is drained and the books are checked.
+restart, again; at the end the queue is drained and the books are checked. Then files torn by
+a crash: every file cut at a random offset, and the broker must still start and serve.
+Set ``WARRENMQ_CRASH_SEED`` to replay a run (each prints its seed).
 """
 
 from __future__ import annotations
