@@ -530,3 +530,66 @@ def test_a_refused_publish_is_nacked_in_order_behind_durable_confirms(tmp_path: 
     assert outcomes == ["ack", "ack", "ack", "nack", "nack"]
     with disk_broker(tmp_path) as running, client(running) as connection:
         assert get_bodies(connection.channel(), "full") == [b"m0", b"m1", b"m2"]
+
+
+def test_random_operations_across_restarts_match_a_model(tmp_path: Path) -> None:
+    """Publishes (persistent and transient), gets, acks, requeues, rejects and purges in a
+    random order, with restarts between: after each restart the queue holds exactly the
+    persistent messages not settled for good, in publish order."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    order: list[bytes] = []  # every body, in publish order
+    persistent: set[bytes] = set()
+    gone: set[bytes] = set()
+    for round_ in range(4):
+        with disk_broker(tmp_path) as running, client(running) as connection:
+            channel = confirmed_channel(connection)
+            channel.queue_declare("model", durable=True)
+            # what the model says survived, checked by reading it all (then requeued)
+            alive = [b for b in order if b in persistent and b not in gone]
+            order[:] = alive
+            reader = connection.channel()
+            seen = []
+            while True:
+                method, _, body = reader.basic_get("model")
+                if method is None:
+                    break
+                seen.append(body)
+            assert seen == alive, f"seed {seed}, round {round_}"
+            reader.close()  # all requeued, in place
+            held: list[tuple[int, bytes]] = []
+            worker = connection.channel()
+            for step in range(60):
+                action = rng.choice(
+                    ["persistent", "persistent", "transient", "get", "settle", "purge"]
+                )
+                if action in ("persistent", "transient"):
+                    body = f"r{round_}-s{step}".encode()
+                    props = PERSISTENT if action == "persistent" else None
+                    channel.basic_publish("", "model", body, props)
+                    order.append(body)
+                    if action == "persistent":
+                        persistent.add(body)
+                elif action == "get":
+                    method, _, body = worker.basic_get("model")
+                    if method is not None:
+                        held.append((method.delivery_tag, body))
+                elif action == "settle" and held:
+                    tag, body = held.pop(rng.randrange(len(held)))
+                    how = rng.choice(["ack", "requeue", "reject"])
+                    if how == "ack":
+                        worker.basic_ack(tag)
+                        gone.add(body)
+                    elif how == "reject":
+                        worker.basic_reject(tag, requeue=False)
+                        gone.add(body)
+                    else:
+                        worker.basic_reject(tag, requeue=True)
+                elif action == "purge":
+                    count = ready_count(channel, "model")
+                    held_bodies = {body for _, body in held}
+                    ready = [b for b in order if b not in gone and b not in held_bodies]
+                    assert count == len(ready), f"seed {seed}"
+                    channel.queue_purge("model")
+                    gone.update(ready)
+            # transient messages are gone after the restart, whatever happened to them
