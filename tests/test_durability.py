@@ -532,10 +532,16 @@ def test_a_refused_publish_is_nacked_in_order_behind_durable_confirms(tmp_path: 
         assert get_bodies(connection.channel(), "full") == [b"m0", b"m1", b"m2"]
 
 
-def test_random_operations_across_restarts_match_a_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("segment_bytes", [4 * 1024 * 1024, 600], ids=["default", "tiny"])
+def test_random_operations_across_restarts_match_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, segment_bytes: int
+) -> None:
     """Publishes (persistent and transient), gets, acks, requeues, rejects and purges in a
     random order, with restarts between: after each restart the queue holds exactly the
-    persistent messages not settled for good, in publish order."""
+    persistent messages not settled for good, in publish order. With tiny segments, every
+    few messages start a segment, and deletion and compaction happen all the time."""
+    monkeypatch.setattr(queue_log, "SEGMENT_BYTES", segment_bytes)
+    monkeypatch.setattr(queue_log, "COMPACT_MIN_RECORDS", 2)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     order: list[bytes] = []  # every body, in publish order
