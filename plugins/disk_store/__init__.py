@@ -29,7 +29,7 @@ import anyio
 from warrenmq import Store, hookimpl
 from warrenmq.errors import StoreError
 from warrenmq.exchange import Binding, Exchange
-from warrenmq.queue import Queue, StoredEntry
+from warrenmq.queue import Queue
 from warrenmq.store import (
     BindingDefinition,
     Definitions,
@@ -39,7 +39,7 @@ from warrenmq.store import (
 )
 
 from .definitions import DefinitionsFile
-from .queue_log import QueueLog, Segment, recover_queue
+from .queue_log import Found, QueueLog, recover_queue
 from .writer import Writer, fsync_dir
 
 log = logging.getLogger("warrenmq.disk_store")
@@ -82,8 +82,8 @@ class DiskStore(Store):
         #: queue id by (vhost, name)
         self._ids: dict[tuple[str, str], int] = {}
         self._logs: dict[int, QueueLog] = {}
-        #: what recovery found per queue id: (segments, entries, highest segment number)
-        self._found: dict[int, tuple[list[Segment], list[StoredEntry], int]] = {}
+        #: what recovery found per queue id
+        self._found: dict[int, Found] = {}
         self._waiters: list[Any] = []
         self._recovery_started = 0.0
 
@@ -135,15 +135,13 @@ class DiskStore(Store):
             log.warning("%s is unreadable; treating the last stop as a crash", path)
             return None
 
-    def _recover(
-        self, queues: Path, delivered: dict[int, set[int]] | None
-    ) -> dict[int, tuple[list[Segment], list[StoredEntry], int]]:
+    def _recover(self, queues: Path, delivered: dict[int, set[int]] | None) -> dict[int, Found]:
         """Read every durable queue's segments back (worker thread), with progress lines."""
         known = set(self._ids.values())
         for path in queues.iterdir():  # queues deleted before a crash finished removing them
             if not (path.name.isdigit() and int(path.name) in known):
                 shutil.rmtree(path, ignore_errors=True)
-        found = {}
+        found: dict[int, Found] = {}
         last_report = time.monotonic()
         messages = done = 0
 
@@ -187,7 +185,9 @@ class DiskStore(Store):
             return
         with anyio.CancelScope(shield=True):
             await self.writer.flush()
-            delivered = {queue_id: qlog.delivered_positions() for queue_id, qlog in self._logs.items()}
+            delivered = {
+                queue_id: qlog.delivered_positions() for queue_id, qlog in self._logs.items()
+            }
             for qlog in self._logs.values():
                 qlog.close(delete=False)
             await self.writer.flush()
@@ -285,8 +285,8 @@ class DiskStore(Store):
         queue_id = self._ids.get((queue.vhost.name, queue.name))
         if queue_id is None:
             return None
-        segments, entries, highest = self._found.pop(queue_id, ([], [], 0))
-        qlog = QueueLog(self, self.directory / "queues" / str(queue_id), segments, entries, highest)
+        found = self._found.pop(queue_id, None) or Found()
+        qlog = QueueLog(self, self.directory / "queues" / str(queue_id), found)
         self._logs[queue_id] = qlog
         return qlog
 

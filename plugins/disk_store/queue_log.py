@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,19 @@ class Segment:
         return f"Segment({self.seg.path}, live={len(self.live)}/{self.records})"
 
 
+@dataclass
+class Found:
+    """What recovery read back for one queue."""
+
+    #: the segments that still hold messages
+    segments: list[Segment] = field(default_factory=list)
+    #: those messages, in queue (publish) order
+    entries: list[StoredEntry] = field(default_factory=list)
+    #: the highest segment number and message position in the files (never used again)
+    highest_segment: int = 0
+    highest_position: int = 0
+
+
 class QueueLog(MessageLog):
     """The ``MessageLog`` of one durable queue of a ``DiskStore``."""
 
@@ -79,19 +93,17 @@ class QueueLog(MessageLog):
         self,
         store: DiskStore,
         directory: Path,
-        segments: list[Segment],
-        recovered: list[StoredEntry],
-        highest: int = 0,
+        found: Found,
     ) -> None:
         self.store = store
         self.writer: Writer = store.writer
         self.directory = directory
-        self.segments = {segment.number: segment for segment in segments}
-        self._next = max(highest, max(self.segments, default=0)) + 1
+        self.segments = {segment.number: segment for segment in found.segments}
+        self._next = found.highest_segment + 1
         self.head: Segment | None = None
-        self._recovered = recovered
+        self._recovered = found.entries
         #: the position given to the last message appended
-        self._position = max((entry.position for entry in recovered), default=0)
+        self._position = found.highest_position
         self.closed = False
 
     def recovered(self) -> list[StoredEntry]:
@@ -210,14 +222,13 @@ def compact(path: Path, keep: set[int]) -> None:
 
 def recover_queue(
     directory: Path, delivered: set[int] | None, progress: Callable[[int], None] | None = None
-) -> tuple[list[Segment], list[StoredEntry], int]:
-    """Read a queue's segments back (worker thread at start): the segments that still hold
-    messages, those messages in queue order, and the highest segment number in use.
+) -> Found:
+    """Read a queue's segments back (worker thread at start).
     ``delivered``: the positions a clean shutdown recorded as delivered; None after a crash,
     when every message may have been delivered. ``progress`` is told of the messages found
     after each segment."""
-    segments: list[Segment] = []
-    entries: list[StoredEntry] = []
+    found = Found()
+    segments, entries = found.segments, found.entries
     seen: set[int] = set()
     now_wall, now = time.time(), time.monotonic()
     for leftover in directory.glob("*.tmp"):  # a compaction cut short: the original stands
@@ -243,6 +254,7 @@ def recover_queue(
             except (ValueError, UnicodeDecodeError) as exc:
                 log.warning("%s: unreadable message at offset %d skipped: %s", path, offset, exc)
                 continue
+            found.highest_position = max(found.highest_position, seq)
             if seq in acked or seq in seen:
                 continue
             codec = CODECS.get(codec_name)
@@ -271,7 +283,8 @@ def recover_queue(
         if progress is not None:
             progress(len(segment.live))
     entries.sort(key=lambda entry: entry.position)
-    return segments, entries, max(numbers, default=0)
+    found.highest_segment = max(numbers, default=0)
+    return found
 
 
 def _read_acks(path: Path) -> set[int]:
