@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from . import DiskStore
 
 log = logging.getLogger("warrenmq.disk_store")
+_new_entry = object.__new__
 
 #: a head segment this large is closed and a new one started
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -230,6 +231,7 @@ def recover_queue(
     found = Found()
     segments, entries = found.segments, found.entries
     seen: set[int] = set()
+    names: dict[bytes, tuple[str, str, str]] = {}
     now_wall, now = time.time(), time.monotonic()
     for leftover in directory.glob("*.tmp"):  # a compaction cut short: the original stands
         leftover.unlink()
@@ -250,7 +252,9 @@ def recover_queue(
         segment.records = len(records)
         for offset, payload in records:
             try:
-                seq, expires, codec_name, exchange, key, encoded, body = decode_message(payload)
+                seq, expires, codec_name, exchange, key, encoded, body = decode_message(
+                    payload, names
+                )
             except (ValueError, UnicodeDecodeError) as exc:
                 log.warning("%s: unreadable message at offset %d skipped: %s", path, offset, exc)
                 continue
@@ -269,9 +273,12 @@ def recover_queue(
                 continue
             seen.add(seq)
             message = Message(exchange, key, body, None, encoded, codec)
-            expires_at = now + max(0.0, expires - now_wall) if expires else 0.0
-            deliveries = 1 if delivered is None or seq in delivered else 0
-            entry = StoredEntry(message, 0, expires_at, READY, deliveries)
+            entry = _new_entry(StoredEntry)  # StoredEntry(...) without its two __init__ frames
+            entry.message = message
+            entry.seq = 0
+            entry.deliveries = 1 if delivered is None or seq in delivered else 0
+            entry.expires_at = now + max(0.0, expires - now_wall) if expires else 0.0
+            entry.state = READY
             entry.position = seq
             entry.segment = segment
             segment.live[seq] = entry

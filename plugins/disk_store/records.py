@@ -52,21 +52,29 @@ def frame(payload_head: bytes, body: bytes) -> bytes:
     return RECORD_HEAD.pack(len(payload_head) + len(body), crc)
 
 
-def decode_message(payload: memoryview) -> tuple[int, float, str, str, str, bytes, bytes]:
-    """(seq, expires, codec, exchange, routing key, properties, body) of a message record."""
+def decode_message(
+    payload: memoryview, names: dict[bytes, tuple[str, str, str]]
+) -> tuple[int, float, str, str, str, bytes, bytes]:
+    """(seq, expires, codec, exchange, routing key, properties, body) of a message record.
+    ``names`` caches decoded (codec, exchange, routing key) by their bytes: a queue's
+    messages mostly share them."""
     seq, expires, codec_len, exchange_len, key_len, props_len = MESSAGE_HEAD.unpack_from(payload)
     pos = MESSAGE_HEAD.size
-    codec = bytes(payload[pos : pos + codec_len]).decode()
-    pos += codec_len
-    exchange = bytes(payload[pos : pos + exchange_len]).decode("utf-8", "surrogateescape")
-    pos += exchange_len
-    routing_key = bytes(payload[pos : pos + key_len]).decode("utf-8", "surrogateescape")
-    pos += key_len
-    properties = bytes(payload[pos : pos + props_len])
-    pos += props_len
+    end = pos + codec_len + exchange_len + key_len
+    raw = bytes(payload[pos:end])
+    decoded = names.get(raw)
+    if decoded is None:
+        exchange_at = codec_len + exchange_len
+        decoded = names[raw] = (
+            raw[:codec_len].decode(),
+            raw[codec_len:exchange_at].decode("utf-8", "surrogateescape"),
+            raw[exchange_at:].decode("utf-8", "surrogateescape"),
+        )
+    properties = bytes(payload[end : end + props_len])
+    pos = end + props_len
     if pos > len(payload):
         raise ValueError("message record shorter than its own lengths")
-    return seq, expires, codec, exchange, routing_key, properties, bytes(payload[pos:])
+    return seq, expires, *decoded, properties, bytes(payload[pos:])
 
 
 def record_seq(payload: memoryview) -> int:
