@@ -24,6 +24,7 @@ from .errors import PluginError
 from .limits import UserLimits, VhostLimits, with_overrides
 from .policy import Policy, PolicyError
 from .protocol import ListenerSpec
+from .store import default_data_dir
 
 log = logging.getLogger("warrenmq")
 
@@ -149,6 +150,8 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
     if getattr(args, "block_plugin", None):
         settings.blocked_plugins = settings.blocked_plugins | frozenset(args.block_plugin)
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
+    if settings.data_dir is None:  # the store's and the plugins' directory, named for all
+        settings.data_dir = default_data_dir()
     for file in args.definitions:
         settings.definitions.append(definitions.load(file))
     if getattr(args, "log_level", None) is not None:
@@ -229,7 +232,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _without_data_dir(settings: Settings) -> Settings:
     """The file commands never open the data directory: a running broker holds it (locked),
     and declaring there would change what it restores. Their broker keeps nothing."""
-    return dataclasses.replace(settings, store="memory")
+    return dataclasses.replace(settings, store="memory", data_dir=None)
 
 
 async def _built(broker: Broker) -> dict[str, Any]:
