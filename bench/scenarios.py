@@ -61,6 +61,7 @@ class Scenario:
     properties: tuple[commands.Basic.Properties | None, ...] = (None,)  # rotate over messages
     dead_letter: bool = False  # publish to a queue that dead-letters at once into the exchange
     crowd: bool = False  # --idle-consumers consumers without credit share the (one) queue
+    durable: bool = False  # durable (not exclusive) queues, deleted at the end
     needs: str = ""  # the broker features it relies on, named when it FAILs
 
     @property
@@ -80,6 +81,15 @@ SCENARIOS = (
     Scenario("autoack", "1 producer -> 1 queue -> 1 consumer, auto-ack"),
     Scenario("manual-ack", "as autoack, manual acks (multiple) with prefetch", manual_ack=True),
     Scenario("confirms", "as autoack, with publisher confirms (bounded in flight)", confirms=True),
+    Scenario(
+        "persistent",
+        "as manual-ack, with confirms: persistent messages (delivery mode 2) to a durable queue",
+        manual_ack=True,
+        confirms=True,
+        durable=True,
+        properties=(commands.Basic.Properties(delivery_mode=2),),
+        needs="durable queues and publisher confirms",
+    ),
     Scenario(
         "fanout",
         "fanout exchange -> 4 queues -> 4 consumers, auto-ack",
@@ -203,7 +213,8 @@ async def _setup(
 ) -> None:
     """Declare the exchange and queues, bind, set QoS, enable confirms.
 
-    Queues are exclusive, but the crowd's must be shared (it is auto-delete instead).
+    Queues are exclusive, but the crowd's must be shared (it is auto-delete instead), and a
+    durable scenario's are durable (RabbitMQ and warrenmq keep no messages of exclusive ones).
     """
     if exchange:
         await pconn.rpc(
@@ -218,7 +229,8 @@ async def _setup(
         await conn.rpc(
             commands.Queue.Declare(
                 queue=queue,
-                exclusive=not sc.crowd,
+                exclusive=not (sc.crowd or sc.durable),
+                durable=sc.durable,
                 auto_delete=sc.crowd,
                 arguments=sc.queue_arguments,
             )

@@ -19,7 +19,7 @@ from .auth import AuthBackend, LoginResult, Logins, User, UserDatabase
 from .definitions import Definitions
 from .definitions import apply as apply_definitions
 from .dispatch import DispatchPolicy
-from .errors import ConfigError, PluginError
+from .errors import BrokerError, ConfigError, PluginError
 from .exchange import ExchangeType
 from .limits import LimitTracker, UserLimits, VhostLimits
 from .memory import default_limit, resident_memory
@@ -461,17 +461,79 @@ class Broker:
         finally:
             timers.on_earlier = None
 
+    def _restore(self) -> None:
+        """Declare again the durable exchanges, queues (with their messages) and bindings the
+        store kept. One that cannot be restored (a plugin gone, say) is skipped with a warning."""
+        store = self.store
+        definitions = store.load_definitions()
+        queues = messages = 0
+        store.loading = True
+        try:
+            for x in definitions.exchanges:
+                vhost = self._restore_vhost(x.vhost, "exchange", x.name)
+                if vhost is None:
+                    continue
+                try:
+                    vhost.declare_exchange(
+                        x.name, x.type, durable=True, auto_delete=x.auto_delete,
+                        internal=x.internal, arguments=x.arguments,
+                    )  # fmt: skip
+                except BrokerError as exc:
+                    log.warning(
+                        "exchange '%s' in vhost '%s' not restored: %s", x.name, x.vhost, exc
+                    )
+            for q in definitions.queues:
+                vhost = self._restore_vhost(q.vhost, "queue", q.name)
+                if vhost is None:
+                    continue
+                try:
+                    queue = vhost.declare_queue(
+                        q.name, durable=True, auto_delete=q.auto_delete, arguments=q.arguments
+                    )
+                except BrokerError as exc:
+                    log.warning("queue '%s' in vhost '%s' not restored: %s", q.name, q.vhost, exc)
+                    continue
+                queues += 1
+                messages += queue.ready_count
+            for b in definitions.bindings:
+                vhost = self.vhosts.get(b.vhost)
+                if vhost is None:
+                    continue
+                found = vhost.queues if b.destination_kind == "queue" else vhost.exchanges
+                destination = found.get(b.destination)
+                try:
+                    if destination is None:
+                        raise BrokerError(f"no {b.destination_kind} '{b.destination}'")
+                    vhost.bind(destination, b.source, b.routing_key, b.arguments)
+                except BrokerError as exc:
+                    log.warning(
+                        "binding '%s' -> %s '%s' in vhost '%s' not restored: %s",
+                        b.source, b.destination_kind, b.destination, b.vhost, exc,
+                    )  # fmt: skip
+        finally:
+            store.loading = False
+        store.recovery_done(queues, messages)
+
+    def _restore_vhost(self, name: str, kind: str, what: str) -> VirtualHost | None:
+        vhost = self.vhosts.get(name)
+        if vhost is None:
+            log.warning("%s '%s' kept for unknown vhost '%s' not restored", kind, what, name)
+        return vhost
+
     async def serve(
         self, *, task_status: TaskStatus[list[ListenerInfo]] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Open the store, start every listener, and run until cancelled."""
+        """Open the store, restore what it kept, start every listener, and run until
+        cancelled."""
         await self.store.open()
         try:
+            self._restore()
             for definitions in self.settings.definitions:
                 apply_definitions(self, definitions)
                 log.info("imported definitions from %s", definitions.source)
             await self._call_lifecycle_hook("warrenmq_startup")
             async with anyio.create_task_group() as group:
+                group.start_soon(self.store.run)
                 for spec in self.settings.effective_listeners():
                     transport_class = self.transports.get(spec.transport)
                     if transport_class is None:

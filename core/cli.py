@@ -19,8 +19,9 @@ from .broker import Broker, Settings
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
 from .config import LOG_LEVELS
 from .definitions import DefinitionsError
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, PluginError, StoreError
 from .limits import MAX_MESSAGE_SIZE, LimitsError, UserLimits, VhostLimits
+from .store import default_data_dir
 from .testing import _backend_options, _leaves
 from .tls import AMQPS_PORT
 
@@ -130,7 +131,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--data-dir",
         type=Path,
-        help="directory for durable state (used by stores that persist)",
+        metavar="DIR",
+        help="directory for durable definitions and persistent messages, created on first "
+        f"run (default: {default_data_dir()})",
+    )
+    run.add_argument(
+        "--store",
+        metavar="NAME",
+        help="store plugin: 'disk' keeps durable state in --data-dir, 'memory' keeps nothing "
+        "across restarts (default: disk)",
     )
     run.add_argument(
         "--log-level",
@@ -301,6 +310,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             backend_options=_backend_options(),
         )
     except* OSError as group:
+        for error in _leaves(group):
+            log.error("cannot start the broker: %s", error)
+        status = 1
+    except* StoreError as group:
         for error in _leaves(group):
             log.error("cannot start the broker: %s", error)
         status = 1

@@ -24,6 +24,7 @@ from .limits import UserLimits, VhostLimits, with_overrides
 from .policy import Policy, PolicyError
 from .protocol import ListenerSpec
 from .tls import AMQPS_PORT, TLSOptions
+from .store import default_data_dir
 
 log = logging.getLogger("warrenmq")
 
@@ -125,8 +126,9 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
         loaded = config.load(args.config)
         settings, log_level = loaded.settings, loaded.log_level
     else:
-        settings, log_level = Settings(), "info"
+        settings, log_level = Settings(store=config.BROKER_KEYS["store"].default), "info"
     for flag, attribute in (
+        ("store", "store"),
         ("data_dir", "data_dir"),
         ("default_dispatch", "default_dispatch"),
         ("heartbeat", "heartbeat"),
@@ -149,6 +151,8 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
         settings.blocked_plugins = settings.blocked_plugins | frozenset(args.block_plugin)
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
     override_tls(settings, args)
+    if settings.data_dir is None:  # the store's and the plugins' directory, named for all
+        settings.data_dir = default_data_dir()
     for file in args.definitions:
         settings.definitions.append(definitions.load(file))
     if getattr(args, "log_level", None) is not None:
@@ -274,11 +278,17 @@ def _cmd_config(args: argparse.Namespace) -> int:
     try:
         loaded = config.load(args.file)
         # declare everything in a broker that does not listen, as start-up would
-        anyio.run(_built, Broker(loaded.settings))
+        anyio.run(_built, Broker(_without_data_dir(loaded.settings)))
     except (ConfigError, DefinitionsError, PluginError) as exc:
         return _fail("config check", exc)
     print(loaded.summary())
     return 0
+
+
+def _without_data_dir(settings: Settings) -> Settings:
+    """The file commands never open the data directory: a running broker holds it (locked),
+    and declaring there would change what it restores. Their broker keeps nothing."""
+    return dataclasses.replace(settings, store="memory", data_dir=None)
 
 
 async def _built(broker: Broker) -> dict[str, Any]:
@@ -301,7 +311,7 @@ def _cmd_definitions(args: argparse.Namespace) -> int:
         if args.definitions_command == "import":
             args.definitions.append(args.file)
         settings, _ = settings_for(args)
-        exported = anyio.run(_built, Broker(settings))
+        exported = anyio.run(_built, Broker(_without_data_dir(settings)))
     except (ConfigError, DefinitionsError, PluginError) as exc:
         return _fail(command, exc)
     text = json.dumps(exported, indent=2, sort_keys=True) + "\n"

@@ -153,8 +153,13 @@ BROKER_KEYS: dict[str, Key] = {
     "default_dispatch": Key(
         str, "round-robin", "dispatch policy for queues declared without `x-dispatch`"
     ),
-    "store": Key(str, "memory", "the store plugin that keeps durable state"),
-    "data_dir": Key(str, None, "directory for durable state, relative to the config file"),
+    "store": Key(
+        str, "disk", "the store plugin that keeps durable state (`memory` keeps nothing)"
+    ),
+    "data_dir": Key(
+        str, None, "directory for durable state, relative to the config file (default: "
+        "`$XDG_DATA_HOME/warrenmq` or `~/.local/share/warrenmq`)",
+    ),
     "heartbeat": Key(
         int, 60, "heartbeat seconds proposed to clients, `0` for none",
         "an integer from 0 to 65535", _range(0, MAX_SHORT),

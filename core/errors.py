@@ -101,6 +101,10 @@ class ConnectionAccessRefused(AccessRefused):
     connection_level = True
 
 
+class StoreError(Exception):
+    """The store cannot open its data (locked by another broker, unreadable): no start."""
+
+
 class PluginError(Exception):
     """A plugin failed to load or registered something invalid."""
 

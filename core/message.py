@@ -76,6 +76,20 @@ class PropertiesCodec(ABC):
     def encode(self, properties: Properties, body_size: int) -> bytes:
         """This protocol's encoding of ``properties`` for a body of ``body_size`` bytes."""
 
+    def delivery_mode(self, encoded: bytes) -> int | None:
+        """The delivery mode alone (a durable queue asks it per message): override with
+        something cheaper than decoding everything."""
+        return self.decode(encoded).delivery_mode
+
+
+#: codecs by name, so that a store can read back the encoding it kept
+CODECS: dict[str, PropertiesCodec] = {}
+
+
+def register_codec(codec: PropertiesCodec) -> None:
+    """Make ``codec`` known by its name (a protocol does this when it is loaded)."""
+    CODECS.setdefault(codec.name, codec)
+
 
 class Message:
     """One published message; shared by every queue it reaches, so never mutated after routing.
@@ -168,7 +182,12 @@ class Message:
 
     @property
     def persistent(self) -> bool:
-        return self.properties.delivery_mode == 2
+        """Delivery mode 2, read without decoding every property when possible."""
+        props = self._properties
+        if props is None:
+            assert self.codec is not None and self.encoded is not None
+            return self.codec.delivery_mode(self.encoded) == 2
+        return props.delivery_mode == 2
 
     def __repr__(self) -> str:
         return (

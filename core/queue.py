@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .consumer import Consumer
     from .dispatch import DispatchPolicy
     from .exchange import Binding
+    from .store import MessageLog
     from .timers import Timer
     from .vhost import VirtualHost
 
@@ -71,6 +72,26 @@ class Entry:
 
     def __repr__(self) -> str:
         return f"Entry(seq={self.seq}, deliveries={self.deliveries}, state={self.state})"
+
+
+class StoredEntry(Entry):
+    """An entry whose persistent message is also in the queue's ``MessageLog``.
+
+    A subclass rather than a flag, so that the queue's hot path for transient messages sets
+    nothing more; ``entry.__class__ is StoredEntry`` tells them apart.
+    """
+
+    __slots__ = ("segment", "position")
+
+    def __init__(
+        self, message: Message, seq: int, expires_at: float, state: int, deliveries: int = 0
+    ) -> None:
+        super().__init__(message, seq, expires_at, state, deliveries)
+        #: where the log keeps it (the log's own object; None once removed)
+        self.segment: Any = None
+        #: its place in the log, given by the log when it is appended (publish order; the
+        #: queue's ``seq`` is delivery order, given at first delivery)
+        self.position = 0
 
 
 class Queue(ABC):
@@ -195,6 +216,11 @@ class Queue(ABC):
     def ack_all(self, entries: list[Entry]) -> None:
         """Several deliveries acknowledged (a multiple ack)."""
         self.settle(entries, ACK)
+
+    def attach_log(self, log: MessageLog) -> bool:
+        """Keep this durable queue's persistent messages in ``log`` from now on, starting with
+        those it recovered. False: this queue type keeps no messages across restarts."""
+        return False
 
     @abstractmethod
     def purge(self) -> int:

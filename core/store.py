@@ -1,19 +1,91 @@
 """The store interface: durable definitions and persistent messages.
 
 The broker calls the store when durable things change; the store decides how to keep them.
-The built-in ``memory`` store keeps nothing (a transient broker); an embedded disk store
-and stores on replicated engines plug in here through ``warrenmq_register_stores``.
+The ``memory`` store keeps nothing (a transient broker); the ``disk`` store keeps everything
+in a data directory; stores on replicated engines plug in here through
+``warrenmq_register_stores``.
+
+Messages: a durable queue whose type keeps persistent messages asks the store for a
+``MessageLog`` (``message_log``) and tells it of every persistent message that enters
+(``append``) and leaves (``remove``). A write is durable once ``synced`` has reached the value
+``written`` had just after it: publisher confirms and ``tx.commit`` wait for that
+(``when_synced``).
 """
 
 from __future__ import annotations
 
-from abc import ABC
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .exchange import Binding, Exchange
-from .message import Message
-from .queue import Queue
+from .queue import Queue, StoredEntry
+
+
+def default_data_dir() -> Path:
+    """``warrenmq`` under the user's data directory ($XDG_DATA_HOME or ~/.local/share)."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "warrenmq"
+
+
+@dataclass
+class ExchangeDefinition:
+    vhost: str
+    name: str
+    type: str
+    auto_delete: bool = False
+    internal: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueueDefinition:
+    vhost: str
+    name: str
+    auto_delete: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BindingDefinition:
+    vhost: str
+    source: str
+    #: "queue" or "exchange"
+    destination_kind: str
+    destination: str
+    routing_key: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Definitions:
+    """Everything durable a store found at start, in the order to restore it."""
+
+    exchanges: list[ExchangeDefinition] = field(default_factory=list)
+    queues: list[QueueDefinition] = field(default_factory=list)
+    bindings: list[BindingDefinition] = field(default_factory=list)
+
+
+class MessageLog(ABC):
+    """One durable queue's persistent messages, as its queue type sees the store."""
+
+    @abstractmethod
+    def append(self, entry: StoredEntry) -> None:
+        """A persistent message entered the queue (ready, or delivered at once)."""
+
+    @abstractmethod
+    def remove(self, entry: StoredEntry) -> None:
+        """The message left the queue for good (acked, rejected, expired, dropped, purged)."""
+
+    @abstractmethod
+    def recovered(self) -> list[StoredEntry]:
+        """The messages found at start, in queue order (ready, with their delivery counts).
+        Called once, when the queue attaches."""
 
 
 class Store(ABC):
@@ -23,12 +95,32 @@ class Store(ABC):
 
     def __init__(self, data_dir: Path | None) -> None:
         self.data_dir = data_dir
+        #: writes handed to the store so far (a counter, not bytes)
+        self.written = 0
+        #: writes known durable (fsynced); ``synced == written`` when nothing is pending
+        self.synced = 0
+        #: True while the broker restores definitions (save_* calls are echoes, not news)
+        self.loading = False
 
     async def open(self) -> None:
         """Open files/connections before the broker loads definitions."""
 
+    async def run(self) -> None:
+        """Background work while the broker runs (the writer of a disk store)."""
+
     async def close(self) -> None:
         """Flush and close at shutdown."""
+
+    def load_definitions(self) -> Definitions:
+        """Durable exchanges, queues and bindings found at start."""
+        return Definitions()
+
+    def recovery_done(self, queues: int, messages: int) -> None:
+        """The broker restored what the store found (for the store's own log line)."""
+
+    def when_synced(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once, on the broker's event loop) after ``synced`` advances."""
+        callback()
 
     def save_exchange(self, exchange: Exchange) -> None: ...
 
@@ -42,8 +134,6 @@ class Store(ABC):
 
     def delete_binding(self, binding: Binding) -> None: ...
 
-    def add_message(self, queue: Queue, message: Message) -> None:
-        """A persistent message entered a durable queue."""
-
-    def remove_message(self, queue: Queue, message: Message) -> None:
-        """A persistent message left a durable queue (acked, dropped, expired)."""
+    def message_log(self, queue: Queue) -> MessageLog | None:
+        """The log of a durable queue's persistent messages; None: messages are not kept."""
+        return None

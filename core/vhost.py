@@ -379,7 +379,11 @@ class VirtualHost:
             if policy is not None:
                 queue.apply_policy(policy)
         if _persisted(queue):
-            self.broker.store.save_queue(queue)
+            store = self.broker.store
+            store.save_queue(queue)
+            log = store.message_log(queue)
+            if log is not None:
+                queue.attach_log(log)
         self._bind_default(queue)
         queue.touch()
         return queue

@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from warrenmq import Message, Queue, hookimpl
 from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
-from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry
+from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry, StoredEntry
 from warrenmq.queue_arguments import argument_text
 
 if TYPE_CHECKING:
     from warrenmq.consumer import Consumer
     from warrenmq.dispatch import DispatchPolicy
+    from warrenmq.store import MessageLog
     from warrenmq.timers import Timer
     from warrenmq.vhost import VirtualHost
 
@@ -140,6 +141,7 @@ class ClassicQueue(Queue):
         "_expiry",
         "_expiry_timer",
         "_expiry_order",
+        "_log",
     )
 
     def __init__(
@@ -172,6 +174,28 @@ class ClassicQueue(Queue):
         self._expiry_timer: Timer | None = None
         #: breaks ties between equal deadlines in publish (or requeue) order
         self._expiry_order = itertools.count()
+        #: where persistent messages are kept (a durable queue with a disk store), else None
+        self._log: MessageLog | None = None
+
+    # -- the store -----------------------------------------------------------------------
+
+    def attach_log(self, log: MessageLog) -> bool:
+        """Recovered messages wait as entries (with their delivery counts), in their order;
+        like any waiting message, each gets its ``seq`` at its first delivery from now."""
+        self._log = log
+        for entry in log.recovered():
+            self._push(entry)
+            self.ready_count += 1
+            self.ready_bytes += len(entry.message.body)
+            if entry.expires_at:
+                self._schedule_expiry(entry)
+        return True
+
+    def _forget(self, entry: Entry) -> None:
+        """``entry`` left the queue for good: a persistent message leaves the log too."""
+        log = self._log
+        if log is not None and entry.__class__ is StoredEntry:
+            log.remove(entry)  # type: ignore[arg-type]
 
     def _read_arguments(self, args: Mapping[str, Any]) -> None:
         """Take TTL, length limits and dead-lettering from the (effective) arguments; the hot
@@ -219,6 +243,8 @@ class ClassicQueue(Queue):
                     seconds = queue_ttl
                 expires_at = _monotonic() + seconds  # type: ignore[operator]
         self.published += 1
+        log = self._log
+        stored = log is not None and message.persistent
         if not self.ready_count:
             policy = self.sole_policy
             if policy is None:
@@ -232,7 +258,8 @@ class ClassicQueue(Queue):
                 self.delivered += 1
                 entry: Entry | None = None
                 if consumer.acks:
-                    entry = out = _new_entry(Entry)  # Entry(...) without its __init__ frame
+                    # Entry(...) without its __init__ frame
+                    entry = out = _new_entry(StoredEntry if stored else Entry)
                     out.message = message
                     out.seq = self._seq = self._seq + 1
                     out.deliveries = 1
@@ -240,13 +267,15 @@ class ClassicQueue(Queue):
                     out.state = OUT
                     self.unacked_count += 1
                     self.unacked_bytes += len(message.body)
+                    if stored:
+                        log.append(out)  # type: ignore[union-attr,arg-type]
                 try:
                     consumer.deliver(self, message, entry)
                 except Exception as error:
                     self._undeliver(consumer, message, entry, expires_at, error)
                 return True
         fifo = self._fifo
-        if not expires_at and fifo is not None:
+        if not expires_at and fifo is not None and not stored:
             fifo.items.append(message)  # waits as itself: its entry is made at delivery
             self.ready_count += 1
             self.ready_bytes += len(message.body)
@@ -256,7 +285,10 @@ class ClassicQueue(Queue):
         if expires_at and expires_at <= _monotonic():
             self._expire(message)  # TTL 0: only a consumer waiting right now could take it
             return True
-        ready = Entry(message, 0, expires_at, READY)  # its seq is given at first delivery
+        # its seq is given at first delivery; a persistent one is in the log from now
+        ready = (StoredEntry if stored else Entry)(message, 0, expires_at, READY)
+        if stored:
+            log.append(ready)  # type: ignore[union-attr,arg-type]
         self._push(ready)
         self.ready_count += 1
         self.ready_bytes += len(message.body)
@@ -278,7 +310,12 @@ class ClassicQueue(Queue):
         self.delivered -= 1
         if entry is None:
             self._seq += 1
-            entry = Entry(message, self._seq, expires_at, READY)
+            log = self._log
+            if log is not None and message.persistent:
+                entry = StoredEntry(message, self._seq, expires_at, READY)
+                log.append(entry)  # type: ignore[arg-type]
+            else:
+                entry = Entry(message, self._seq, expires_at, READY)
         else:
             self.unacked_count -= 1
             self.unacked_bytes -= len(message.body)
@@ -304,6 +341,7 @@ class ClassicQueue(Queue):
             if entry is None:
                 return
             entry.state = GONE
+            self._forget(entry)
             self.dropped += 1
             self._dead_letter(entry.message, MAXLEN)
 
@@ -404,6 +442,7 @@ class ClassicQueue(Queue):
                     message = entry.message
                     if entry.expires_at and entry.expires_at <= _monotonic():
                         entry.state = GONE
+                        self._forget(entry)
                         self._expire(message)
                         continue
                     deliveries = entry.deliveries = entry.deliveries + 1
@@ -416,6 +455,8 @@ class ClassicQueue(Queue):
                         unacked_bytes += len(message.body)
                     else:
                         entry.state = GONE
+                        if entry.__class__ is StoredEntry:
+                            self._forget(entry)
                     try:
                         consumer.deliver(self, message, entry)
                     except Exception as error:
@@ -459,6 +500,7 @@ class ClassicQueue(Queue):
                 return None
             if entry.expires_at and entry.expires_at <= _monotonic():
                 entry.state = GONE
+                self._forget(entry)
                 self._expire(entry.message)
                 continue
             entry.deliveries += 1
@@ -467,6 +509,7 @@ class ClassicQueue(Queue):
                 self.redelivered += 1
             if no_ack:
                 entry.state = GONE
+                self._forget(entry)
             else:
                 entry.state = OUT
                 self.unacked_count += 1
@@ -482,6 +525,8 @@ class ClassicQueue(Queue):
             self.unacked_count -= 1
             self.unacked_bytes -= len(entry.message.body)
             self.acknowledged += 1
+            if entry.__class__ is StoredEntry:
+                self._forget(entry)
 
     def ack_all(self, entries: list[Entry]) -> None:
         count = size = 0
@@ -490,6 +535,8 @@ class ClassicQueue(Queue):
                 entry.state = GONE
                 count += 1
                 size += len(entry.message.body)
+                if entry.__class__ is StoredEntry:
+                    self._forget(entry)
         self.unacked_count -= count
         self.unacked_bytes -= size
         self.acknowledged += count
@@ -504,16 +551,19 @@ class ClassicQueue(Queue):
             self.unacked_bytes -= len(message.body)
             if outcome == ACK:
                 entry.state = GONE
+                self._forget(entry)
                 self.acknowledged += 1
             elif outcome == REQUEUE and not self.deleted:
                 if entry.expires_at and entry.expires_at <= _monotonic():
                     entry.state = GONE
+                    self._forget(entry)
                     self._expire(message)
                     continue
                 self._make_ready(entry)
                 requeued = True
             else:
                 entry.state = GONE
+                self._forget(entry)
                 if outcome == REJECT and not self.deleted:
                     self._dead_letter(message, REJECTED)
         if requeued:
@@ -524,7 +574,9 @@ class ClassicQueue(Queue):
     def purge(self) -> int:
         count = self.ready_count
         for item in self._index.entries():
-            if item.__class__ is Entry:
+            if item.__class__ is not Message:  # an Entry or StoredEntry
+                if item.state == READY:  # type: ignore[union-attr]
+                    self._forget(item)  # type: ignore[arg-type]
                 item.state = GONE  # type: ignore[union-attr]
         self._index.clear()
         self._expiry.clear()
@@ -563,6 +615,7 @@ class ClassicQueue(Queue):
             if entry.state != READY or entry.expires_at > now:
                 continue
             entry.state = GONE
+            self._forget(entry)
             self._gone += 1
             self.ready_count -= 1
             self.ready_bytes -= len(entry.message.body)

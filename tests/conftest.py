@@ -8,6 +8,8 @@ features carry the ``warrenmq_only`` marker and are skipped in that mode.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +32,14 @@ class BrokerAddress:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # a `warrenmq run` started by a test without --data-dir keeps its data (disk store, the
+    # default) under a temporary directory, never under the user's own data directory
+    os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="warrenmq-tests-")
     config.addinivalue_line("markers", "warrenmq_only: exercises a feature RabbitMQ lacks")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ["XDG_DATA_HOME"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,12 +7,15 @@ the pika client processes I/O until the broker's close arrives or a deadline pas
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pytest
@@ -29,6 +32,7 @@ RUN_FLAGS = (
     "--host",
     "--port",
     "--data-dir",
+    "--store",
     "--log-level",
     "--frame-max",
     "--channel-max",
@@ -57,21 +61,25 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def broker_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], LineReader]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "warrenmq", "run", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    reader = LineReader(process.stderr)
-    try:
-        yield process, reader
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(TIMEOUT)
+    """``warrenmq run *args`` with its default data directory under a temporary
+    $XDG_DATA_HOME (never the user's own)."""
+    with tempfile.TemporaryDirectory() as data_home:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "warrenmq", "run", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "XDG_DATA_HOME": data_home},
+        )
+        assert process.stderr is not None
+        reader = LineReader(process.stderr)
+        try:
+            yield process, reader
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(TIMEOUT)
 
 
 # -- help and argument errors ----------------------------------------------------------------------
@@ -252,3 +260,43 @@ def test_run_on_a_port_in_use_fails_clearly() -> None:
     assert code == 1
     assert "Traceback" not in log, f"a traceback instead of a clear message:\n{log}"
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in log
+
+
+# -- the data directory ----------------------------------------------------------------------------
+
+
+def test_run_keeps_its_data_under_the_user_data_directory() -> None:
+    with broker_process("--port", "0") as (process, stderr):
+        line = stderr.wait_for("data directory")
+        stderr.wait_for("listening")
+        data_dir = Path(line.split("data directory ", 1)[1].split(" (")[0])
+        assert data_dir.name == "warrenmq"
+        assert (data_dir / "definitions.sqlite3").exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    log = stderr.finish()
+    assert "recovered 0 durable queues with 0 persistent messages" in log
+
+
+def test_a_second_broker_on_the_same_data_dir_exits_with_a_clear_message(tmp_path: Path) -> None:
+    with broker_process("--port", "0", "--data-dir", str(tmp_path)) as (first, first_log):
+        first_log.wait_for("listening")
+        with broker_process("--port", "0", "--data-dir", str(tmp_path)) as (second, second_log):
+            code = second.wait(TIMEOUT)
+            log = second_log.finish()
+        assert first.poll() is None
+    assert code == 1
+    assert "Traceback" not in log, log
+    assert f"data directory {tmp_path} is in use by another broker (pid {first.pid})" in log
+
+
+def test_store_memory_keeps_no_data_directory(tmp_path: Path) -> None:
+    data_dir = tmp_path / "unused"
+    with broker_process("--port", "0", "--store", "memory", "--data-dir", str(data_dir)) as (
+        process,
+        stderr,
+    ):
+        stderr.wait_for("listening")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    assert not data_dir.exists()

@@ -163,6 +163,7 @@ def test_every_section_composes_a_broker_that_pika_uses(tmp_path: Path) -> None:
     (tmp_path / "rabbit.json").write_text(RABBIT)
     plugin = DemoPlugin()
     loaded = config.load(write(tmp_path, FULL), plugins=[plugin])
+    loaded.settings.data_dir = tmp_path / "data"  # the disk store, in this test's directory
     with running_broker(loaded.settings, plugins=[plugin]) as running:
         listeners = running.broker.listeners
         assert len(listeners) == 2
@@ -397,7 +398,10 @@ def test_run_with_a_config_file_and_a_port_flag(tmp_path: Path) -> None:
         """,
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "warrenmq", "run", "--config", str(path), "--port", str(port)],
+        [
+            sys.executable, "-m", "warrenmq", "run", "--config", str(path), "--port", str(port),
+            "--data-dir", str(tmp_path / "data"),
+        ],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None
@@ -486,7 +490,11 @@ def test_a_third_party_plugin_section_is_checked_by_config_check(tmp_path: Path)
 
 
 def test_enabled_lists_the_only_optional_plugins(tmp_path: Path) -> None:
-    path = write(tmp_path, "[plugins]\nenabled = ['amqp', 'tcp', 'memory-store', 'round-robin']\n")
+    path = write(
+        tmp_path,
+        "[broker]\nstore = 'memory'\n"
+        "[plugins]\nenabled = ['amqp', 'tcp', 'memory-store', 'round-robin']\n",
+    )
     settings = config.load(path).settings
     assert "fair" in settings.blocked_plugins
     assert "topic" not in settings.blocked_plugins  # essential ones always load
@@ -494,7 +502,7 @@ def test_enabled_lists_the_only_optional_plugins(tmp_path: Path) -> None:
 
 def test_an_empty_file_gives_the_default_broker(tmp_path: Path) -> None:
     settings = config.load(write(tmp_path, "")).settings
-    assert settings == Settings()
+    assert settings == Settings(store="disk")  # a configured broker keeps its state
 
 
 def test_docs_list_every_key() -> None:
@@ -513,6 +521,7 @@ def test_docs_list_every_key() -> None:
 def test_pika_sees_the_config_vhost_only_when_listed(tmp_path: Path) -> None:
     settings = config.load(write(tmp_path, "")).settings
     settings.amqp_port = 0
+    settings.data_dir = tmp_path / "data"
     with running_broker(settings) as running:
         url = SimpleNamespace(url=f"amqp://guest:guest@127.0.0.1:{running.port}/staging")
         with pytest.raises(pika.exceptions.AMQPConnectionError):
@@ -573,8 +582,13 @@ def test_every_settings_field_has_a_config_key() -> None:
     fields = {field.name for field in dataclasses.fields(Settings)}
     missing = sorted(fields - set(config.BROKER_KEYS) - set(elsewhere))
     assert not missing, f"Settings fields without a config key: {missing}"
+    # a broker made from a file (or by `warrenmq run`) keeps its state on disk by default;
+    # Settings() in code (tests, embedding) keeps nothing unless asked
+    different = {"store": ("disk", "memory")}
     for name, key in config.BROKER_KEYS.items():
-        if name in fields and name not in elsewhere:
+        if name in different:
+            assert (key.default, getattr(Settings(), name)) == different[name]
+        elif name in fields and name not in elsewhere:
             assert key.default == getattr(Settings(), name), f"default of broker.{name}"
 
 

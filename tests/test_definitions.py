@@ -257,7 +257,10 @@ def test_sighup_reloads_policies_into_the_running_broker(tmp_path: Path) -> None
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
-        [sys.executable, "-m", "warrenmq", "run", "--port", str(port), "--definitions", str(file)],
+        [
+            sys.executable, "-m", "warrenmq", "run", "--port", str(port),
+            "--definitions", str(file), "--data-dir", str(tmp_path / "data"),
+        ],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None

@@ -394,6 +394,29 @@ def test_persistent_messages_survive_a_restart(tmp_path: Path) -> None:
         connection.close()
 
 
+def test_with_the_disk_store_the_exchange_comes_back_with_its_messages(tmp_path: Path) -> None:
+    """The disk store restores the durable delayed exchange, its binding and the durable
+    queue at start: the held message is released with no client declaring anything."""
+    settings = Settings(host="127.0.0.1", amqp_port=0, data_dir=tmp_path, store="disk")
+    persistent = pika.BasicProperties(headers={"x-delay": 1000}, delivery_mode=2)
+    with running_broker(settings) as first:
+        connection = connect(first)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        channel.basic_publish("delayed", "k", b"held", persistent)
+        connection.close()
+    settings = Settings(host="127.0.0.1", amqp_port=0, data_dir=tmp_path, store="disk")
+    with running_broker(settings) as second:
+        connection = connect(second)
+        channel = connection.channel()
+        received = Collector()
+        channel.basic_consume("later", received, auto_ack=True)  # declared by no one
+        wait_until(connection, lambda: len(received) == 1, "the held message", 5)
+        assert received.bodies == [b"held"]
+        connection.close()
+
+
 def test_a_message_due_while_the_broker_was_down_waits_for_a_binding(tmp_path: Path) -> None:
     with running_broker(_settings(tmp_path)) as first:
         connection = connect(first)

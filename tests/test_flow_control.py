@@ -165,7 +165,7 @@ def _resident(pid: int) -> int:
 @contextmanager
 def _broker_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "warrenmq", "run", "--port", "0", *args],
+        [sys.executable, "-m", "warrenmq", "run", "--port", "0", "--store", "memory", *args],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -7,6 +7,7 @@ and the frames of deliveries.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,9 @@ class Channel(Session):
         self.confirm_mode = False
         self.publish_seq = 0
         self.confirmed_seq = 0
+        self.store = connection.broker.store
+        #: confirms waiting for the store's fsync: (publish seq, store write mark, is a nack)
+        self.unsynced: deque[tuple[int, int, bool]] = deque()
         self.last_queue: str | None = None
         #: content being assembled: (exchange, routing key, mandatory, route bytes)
         self.pending: tuple[str, str, bool, bytes] | None = None
@@ -163,9 +167,17 @@ class Channel(Session):
                 reply_to.rewrite_reply_to(self, message)
             if flags & HEADERS_FLAG_HIGH and (b"\x02CC" in header or b"\x03BCC" in header):
                 also_keys = sender_selected_keys(message)
-        if self.confirm_mode:
+        if self.confirm_mode:  # (never transactional too)
             self.publish_seq += 1
             self.connection.confirm_pending.add(self)
+            store = self.store
+            written = store.written
+            outcome = self.vhost.publish(exchange_name, message, also_keys)
+            if store.written != written:  # the store wrote it: confirm after the fsync
+                self.unsynced.append((self.publish_seq, store.written, False))
+            if outcome:
+                self._outcome(outcome, message, mandatory)
+            return
         if self.tx is not None:
             self.vhost.get_exchange(exchange_name)  # 404 now, not at commit
             self.tx.append(lambda: self._publish(exchange_name, message, mandatory, also_keys))
@@ -191,11 +203,32 @@ class Channel(Session):
 
     def _nack(self, seq: int) -> None:
         """A refused publish: confirm everything before it, then nack it."""
+        if self.unsynced:  # earlier publishes wait for the store: the nack waits behind them
+            self.unsynced.append((seq, self.store.written, True))
+            return
         out = self.connection.out_buffer()
         if seq - 1 > self.confirmed_seq:
             out += basic_ack_frame(self.number, seq - 1, seq - 1 - self.confirmed_seq > 1)
         out += basic_nack_frame(self.number, seq, False)
         self.confirmed_seq = seq
+
+    def send_synced_confirms(self, out: bytearray) -> bool:
+        """Confirm what the store's fsyncs now cover; True if some confirms still wait."""
+        waits = self.unsynced
+        synced = self.store.synced
+        number = self.number
+        while waits and waits[0][1] <= synced:
+            seq, _, nack = waits.popleft()
+            if nack and seq > self.confirmed_seq:
+                if seq - 1 > self.confirmed_seq:
+                    out += basic_ack_frame(number, seq - 1, seq - 1 - self.confirmed_seq > 1)
+                out += basic_nack_frame(number, seq, False)
+                self.confirmed_seq = seq
+        upto = waits[0][0] - 1 if waits else self.publish_seq
+        if upto > self.confirmed_seq:
+            out += basic_ack_frame(number, upto, upto - self.confirmed_seq > 1)
+            self.confirmed_seq = upto
+        return bool(waits)
 
     def _check_user_id(self, message: Message) -> None:
         user_id = message.properties.user_id
@@ -344,8 +377,22 @@ class Channel(Session):
     def commit(self) -> None:
         if self.tx is None:
             raise PreconditionFailed("channel is not transactional")
+        store = self.store
+        written = store.written
         super().commit()
-        self.send(commands.Tx.CommitOk())
+        if store.written == written:
+            self.send(commands.Tx.CommitOk())
+            return
+        mark = store.written  # commit-ok once the store's fsync covers the publishes
+
+        def synced() -> None:
+            if store.synced < mark:
+                store.when_synced(synced)
+            elif not self.closing and not self.connection.closed:
+                self.send(commands.Tx.CommitOk())
+                self.connection.wake()
+
+        store.when_synced(synced)
 
     def rollback(self) -> None:
         if self.tx is None:

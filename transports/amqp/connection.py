@@ -138,6 +138,8 @@ class AMQPConnection(ProtocolConnection):
         "heartbeat",
         "channels",
         "confirm_pending",
+        "durable_pending",
+        "_sync_awaited",
         "user",
         "vhost",
         "client_properties",
@@ -188,6 +190,9 @@ class AMQPConnection(ProtocolConnection):
         self.heartbeat = 0
         self.channels: dict[int, Channel] = {}
         self.confirm_pending: set[Channel] = set()
+        #: channels whose confirms wait for the store's fsync
+        self.durable_pending: set[Channel] = set()
+        self._sync_awaited = False
         self.user: User | None = None
         self.vhost: VirtualHost = next(iter(broker.vhosts.values()))
         self.client_properties: dict[str, Any] = {}
@@ -416,6 +421,10 @@ class AMQPConnection(ProtocolConnection):
     def _wake(self) -> None:
         if self.wakeup is not None:
             self.wakeup()
+
+    def wake(self) -> None:
+        """Have the transport write the output (produced outside a read of input)."""
+        self._wake()
 
     def out_buffer(self) -> bytearray:
         """The output buffer, waking the transport if this output is not a reply to input."""
@@ -702,11 +711,28 @@ class AMQPConnection(ProtocolConnection):
     def _send_confirms(self) -> None:
         out = self._out
         for channel in self.confirm_pending:
+            if channel.unsynced:
+                if not channel.closing and channel.send_synced_confirms(out):
+                    self.durable_pending.add(channel)
+                continue
             seq = channel.publish_seq
             if seq > channel.confirmed_seq and not channel.closing:
                 out += basic_ack_frame(channel.number, seq, seq - channel.confirmed_seq > 1)
                 channel.confirmed_seq = seq
         self.confirm_pending.clear()
+        if self.durable_pending and not self._sync_awaited:
+            self._sync_awaited = True
+            self.broker.store.when_synced(self._store_synced)
+
+    def _store_synced(self) -> None:
+        """The store's fsync advanced: send the confirms it covers (outside any input)."""
+        self._sync_awaited = False
+        pending, self.durable_pending = self.durable_pending, set()
+        if self._closed or self._close_deadline is not None:
+            return
+        self.confirm_pending.update(channel for channel in pending if not channel.closing)
+        self._send_confirms()
+        self._wake()
 
     # -- methods --------------------------------------------------------------------------
 

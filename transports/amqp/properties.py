@@ -14,7 +14,7 @@ from typing import Any
 from pamqp import decode, encode
 
 from warrenmq.errors import FrameError, SyntaxError_
-from warrenmq.message import Message, Properties, PropertiesCodec
+from warrenmq.message import Message, Properties, PropertiesCodec, register_codec
 
 _HEAD = struct.Struct(">HHQH")
 _LONG = struct.Struct(">I")
@@ -163,9 +163,27 @@ class AMQPPropertiesCodec(PropertiesCodec):
     def encode(self, properties: Properties, body_size: int) -> bytes:
         return encode_properties(properties, body_size)
 
+    def delivery_mode(self, encoded: bytes) -> int | None:
+        """Skip content-type, content-encoding and headers (by their lengths) to the one byte."""
+        try:
+            high = encoded[12]
+            if not high & 0x10:
+                return None
+            pos = 14
+            if high & 0x80:
+                pos += 1 + encoded[pos]
+            if high & 0x40:
+                pos += 1 + encoded[pos]
+            if high & 0x20:
+                pos += 4 + _LONG.unpack_from(encoded, pos)[0]
+            return encoded[pos]
+        except (IndexError, struct.error):
+            return self.decode(encoded).delivery_mode  # raises the decoding error
+
 
 #: the one instance (messages compare codecs by identity)
 AMQP_CODEC = AMQPPropertiesCodec()
+register_codec(AMQP_CODEC)
 
 
 def sender_selected_keys(message: Message) -> list[str]:
