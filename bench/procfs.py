@@ -39,3 +39,20 @@ def listening_pid(port: int) -> int | None:
         except OSError:
             continue
     return None
+
+
+def scheduled_seconds(pid: int) -> tuple[float, float] | None:
+    """(ran, waited for a CPU) in seconds, summed over the live threads of ``pid``, to the
+    nanosecond (``/proc/PID/task/*/schedstat``); None where the kernel does not tell."""
+    ran = waited = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                fields = (task / "schedstat").read_text().split()
+            except FileNotFoundError:
+                continue  # the thread ended meanwhile
+            ran += int(fields[0])
+            waited += int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ran / 1e9, waited / 1e9
