@@ -56,3 +56,14 @@ def scheduled_seconds(pid: int) -> tuple[float, float] | None:
     except (OSError, ValueError, IndexError):
         return None
     return ran / 1e9, waited / 1e9
+
+
+def waiting_share(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> float | None:
+    """The part of its runnable time a process spent waiting for a CPU between two readings
+    of ``scheduled_seconds``: high where other processes held the cores."""
+    if before is None or after is None:
+        return None
+    ran, waited = after[0] - before[0], after[1] - before[1]
+    return waited / (ran + waited) if ran + waited > 0 else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from bench.checks import priority_order, x_death_problems
 from bench.config import Options, Target
 from bench.crowd import Crowd
 from bench.peers import Consumer, Producer, RecordingConsumer
-from bench.procfs import cpu_seconds, scheduled_seconds
+from bench.procfs import cpu_seconds, scheduled_seconds, waiting_share
 from bench.stats import Result, check_sequence, percentiles
 
 CONSUMER_TAG = "bench"
@@ -431,7 +432,7 @@ async def _measure(
     gc.disable()
     pid = target.pid
     broker_cpu0 = cpu_seconds(pid) if pid else 0.0
-    sched0 = scheduled_seconds(pid) if pid else None
+    sched0 = (scheduled_seconds(pid) if pid else None, scheduled_seconds(os.getpid()))
     client_cpu0 = process_time()
     t0 = perf_counter()
     publishing = asyncio.create_task(producer.run())
@@ -447,7 +448,7 @@ async def _measure(
         delivered = run.delivered()
         client_cpu = process_time() - client_cpu0
         broker_cpu = cpu_seconds(pid) - broker_cpu0 if pid else None
-        sched1 = scheduled_seconds(pid) if pid else None
+        sched1 = (scheduled_seconds(pid) if pid else None, scheduled_seconds(os.getpid()))
         gc.enable()
         publisher_error = (
             publishing.exception() if publishing.done() and not publishing.cancelled() else None
@@ -456,11 +457,13 @@ async def _measure(
             task.cancel()
         await asyncio.gather(publishing, monitor, return_exceptions=True)
 
-    if sched0 and sched1:
-        ran, waited = sched1[0] - sched0[0], sched1[1] - sched0[1]
-        if ran + waited > 0:
-            share = 100 * waited / (ran + waited)
-            log(f"{prefix} the broker waited for a CPU {share:.0f}% of its runnable time")
+    waits = [
+        f"{who} {100 * share:.0f}%"
+        for who, before, after in zip(("broker", "load generator"), sched0, sched1, strict=True)
+        if (share := waiting_share(before, after)) is not None
+    ]
+    if waits:
+        log(f"{prefix} waiting for a CPU, part of the runnable time: " + ", ".join(waits))
     if run.done.done():
         await asyncio.sleep(LATE_GRACE)  # a late duplicate or stray message still counts
     result.sent = producer.sent
