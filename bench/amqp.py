@@ -37,6 +37,10 @@ ConfirmHook = Callable[[int, bool, bool], None]  # (delivery tag, multiple, nack
 class BrokerError(Exception):
     """The broker closed the channel or connection, or the connection dropped."""
 
+    def __init__(self, message: str, reply_code: int | None = None) -> None:
+        super().__init__(message)
+        self.reply_code = reply_code  # of the broker's Channel.Close or Connection.Close
+
 
 @dataclass(frozen=True)
 class BrokerURL:
@@ -201,7 +205,8 @@ class Connection(asyncio.Protocol):
             self.fail(
                 BrokerError(
                     f"broker closed the {method.name.split('.')[0].lower()}: "
-                    f"{method.reply_code} {method.reply_text}"
+                    f"{method.reply_code} {method.reply_text}",
+                    method.reply_code,
                 )
             )
         elif isinstance(method, commands.Connection.Blocked):

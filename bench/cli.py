@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
         help="publish for this long instead of a fixed number of messages",
     )
     p.add_argument(
+        "--rate",
+        type=float,
+        metavar="MSG_PER_S",
+        help="publish at this fixed rate (default: as fast as the window allows; "
+        "the delayed scenario: 10,000)",
+    )
+    p.add_argument(
         "--window",
         type=int,
         default=d.window,
@@ -218,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = _targets(getattr(args, "targets", None) or [], parser)
     if args.messages < 1 or args.window < 1 or args.confirm_window < 1 or args.batch < 1:
         parser.error("--messages, --window, --confirm-window and --batch must be positive")
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be positive")
     if args.idle_consumers < 0:
         parser.error("--idle-consumers must not be negative")
     if args.body_size < 16:
@@ -225,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = Options(
         messages=args.messages,
         duration=args.duration,
+        rate=args.rate,
         window=args.window,
         confirm_window=args.confirm_window,
         prefetch=args.prefetch,
@@ -243,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     amount = f"for {opts.duration:g} s" if opts.duration else f"{opts.messages:,} messages"
+    if opts.rate:
+        amount += f" at {opts.rate:,.0f} msg/s"
     print(
         f"{amount} per scenario, {opts.body_size}-byte bodies, in-flight window "
         f"{opts.window:,}; msg/s counts deliveries over all queues; CPU is per delivery.\n"

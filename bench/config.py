@@ -24,6 +24,7 @@ class Options:
 
     messages: int = 100_000
     duration: float | None = None
+    rate: float | None = None  # messages per second (None: each scenario's own, or flat out)
     window: int = 10_000
     confirm_window: int = 1_000
     prefetch: int = 100

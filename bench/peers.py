@@ -11,6 +11,7 @@ from bench import wire
 from bench.amqp import CHANNEL, BrokerError, Connection
 
 MAX_SEQUENCE = 1 << 31  # a larger sequence number in a body can only be corruption
+PACE = 0.001  # seconds: at a fixed rate, one write per this much time's worth of messages
 
 
 class Consumer:
@@ -113,8 +114,9 @@ class Consumer:
 
 class RecordingConsumer(Consumer):
     """A Consumer that also records, for checks after the run, the sequence number of every
-    delivery in arrival order and the content header (its payload: class id, weight, body size,
-    properties) of every ``keep_every``-th one, starting with the first."""
+    delivery in arrival order (``order``, aligned with ``latencies``) and the content header
+    (its payload: class id, weight, body size, properties) of every ``keep_every``-th one,
+    starting with the first (none if ``keep_every`` is 0)."""
 
     def __init__(
         self,
@@ -135,7 +137,7 @@ class RecordingConsumer(Consumer):
             capacity=capacity,
             on_progress=on_progress,
         )
-        self.keep_every = max(1, keep_every)
+        self.keep_every = max(0, keep_every)
         self.order = array("Q")
         self.headers: list[bytes] = []
 
@@ -147,7 +149,7 @@ class RecordingConsumer(Consumer):
         size = wire.FRAME_HEAD.unpack_from(buf, end + 1)[2]
         if wire.U64.unpack_from(buf, header + 4)[0] < wire.STAMP.size:
             return nxt  # malformed: already counted
-        if len(self.order) % self.keep_every == 0:
+        if self.keep_every and len(self.order) % self.keep_every == 0:
             self.headers.append(bytes(buf[header : header + size]))
         self.order.append(wire.U64.unpack_from(buf, header + size + 1 + wire.HEAD_SIZE)[0])
         return nxt
@@ -157,7 +159,9 @@ class Producer:
     """Publishes numbered, timestamped messages in batches (one socket write per batch).
 
     At most ``window`` messages are in flight (published, not yet received by the slowest
-    consumer) and, with confirms, at most ``confirm_window`` are unconfirmed.
+    consumer) and, with confirms, at most ``confirm_window`` are unconfirmed. With a ``rate``
+    (messages per second) publishing is paced: message n (from 0) goes no sooner than n / rate s
+    after the start, in writes of about a millisecond's worth.
     """
 
     def __init__(
@@ -171,6 +175,7 @@ class Producer:
         window: int,
         confirm_window: int | None,
         on_progress: Callable[[], None],
+        rate: float | None = None,
     ) -> None:
         self.conn = conn
         self.template = template
@@ -179,7 +184,10 @@ class Producer:
         self.duration = duration
         self.window = window
         self.confirm_window = confirm_window
+        self.rate = rate
         self.batch = min(template.batch, window, confirm_window or window)
+        if rate is not None:
+            self.batch = min(self.batch, max(1, round(rate * PACE)))
         self.sent = 0
         self.finished = False
         self.nacked = 0
@@ -214,7 +222,9 @@ class Producer:
         loop = asyncio.get_running_loop()
         writable = self.conn.writable
         batch = self.batch
-        deadline = perf_counter() + self.duration if self.duration else None
+        start = perf_counter()
+        deadline = start + self.duration if self.duration else None
+        rate = self.rate
         render = self.template.render
         while True:
             if self.conn.error is not None:
@@ -231,6 +241,11 @@ class Producer:
             if not writable.is_set():
                 await writable.wait()
                 continue
+            if rate is not None:
+                ahead = start + (self.sent + count - 1) / rate - perf_counter()
+                if ahead > 0:  # wait until the last of them is due
+                    await asyncio.sleep(ahead)
+                    continue
             assert self.conn.transport is not None
             self.conn.transport.write(render(self.sent, count, perf_counter_ns()))
             self.sent += count

@@ -39,3 +39,31 @@ def listening_pid(port: int) -> int | None:
         except OSError:
             continue
     return None
+
+
+def scheduled_seconds(pid: int) -> tuple[float, float] | None:
+    """(ran, waited for a CPU) in seconds, summed over the live threads of ``pid``, to the
+    nanosecond (``/proc/PID/task/*/schedstat``); None where the kernel does not tell."""
+    ran = waited = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                fields = (task / "schedstat").read_text().split()
+            except FileNotFoundError:
+                continue  # the thread ended meanwhile
+            ran += int(fields[0])
+            waited += int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ran / 1e9, waited / 1e9
+
+
+def waiting_share(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> float | None:
+    """The part of its runnable time a process spent waiting for a CPU between two readings
+    of ``scheduled_seconds``: high where other processes held the cores."""
+    if before is None or after is None:
+        return None
+    ran, waited = after[0] - before[0], after[1] - before[1]
+    return waited / (ran + waited) if ran + waited > 0 else None

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter, process_time
-from typing import Any
+from typing import Any, cast
 
 from pamqp import commands
 from pamqp.base import Frame
 from pamqp.common import FieldTable
 
-from bench import wire
+from bench import delayed, wire
 from bench.amqp import CHANNEL, BrokerError, Connection
 from bench.checks import priority_order, x_death_problems
 from bench.config import Options, Target
 from bench.crowd import Crowd
 from bench.peers import Consumer, Producer, RecordingConsumer
-from bench.procfs import cpu_seconds
+from bench.procfs import cpu_seconds, scheduled_seconds, waiting_share
 from bench.stats import Result, check_sequence, percentiles
 
 CONSUMER_TAG = "bench"
@@ -47,6 +48,10 @@ _FILLER_FORMS = (  # none matches a TOPIC_KEYS key: each has a word "n<i>" in th
 Log = Callable[[str], None]
 
 
+class NotApplicable(Exception):
+    """The broker lacks an optional feature the scenario measures (a plugin's exchange type)."""
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One workload shape; bodies are ``Options.body_size`` bytes, messages are transient."""
@@ -54,6 +59,7 @@ class Scenario:
     name: str
     summary: str
     exchange_type: str | None = None  # None: default exchange, routing key = queue name
+    exchange_arguments: FieldTable | None = None
     queues: int = 1  # one consumer (and connection) per queue
     manual_ack: bool = False
     confirms: bool = False
@@ -62,7 +68,9 @@ class Scenario:
     dead_letter: bool = False  # publish to a queue that dead-letters at once into the exchange
     crowd: bool = False  # --idle-consumers consumers without credit share the (one) queue
     durable: bool = False  # durable (not exclusive) queues, deleted at the end
-    needs: str = ""  # the broker features it relies on, named when it FAILs
+    delayed: bool = False  # x-delay per message (delayed.x_delay); lateness measured, not latency
+    rate: float | None = None  # messages per second when --rate is not given (None: flat out)
+    needs: str = ""  # the broker features it relies on, named when it FAILs or does not apply
 
     @property
     def max_priority(self) -> int:
@@ -130,6 +138,17 @@ SCENARIOS = (
         "1 queue, 9,999 consumers without credit + 1 auto-ack consumer",
         crowd=True,
         needs="per-consumer prefetch (Basic.Qos global=false)",
+    ),
+    Scenario(
+        "delayed",
+        "x-delayed-message exchange (direct) -> 1 queue -> 1 consumer at 10,000 msg/s, "
+        "x-delay 50-500 ms: lateness; then 500 messages due 2 ms apart: CPU per timer wake",
+        exchange_type=delayed.EXCHANGE_TYPE,
+        exchange_arguments=delayed.EXCHANGE_ARGUMENTS,
+        delayed=True,
+        rate=delayed.RATE,
+        needs="the x-delayed-message exchange type (RabbitMQ: the rabbitmq_delayed_message_exchange "
+        "plugin; warrenmq: the warrenmq-delayed-message example plugin)",
     ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
@@ -217,11 +236,22 @@ async def _setup(
     durable scenario's are durable (RabbitMQ and warrenmq keep no messages of exclusive ones).
     """
     if exchange:
-        await pconn.rpc(
-            commands.Exchange.Declare(
-                exchange=exchange, exchange_type=sc.exchange_type or "direct", auto_delete=True
+        exchange_type = sc.exchange_type or "direct"
+        try:
+            await pconn.rpc(
+                commands.Exchange.Declare(
+                    exchange=exchange,
+                    exchange_type=exchange_type,
+                    auto_delete=True,
+                    arguments=sc.exchange_arguments,
+                )
             )
-        )
+        except BrokerError as exc:
+            if exc.reply_code == 503 and "exchange type" in str(exc):
+                raise NotApplicable(
+                    f"no exchange type '{exchange_type}': needs {sc.needs}"
+                ) from exc
+            raise
     if source:
         dead_letter: FieldTable = {"x-message-ttl": 0, "x-dead-letter-exchange": exchange}
         await pconn.rpc(commands.Queue.Declare(queue=source, exclusive=True, arguments=dead_letter))
@@ -311,7 +341,8 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
             )
 
         capacity = opts.messages if opts.duration is None else 1 << 20
-        kind = partial(RecordingConsumer, keep_every=sc.keep_every) if sc.keep_every else Consumer
+        recording = sc.keep_every or sc.delayed
+        kind = partial(RecordingConsumer, keep_every=sc.keep_every) if recording else Consumer
         for conn, queue in zip(cconns, queues, strict=True):
             run.consumers.append(
                 kind(
@@ -346,6 +377,7 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
             opts.batch,
             pconn.frame_max,
             sc.properties,
+            x_delay=delayed.x_delay if sc.delayed else None,
         )
         run.producer = Producer(
             pconn,
@@ -356,8 +388,24 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
             window=opts.window,
             confirm_window=opts.confirm_window if sc.confirms else None,
             on_progress=run.progress,
+            rate=opts.rate or sc.rate,
         )
         await _measure(run, target, opts, result, log, prefix)
+        if sc.delayed and target.pid and result.checked:
+            log(
+                f"{prefix} timer phase: {delayed.WAKES} messages due {delayed.WAKE_GAP_MS} ms apart"
+            )
+            result.wake_cpu_s = await delayed.timer_wake_cpu(
+                pconn,
+                exchange,
+                cast(RecordingConsumer, run.consumers[0]),
+                target.pid,
+                result.sent,
+                opts.body_size,
+                opts.timeout,
+            )
+    except NotApplicable as exc:
+        result.not_applicable = str(exc)
     except (BrokerError, OSError, TimeoutError) as exc:
         result.problems.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
     finally:
@@ -367,7 +415,17 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
         await _teardown(pconn, cconns, consuming, exchange, declared, run.crowd, log)
     if result.problems and sc.needs:
         result.problems.append(f"this scenario relies on {sc.needs}")
-    verdict = "OK" if result.ok else "FAIL: " + "; ".join(result.problems)
+    if result.not_applicable:
+        verdict = f"not applicable: {result.not_applicable}"
+    elif result.ok:
+        verdict = "OK"
+    elif result.checked and result.late_ms:
+        verdict = (
+            f"FAIL: p99 late by {result.late_ms[1]:.2f} ms, over the "
+            f"{delayed.LATE_TARGET_MS:g} ms target"
+        )
+    else:
+        verdict = "FAIL: " + "; ".join(result.problems)
     rate = f", {result.rate:,.0f} msg/s" if result.rate else ""
     if result.seconds:
         log(f"{prefix} {result.delivered:,} delivered in {result.seconds:.2f} s{rate}, {verdict}")
@@ -386,6 +444,7 @@ async def _measure(
     gc.disable()
     pid = target.pid
     broker_cpu0 = cpu_seconds(pid) if pid else 0.0
+    sched0 = (scheduled_seconds(pid) if pid else None, scheduled_seconds(os.getpid()))
     client_cpu0 = process_time()
     t0 = perf_counter()
     publishing = asyncio.create_task(producer.run())
@@ -401,6 +460,7 @@ async def _measure(
         delivered = run.delivered()
         client_cpu = process_time() - client_cpu0
         broker_cpu = cpu_seconds(pid) - broker_cpu0 if pid else None
+        sched1 = (scheduled_seconds(pid) if pid else None, scheduled_seconds(os.getpid()))
         gc.enable()
         publisher_error = (
             publishing.exception() if publishing.done() and not publishing.cancelled() else None
@@ -409,6 +469,13 @@ async def _measure(
             task.cancel()
         await asyncio.gather(publishing, monitor, return_exceptions=True)
 
+    waits = [
+        f"{who} {100 * share:.0f}%"
+        for who, before, after in zip(("broker", "load generator"), sched0, sched1, strict=True)
+        if (share := waiting_share(before, after)) is not None
+    ]
+    if waits:
+        log(f"{prefix} waiting for a CPU, part of the runnable time: " + ", ".join(waits))
     if run.done.done():
         await asyncio.sleep(LATE_GRACE)  # a late duplicate or stray message still counts
     result.sent = producer.sent
@@ -416,9 +483,21 @@ async def _measure(
     result.seconds = t_end - t0
     result.client_cpu_s = client_cpu
     result.broker_cpu_s = broker_cpu
-    qs = percentiles([c.latencies for c in run.consumers], (0.5, 0.99))
-    if qs:
-        result.p50_ms, result.p99_ms = qs
+    if run.sc.delayed:
+        recorded = [c for c in run.consumers if isinstance(c, RecordingConsumer)]
+        late, problems = delayed.lateness(recorded)
+        result.problems.extend(problems)
+        if late:
+            result.late_ms = tuple(late)
+            result.target_met = late[1] <= delayed.LATE_TARGET_MS
+            log(
+                f"{prefix} late by p50 {late[0]:.2f} ms, p99 {late[1]:.2f} ms, "
+                f"p99.9 {late[2]:.2f} ms, max {late[3]:.2f} ms"
+            )
+    else:
+        qs = percentiles([c.latencies for c in run.consumers], (0.5, 0.99))
+        if qs:
+            result.p50_ms, result.p99_ms = qs
     _collect_problems(run, opts, result, publisher_error)
     result.problems[:0] = _feature_problems(run, opts, log, prefix)  # the clearest first
 

@@ -20,11 +20,25 @@ class Result:
     p99_ms: float | None = None
     broker_cpu_s: float | None = None
     client_cpu_s: float | None = None
+    #: delayed scenario: lateness (receive - publish - x-delay) p50, p99, p99.9 and max in ms
+    late_ms: tuple[float, ...] | None = None
+    #: delayed scenario: broker CPU seconds per timer wake, from its low-rate phase
+    wake_cpu_s: float | None = None
+    #: whether the scenario's speed target was met (None: it has none, or nothing measured)
+    target_met: bool | None = None
+    #: why the scenario does not apply to this broker (it lacks an optional plugin)
+    not_applicable: str = ""
     problems: list[str] = field(default_factory=list)
 
     @property
+    def checked(self) -> bool:
+        """No lost, duplicated or corrupted message, no broker error (n/a counts as fine)."""
+        return not self.problems and (self.delivered > 0 or bool(self.not_applicable))
+
+    @property
     def ok(self) -> bool:
-        return not self.problems and self.delivered > 0
+        """Checked, and the speed target (if any) met: decides the exit status."""
+        return self.checked and self.target_met is not False
 
     @property
     def rate(self) -> float | None:

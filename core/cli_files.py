@@ -23,8 +23,8 @@ from .errors import ConfigError, PluginError
 from .limits import UserLimits, VhostLimits, with_overrides
 from .policy import Policy, PolicyError
 from .protocol import ListenerSpec
-from .tls import AMQPS_PORT, TLSOptions
 from .store import default_data_dir
+from .tls import AMQPS_PORT, TLSOptions
 
 log = logging.getLogger("warrenmq")
 

@@ -1,17 +1,15 @@
 """The example package warrenmq-delayed-message (examples/delayed-message), installed with pip
-and driven from pika: delays honoured in order of due time, delays beyond RabbitMQ's 2^32 ms,
-lateness under load, persistent messages across a restart, and RabbitMQ's errors.
+and driven from pika: delays honoured in order of due time (also at 10,000 messages a second),
+delays beyond RabbitMQ's 2^32 ms, persistent messages across a restart, and RabbitMQ's errors.
 
-Each test runs its own broker (``running_broker``) so that it can read the exchange's schedule:
-the lateness the broker measured when it released each message.
+Each test runs its own broker: ``running_broker``, whose exchanges' schedules a test can look
+at, or a ``warrenmq run`` process for the tests under load. How late messages are released is a
+speed figure: the benchmark measures it (``python -m bench --scenario delayed``), not the tests.
 """
 
 from __future__ import annotations
 
-import re
-import signal
 import time
-import warnings
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -136,126 +134,134 @@ def test_x_delay_values_as_rabbitmq_reads_them(
     connection.close()
 
 
-#: the bound this plugin promises: 99% of the messages released within this many ms of their due time
-PROMISED_P99_MS = 5
-#: the broker is taken to have had its CPU if it waited for one at most this part of the time
-CONTENDED = 0.1
-#: what is checked when every attempt ran on a machine too busy to give the broker a CPU
-BUSY_MACHINE_P99_MS = 50
-SUMMARY = re.compile(
-    r"released (\d+) delayed messages, late by p50 (\d+) ms, p90 (\d+) ms, p99 (\d+) ms, "
-    r"max ([\d.]+) ms"
-)
+#: messages a second in the load test, for this long (seconds), this many to a socket write
+RATE = 10_000
+BURST = 0.5
+BATCH = 50
+#: arrival may precede publish time + delay by this much (s) for clock granularity alone
+CLOCK_TOLERANCE = 0.001
+#: a message due this much (s) before another, by the test's clock, must arrive first: the
+#: allowance for the broker reading one message later after its publish than the other
+ORDER_SLACK = 0.2
 
 
-def _cpu_wait(pid: int) -> tuple[float, float] | None:
-    """Seconds the broker's main thread has run and has waited for a CPU (Linux only)."""
-    try:
-        ran, waited = Path(f"/proc/{pid}/schedstat").read_text().split()[:2]
-    except (OSError, ValueError):
-        return None
-    return int(ran) / 1e9, int(waited) / 1e9
+def _spread_delay(n: int) -> int:
+    """50-500 ms; consecutive messages far apart, so due order is not publish order."""
+    return 50 + n * 7919 % 451
 
 
-def _load_run(total: int = 5000, rate: int = 10_000) -> tuple[dict[str, float], float | None]:
-    """Publish ``total`` delayed messages at ``rate`` a second to a broker process, each due
-    200-300 ms after it is published, so that they fall due while the broker is still taking
-    publishes. Returns the broker's lateness summary (from its log at shutdown) and the part of
-    the time it spent waiting for a CPU (None where the system does not tell)."""
-    batch = 50
-    frames = [
-        publish_frames(1, "delayed", "k", b"%d" % n, properties=_raw_delayed(200 + n % 100))
-        for n in range(total)
+def _due_order_problems(
+    arrivals: list[int], published: list[float], delays: list[int]
+) -> list[str]:
+    """How ``arrivals`` (sequence numbers in arrival order) break due-time order.
+
+    Exactly: a message published before another with an equal or shorter delay falls due
+    first whenever the broker reads them (in order), so must arrive first. Within
+    ``ORDER_SLACK``: one due earlier by publish time + delay arrives first.
+    """
+    problems = []
+    highest = [-1] * (max(delays) + 1)  # per delay: highest sequence number arrived so far
+    latest_due = -1.0
+    for seq in arrivals:
+        delay = delays[seq]
+        overtaken_by = max(highest[delay:])
+        if overtaken_by > seq:
+            problems.append(
+                f"{seq} ({delay} ms) came after {overtaken_by} ({delays[overtaken_by]} ms), "
+                "published later with a delay no shorter"
+            )
+        highest[delay] = max(highest[delay], seq)
+        due = published[seq] + delay / 1000
+        if due < latest_due - ORDER_SLACK:
+            problems.append(f"{seq} came {1000 * (latest_due - due):.0f} ms after its due order")
+        latest_due = max(latest_due, due)
+    return problems
+
+
+def test_at_10000_messages_a_second_each_arrives_once_none_early_in_due_order() -> None:
+    """Half a second at 10,000 messages a second, each due 50-500 ms after it is published, so
+    that messages fall due while the broker is still taking publishes. How late they arrive is
+    a speed figure, measured by the benchmark (``python -m bench --scenario delayed``)."""
+    total = int(RATE * BURST)
+    delays = [_spread_delay(n) for n in range(total)]
+    batches = [
+        b"".join(
+            publish_frames(1, "delayed", "k", b"%d" % n, properties=_raw_delayed(delays[n]))
+            for n in range(first, min(first + BATCH, total))
+        )
+        for first in range(0, total, BATCH)
     ]
-    batches = [b"".join(frames[i : i + batch]) for i in range(0, total, batch)]
-    with broker_process() as (process, log, port):
+    published = [0.0] * total
+    arrivals: list[tuple[int, float]] = []
+
+    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        arrivals.append((int(body), time.monotonic()))
+
+    with broker_process() as (_, _, port):
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         channel = connection.channel()
         _topology(channel)
+        channel.basic_consume("later", on_message, auto_ack=True)
         with RawAMQP("127.0.0.1", port) as publisher:
+            # a raw socket and frames made beforehand: publishing costs the test little
             publisher.handshake()
             publisher.open_channel(1)
-            before = _cpu_wait(process.pid)
             start = time.monotonic()
-            for n, data in enumerate(batches):
-                # a raw socket and frames made beforehand: the test costs the CPU little
-                while (ahead := start + n * batch / rate - time.monotonic()) > 0:
-                    time.sleep(ahead)
+            for index, data in enumerate(batches):
+                first = index * BATCH
+                while (ahead := start + first / RATE - time.monotonic()) > 0:
+                    connection.process_data_events(time_limit=ahead)  # consume meanwhile
+                now = time.monotonic()
+                for n in range(first, min(first + BATCH, total)):
+                    published[n] = now
                 publisher.send(data)
-            wait_until(
-                connection,
-                lambda: ready_count(channel, "later") == total,
-                "every message released into the queue",
-                timeout=20,
-            )
-            after = _cpu_wait(process.pid)
+            wait_until(connection, lambda: len(arrivals) >= total, "every message", timeout=30)
+            settle(connection)
         connection.close()
-        process.send_signal(signal.SIGINT)
-        match = SUMMARY.search(log.wait_for("delayed messages, late by"))
-    assert match is not None
-    released, p50, p90, p99, worst = (float(group) for group in match.groups())
-    assert released == total
-    busy = None
-    if before is not None and after is not None:
-        ran, waited = after[0] - before[0], after[1] - before[1]
-        busy = waited / (ran + waited) if ran + waited else 0.0
-    return {"p50": p50, "p90": p90, "p99": p99, "max": worst}, busy
-
-
-def test_lateness_stays_within_a_few_ms_at_10000_messages_per_second() -> None:
-    """The broker's own measure of each release against its due time, from its log.
-
-    Lateness on a machine whose other processes keep the broker from a CPU says nothing of the
-    broker: such a run (the broker waited for a CPU more than 10% of the time) is measured
-    again, up to three times; if none had its CPU, only a loose bound is checked, with a
-    warning. A run that had its CPU and missed the bound fails at once.
-    """
-    runs = []
-    for _ in range(3):
-        lateness, busy = _load_run()
-        runs.append((lateness, busy))
-        if lateness["p99"] <= PROMISED_P99_MS:
-            return
-        assert busy is not None and busy > CONTENDED, (
-            f"late by p99 {lateness['p99']:.0f} ms (max {lateness['max']:.1f} ms) although the "
-            f"broker waited for a CPU only {100 * (busy or 0):.0f}% of the time"
-        )
-    summary = "; ".join(
-        f"p99 {lateness['p99']:.0f} ms with {100 * (busy or 0):.0f}% of the time waiting for a CPU"
-        for lateness, busy in runs
+    order = [seq for seq, _ in arrivals]
+    assert sorted(order) == list(range(total)), "each message delivered exactly once"
+    early = [
+        (seq, at - published[seq])
+        for seq, at in arrivals
+        if at < published[seq] + delays[seq] / 1000 - CLOCK_TOLERANCE
+    ]
+    assert not early, f"{len(early)} arrived before their due time, as (seq, s after publish): " + (
+        ", ".join(f"({seq}, {after:.3f} for {delays[seq]} ms)" for seq, after in early[:5])
     )
-    warnings.warn(
-        f"the machine was too busy to check the {PROMISED_P99_MS} ms bound ({summary})",
-        stacklevel=1,
-    )
-    assert min(lateness["p99"] for lateness, _ in runs) <= BUSY_MACHINE_P99_MS, summary
+    problems = _due_order_problems(order, published, delays)
+    assert not problems, f"{len(problems)} out of due-time order: " + "; ".join(problems[:5])
 
 
-def test_the_broker_does_not_busy_wait_for_its_timers() -> None:
-    """300 messages due 2 ms apart: 300 wakes of the broker's timer service. Each costs a
-    release, not a millisecond of spinning until the event loop's clock ticks (uvloop)."""
+def test_messages_due_2_ms_apart_each_arrive_none_early_in_order() -> None:
+    """300 messages due 2 ms apart, so that nearly each needs a timer wake of its own (the
+    broker arms one timer, for the earliest): every one arrives, in order, none early, whatever
+    the resolution of the event loop's clock. What a wake costs the broker in CPU is measured
+    by the benchmark's timer phase."""
     count = 300
-    with broker_process() as (process, _, port):
+    arrivals: list[tuple[int, float]] = []
+
+    def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        arrivals.append((int(body), time.monotonic()))
+
+    with broker_process() as (_, _, port):
         connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         channel = connection.channel()
         _topology(channel)
-        before = _cpu_wait(process.pid)
+        channel.basic_consume("later", on_message, auto_ack=True)
+        published = []
         for n in range(count):
+            published.append(time.monotonic())
             channel.basic_publish("delayed", "k", b"%d" % n, _delayed(100 + 2 * n))
-        wait_until(
-            connection,
-            lambda: ready_count(channel, "later") == count,
-            "every message released",
-            timeout=10,
-        )
-        after = _cpu_wait(process.pid)
+        wait_until(connection, lambda: len(arrivals) >= count, "every message", timeout=10)
+        settle(connection)
         connection.close()
-    if before is None or after is None:
-        pytest.fail("this test reads /proc/<pid>/schedstat (Linux)")
-    cpu_per_wake = (after[0] - before[0]) / count
-    # measured on 2 cores: 0.2 ms (the publish and release of a message included); spinning
-    # until the clock ticks cost 0.4 to 0.6 ms
-    assert cpu_per_wake < 0.0003, f"{cpu_per_wake * 1000:.2f} ms of broker CPU per timer wake"
+    assert [seq for seq, _ in arrivals] == list(range(count)), "once each, in due-time order"
+    early = [
+        seq
+        for seq, at in arrivals
+        if at < published[seq] + (100 + 2 * seq) / 1000 - CLOCK_TOLERANCE
+    ]
+    assert not early, f"arrived before their due time: {early[:10]}"
 
 
 def test_a_delayed_mandatory_message_is_not_returned_and_dropped_if_unroutable_at_due_time(
