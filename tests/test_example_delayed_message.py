@@ -579,5 +579,6 @@ def test_after_kill_9_every_confirmed_message_is_released_once_at_its_due_time(
         assert arrivals[b"after"] - published >= 4.0, "the other one not before its due time"
         assert ready_count(channel, "later") == 0, "nothing more: b'before' was not released again"
         connection.close()
-    assert "released 2 delayed messages" in log.finish()
+    assert "exchange 'delayed' in vhost '/': 2 delayed messages back from the store" in log.finish()
+    assert "released 2 delayed messages" in log.text
     assert "0 held (0 kept for the restart)" in log.text

@@ -151,6 +151,12 @@ class DelayedRouter(Router):
                 delay = delay_of(message) or 0
                 held = Held(self._ids, now_wall + (due - now), message, delay, stored=entry)
                 self.schedule.add(held, due)
+            log.info(
+                "exchange '%s' in vhost '%s': %d delayed messages back from the store",
+                exchange.name,
+                exchange.vhost.name,
+                len(recovered),
+            )
 
     # -- bindings go to the underlying type's router -------------------------------------------
 
