@@ -10,6 +10,9 @@ Messages: a durable queue whose type keeps persistent messages asks the store fo
 (``append``) and leaves (``remove``). A write is durable once ``synced`` has reached the value
 ``written`` had just after it: publisher confirms and ``tx.commit`` wait for that
 (``when_synced``).
+
+A plugin that holds messages outside any queue (the example delayed-message exchange) asks for
+a log of its own with ``extension_log`` and uses it the same way.
 """
 
 from __future__ import annotations
@@ -72,7 +75,12 @@ class Definitions:
 
 
 class MessageLog(ABC):
-    """One durable queue's persistent messages, as its queue type sees the store."""
+    """One durable queue's persistent messages, as its queue type sees the store.
+
+    An entry's ``expires_at`` (a ``time.monotonic()`` deadline, 0.0 for none) is kept as a
+    wall-clock time and comes back from ``recovered`` as a deadline again, so time spent
+    while the broker was down counts.
+    """
 
     @abstractmethod
     def append(self, entry: StoredEntry) -> None:
@@ -137,3 +145,19 @@ class Store(ABC):
     def message_log(self, queue: Queue) -> MessageLog | None:
         """The log of a durable queue's persistent messages; None: messages are not kept."""
         return None
+
+    def extension_log(self, vhost: str, name: str) -> MessageLog | None:
+        """A log of persistent messages that a plugin keeps outside any queue (a delayed
+        exchange's held messages, say), called ``name`` in ``vhost``; None: messages are not
+        kept (the default, and the ``memory`` store).
+
+        It works as a queue's log: ``append`` is counted in ``written``, so a publish that
+        appends is confirmed after the fsync that covers it, and ``recovered`` gives back,
+        after a restart, what was appended and not removed. Ask once per name while the
+        broker runs; the log lasts across restarts until ``delete_extension_log``. Names are
+        shared by every plugin: start them with your plugin's own (``x-delayed-message/...``).
+        """
+        return None
+
+    def delete_extension_log(self, vhost: str, name: str) -> None:
+        """Forget the log ``name`` of ``vhost`` and its messages, for good."""

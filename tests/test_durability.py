@@ -7,6 +7,7 @@ import asyncio
 import datetime
 import logging
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +28,12 @@ from pika_helpers import (
     wait_until,
 )
 
-from warrenmq import Settings, hookimpl
+from warrenmq import Message, Properties, Settings, hookimpl
 from warrenmq.errors import StoreError
 from warrenmq.plugins import disk_store
 from warrenmq.plugins.classic_queue import ClassicQueue
 from warrenmq.plugins.disk_store import queue_log
+from warrenmq.queue import READY, StoredEntry
 from warrenmq.testing import RunningBroker, running_broker
 
 pytestmark = pytest.mark.warrenmq_only
@@ -599,3 +601,58 @@ def test_random_operations_across_restarts_match_a_model(
                     channel.queue_purge("model")
                     gone.update(ready)
             # transient messages are gone after the restart, whatever happened to them
+
+
+def _append_kept(running: RunningBroker, name: str, body: bytes, due: float) -> tuple[int, int]:
+    """Append a persistent message to the plugin log ``name`` (in the broker's thread); the
+    store's ``written`` before and after."""
+
+    def append() -> tuple[int, int]:
+        store = running.broker.store
+        log = store.extension_log("/", name)
+        assert log is not None
+        before = store.written
+        message = Message("held", "k", body, Properties(delivery_mode=2))
+        log.append(StoredEntry(message, 0, due, READY))
+        return before, store.written
+
+    return running.call(append)
+
+
+def _recovered(running: RunningBroker, name: str) -> list[tuple[bytes, float]]:
+    def recovered() -> list[tuple[bytes, float]]:
+        log = running.broker.store.extension_log("/", name)
+        assert log is not None
+        return [(entry.message.body, entry.expires_at) for entry in log.recovered()]
+
+    return running.call(recovered)
+
+
+def test_a_plugin_log_keeps_messages_outside_any_queue_until_deleted(tmp_path: Path) -> None:
+    """``Store.extension_log``: a plugin's own log of persistent messages (the delayed-message
+    example keeps its held messages there): its writes count for confirms, it comes back after
+    a restart with each entry's deadline, and it is gone once deleted."""
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        due = time.monotonic() + 60
+        before, after = _append_kept(running, "test/kept", b"kept body", due)
+        assert after == before + 1, "counted in written: a confirm waits for its fsync"
+        _append_kept(running, "test/other", b"other body", due)
+        store = running.broker.store
+        wait_until(connection, lambda: store.synced >= after, "the fsync")
+        assert any(b"kept body" in seg.read_bytes() for seg in tmp_path.glob("logs/*/*.seg"))
+    with disk_broker(tmp_path) as running, client(running) as connection:
+        ((body, expires_at),) = _recovered(running, "test/kept")
+        assert body == b"kept body"
+        assert abs(expires_at - due) < 1, "the deadline kept (as a wall-clock time)"
+        assert not queue_exists(connection, "test/kept"), "no queue a client could see"
+        running.call(running.broker.store.delete_extension_log, "/", "test/kept")
+    assert len(list(tmp_path.glob("logs/*"))) == 1, "the deleted log's files are gone"
+    with disk_broker(tmp_path) as running:
+        assert _recovered(running, "test/kept") == [], "deleted for good"
+        # a log not asked for since the start is deleted too
+        running.call(running.broker.store.delete_extension_log, "/", "test/other")
+    assert list(tmp_path.glob("logs/*")) == []
+    with disk_broker(tmp_path) as running:
+        assert _recovered(running, "test/other") == []
+    with running_broker(Settings(amqp_port=0)) as running:
+        assert running.broker.store.extension_log("/", "test/kept") is None, "memory: not kept"

@@ -363,11 +363,20 @@ def test_bindings_are_checked_by_the_underlying_type(running: RunningBroker) -> 
     connection.close()
 
 
-# -- across a restart --------------------------------------------------------------------------
+# -- across a restart, through the store ---------------------------------------------------------
 
 
-def _settings(data_dir: Path) -> Settings:
-    return Settings(host="127.0.0.1", amqp_port=0, data_dir=data_dir)
+def _settings(data_dir: Path, store: str = "disk") -> Settings:
+    return Settings(host="127.0.0.1", amqp_port=0, data_dir=data_dir, store=store)
+
+
+def _kept_segments(data_dir: Path) -> list[Path]:
+    """The segment files of the store's plugin logs (``logs/<id>/``), where held messages go."""
+    return sorted(data_dir.glob("logs/*/*.seg"))
+
+
+def _kept_bytes(data_dir: Path) -> bytes:
+    return b"".join(segment.read_bytes() for segment in _kept_segments(data_dir))
 
 
 def test_persistent_messages_survive_a_restart(tmp_path: Path) -> None:
@@ -385,13 +394,14 @@ def test_persistent_messages_survive_a_restart(tmp_path: Path) -> None:
     with running_broker(_settings(tmp_path)) as second:
         connection = connect(second)
         channel = connection.channel()
-        _topology(channel, durable=True)  # definitions are not recovered yet: declare again
+        _topology(channel, durable=True)  # restored by the store; declaring again is harmless
         received = Collector()
         channel.basic_consume("later", received, auto_ack=True)
         wait_until(connection, lambda: len(received) == 1, "the persistent message", 5)
         assert time.monotonic() - published >= 1.5, "not before its due time"
         assert received.bodies == [b"persistent"], "the transient one was not kept"
         assert received.deliveries[0].properties.headers == {"x-delay": -1500}
+        assert received.deliveries[0].properties.delivery_mode == 2
         connection.close()
     with running_broker(_settings(tmp_path)) as third:
         connection = connect(third)
@@ -400,20 +410,43 @@ def test_persistent_messages_survive_a_restart(tmp_path: Path) -> None:
         connection.close()
 
 
+def test_a_kept_message_keeps_its_per_message_ttl(tmp_path: Path) -> None:
+    """Released after a restart, a message published with ``expiration`` still expires in its
+    queue (here dead-lettered to ``expired``)."""
+    with running_broker(_settings(tmp_path)) as first:
+        connection = connect(first)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.exchange_declare("delayed", "x-delayed-message", durable=True, arguments=DELAYED)
+        channel.queue_declare("expired", durable=True)
+        dead_letters = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "expired"}
+        channel.queue_declare("later", durable=True, arguments=dead_letters)
+        channel.queue_bind("later", "delayed", routing_key="k")
+        properties = _delayed(200, delivery_mode=2, expiration="100")
+        channel.basic_publish("delayed", "k", b"short-lived", properties)
+        connection.close()
+    with running_broker(_settings(tmp_path)) as second:
+        connection = connect(second)
+        channel = connection.channel()
+        wait_until(connection, lambda: ready_count(channel, "expired") == 1, "its expiry")
+        method, properties, body = channel.basic_get("expired", auto_ack=True)
+        assert body == b"short-lived"
+        assert properties.headers["x-death"][0]["reason"] == "expired"
+        connection.close()
+
+
 def test_with_the_disk_store_the_exchange_comes_back_with_its_messages(tmp_path: Path) -> None:
     """The disk store restores the durable delayed exchange, its binding and the durable
     queue at start: the held message is released with no client declaring anything."""
-    settings = Settings(host="127.0.0.1", amqp_port=0, data_dir=tmp_path, store="disk")
     persistent = pika.BasicProperties(headers={"x-delay": 1000}, delivery_mode=2)
-    with running_broker(settings) as first:
+    with running_broker(_settings(tmp_path)) as first:
         connection = connect(first)
         channel = connection.channel()
         channel.confirm_delivery()
         _topology(channel, durable=True)
         channel.basic_publish("delayed", "k", b"held", persistent)
         connection.close()
-    settings = Settings(host="127.0.0.1", amqp_port=0, data_dir=tmp_path, store="disk")
-    with running_broker(settings) as second:
+    with running_broker(_settings(tmp_path)) as second:
         connection = connect(second)
         channel = connection.channel()
         received = Collector()
@@ -423,12 +456,50 @@ def test_with_the_disk_store_the_exchange_comes_back_with_its_messages(tmp_path:
         connection.close()
 
 
-def test_a_message_due_while_the_broker_was_down_waits_for_a_binding(tmp_path: Path) -> None:
-    with running_broker(_settings(tmp_path)) as first:
+def test_a_confirm_comes_after_the_store_has_the_message_and_transient_ones_are_not_written(
+    tmp_path: Path,
+) -> None:
+    with running_broker(_settings(tmp_path)) as running:
+        connection = connect(running)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        for n in range(10):
+            body = b"persistent-%03d" % n
+            channel.basic_publish("delayed", "k", body, _delayed(60_000, delivery_mode=2))
+            assert body in _kept_bytes(tmp_path), "written before basic.ack"
+        channel.basic_publish("delayed", "k", b"transient-one", _delayed(60_000, delivery_mode=1))
+        channel.basic_publish("delayed", "k", b"persistent-end", _delayed(60_000, delivery_mode=2))
+        assert b"persistent-end" in _kept_bytes(tmp_path)
+        assert b"transient-one" not in _kept_bytes(tmp_path)
+        assert len(_router(running, "delayed").schedule) == 12, "all held, kept or not"
+        connection.close()
+
+
+def test_with_the_memory_store_nothing_is_kept(tmp_path: Path) -> None:
+    with running_broker(_settings(tmp_path, store="memory")) as first:
         connection = connect(first)
         channel = connection.channel()
         channel.confirm_delivery()
         _topology(channel, durable=True)
+        channel.basic_publish("delayed", "k", b"m", _delayed(60_000, delivery_mode=2))
+        assert len(_router(first, "delayed").schedule) == 1
+        connection.close()
+    assert list(tmp_path.iterdir()) == [], "nothing written to the data directory"
+    with running_broker(_settings(tmp_path, store="memory")) as second:
+        connection = connect(second)
+        _topology(connection.channel(), durable=True)
+        assert len(_router(second, "delayed").schedule) == 0
+        connection.close()
+
+
+def test_a_message_due_while_the_broker_was_down_waits_for_a_binding(tmp_path: Path) -> None:
+    """An exchange with no binding at the restart holds what fell due until it has one."""
+    with running_broker(_settings(tmp_path)) as first:
+        connection = connect(first)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.exchange_declare("delayed", "x-delayed-message", durable=True, arguments=DELAYED)
         channel.basic_publish("delayed", "k", b"overdue", _delayed(100, delivery_mode=2))
         due = time.monotonic() + 0.1
         connection.close()
@@ -437,45 +508,77 @@ def test_a_message_due_while_the_broker_was_down_waits_for_a_binding(tmp_path: P
     with running_broker(_settings(tmp_path)) as second:
         connection = connect(second)
         channel = connection.channel()
-        channel.exchange_declare("delayed", "x-delayed-message", durable=True, arguments=DELAYED)
         assert len(_router(second, "delayed").schedule) == 1, "held until a binding exists"
         channel.queue_declare("later", durable=True)
         channel.queue_bind("later", "delayed", routing_key="k")
         wait_until(connection, lambda: ready_count(channel, "later") == 1, "the overdue message")
+        assert channel.basic_get("later", auto_ack=True)[2] == b"overdue"
         connection.close()
 
 
-def test_a_torn_last_record_is_cut_off_and_the_rest_kept(tmp_path: Path) -> None:
-    """A broker killed in the middle of writing a record leaves part of it: the next start
-    keeps every whole record before it."""
-    with running_broker(_settings(tmp_path)) as first:
-        connection = connect(first)
-        channel = connection.channel()
-        channel.confirm_delivery()
-        _topology(channel, durable=True)
-        channel.basic_publish("delayed", "k", b"whole", _delayed(100, delivery_mode=2))
-        connection.close()
-    (journal,) = (tmp_path / "delayed").rglob("*.journal")
-    with journal.open("ab") as torn:
-        torn.write(b"\x00\x00\x01\x00\x12\x34")  # a record header and no record
-    with running_broker(_settings(tmp_path)) as second:
-        connection = connect(second)
-        channel = connection.channel()
-        _topology(channel, durable=True)
-        wait_until(connection, lambda: ready_count(channel, "later") == 1, "the whole record")
-        assert channel.basic_get("later", auto_ack=True)[2] == b"whole"
-        connection.close()
-
-
-def test_deleting_a_durable_exchange_forgets_its_journal(tmp_path: Path) -> None:
+def test_deleting_a_durable_exchange_deletes_its_kept_messages(tmp_path: Path) -> None:
     with running_broker(_settings(tmp_path)) as running:
         connection = connect(running)
         channel = connection.channel()
         channel.confirm_delivery()
         _topology(channel, durable=True)
         channel.basic_publish("delayed", "k", b"m", _delayed(60_000, delivery_mode=2))
-        journals = list((tmp_path / "delayed").rglob("*.journal"))
-        assert len(journals) == 1 and journals[0].stat().st_size > 0
+        assert len(_kept_segments(tmp_path)) == 1
         channel.exchange_delete("delayed")
-        assert not journals[0].exists()
+        wait_until(connection, lambda: not list(tmp_path.glob("logs/*")), "the log's removal")
         connection.close()
+    with running_broker(_settings(tmp_path)) as again:
+        connection = connect(again)
+        _topology(connection.channel(), durable=True)
+        assert len(_router(again, "delayed").schedule) == 0, "the old messages are gone"
+        connection.close()
+
+
+def test_after_kill_9_every_confirmed_message_is_released_once_at_its_due_time(
+    tmp_path: Path,
+) -> None:
+    """Confirmed, then ``kill -9``: one message released before the crash is not released again,
+    one that fell due while the broker was down is released at once after the start, and one
+    due later at its due time."""
+    data_dir = ("--data-dir", str(tmp_path), "--log-level", "info")
+    delays = {b"before": 100, b"during": 2000, b"after": 4000}
+    with broker_process(*data_dir) as (process, _, port):
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        _topology(channel, durable=True)
+        channel.queue_declare("sync", durable=True)
+        published = time.monotonic()
+        for body, delay in delays.items():
+            channel.basic_publish("delayed", "k", body, _delayed(delay, delivery_mode=2))
+        received = Collector(ack=True)
+        channel.basic_consume("later", received)
+        wait_until(connection, lambda: len(received) == 1, "the first release")
+        # one more confirmed write: the store has written everything queued before it
+        channel.basic_publish("", "sync", b"sync", pika.BasicProperties(delivery_mode=2))
+        process.kill()
+        process.wait(10)
+    assert received.bodies == [b"before"]
+    while time.monotonic() < published + 2.0:  # "during" falls due while the broker is down
+        time.sleep(published + 2.0 - time.monotonic())
+    with broker_process(*data_dir) as (_, log, port):
+        started = time.monotonic()
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        channel = connection.channel()
+        arrivals: dict[bytes, float] = {}
+
+        def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+            assert body not in arrivals, f"{body!r} released twice"
+            arrivals[body] = time.monotonic()
+            ch.basic_ack(method.delivery_tag)
+
+        channel.basic_consume("later", on_message)  # restored by the store
+        wait_until(connection, lambda: len(arrivals) == 2, "the two held messages", 10)
+        assert list(arrivals) == [b"during", b"after"]
+        assert arrivals[b"during"] - started < 1.5, "the overdue one at once"
+        assert arrivals[b"after"] - published >= 4.0, "the other one not before its due time"
+        assert ready_count(channel, "later") == 0, "nothing more: b'before' was not released again"
+        connection.close()
+    assert "exchange 'delayed' in vhost '/': 2 delayed messages back from the store" in log.finish()
+    assert "released 2 delayed messages" in log.text
+    assert "0 held (0 kept for the restart)" in log.text

@@ -7,6 +7,8 @@ Layout of the data directory::
     queues/<id>/          one directory per durable queue (<id> from the queues table):
         00000001.seg      message records, append-only (see records.py, queue_log.py)
         00000001.ack      the positions acknowledged among them
+    logs/<id>/            the same, for a log a plugin keeps outside any queue
+                          (``Store.extension_log``; <id> from the logs table)
     clean-shutdown        written at a clean stop: which messages had been delivered
 
 Messages are written by one writer with group commit (writer.py); confirms wait for the fsync
@@ -85,6 +87,10 @@ class DiskStore(Store):
         self._logs: dict[int, QueueLog] = {}
         #: what recovery found per queue id
         self._found: dict[int, Found] = {}
+        #: plugins' logs (``extension_log``): id by (vhost, name), open ones, what was found
+        self._log_ids: dict[tuple[str, str], int] = {}
+        self._extension_logs: dict[int, QueueLog] = {}
+        self._found_logs: dict[int, Found] = {}
         self._waiters: list[Any] = []
         self._recovery_started = 0.0
 
@@ -104,22 +110,28 @@ class DiskStore(Store):
             try:
                 self._db = DefinitionsFile(path)
                 self._definitions, self._ids = self._db.load()
+                self._log_ids = self._db.log_ids()
             except (sqlite3.DatabaseError, ValueError) as exc:
                 raise StoreError(
                     f"{path} is damaged ({exc}); move it aside to start without the "
                     "definitions (queue directories without one are then removed)"
                 ) from None
             delivered = self._read_clean_shutdown()
-            queues = directory / "queues"
-            if not queues.is_dir():
-                queues.mkdir()
-                fsync_dir(directory)  # the queues' directories hang from it from now on
+            for subdirectory in ("queues", "logs"):
+                if not (directory / subdirectory).is_dir():
+                    (directory / subdirectory).mkdir()
+                    fsync_dir(directory)  # the logs' directories hang from it from now on
             # hundreds of thousands of objects that all live on: the cyclic collector would
             # scan them again and again while they are made (half the time of a recovery)
             collecting = gc.isenabled()
             gc.disable()
             try:
-                self._found = await anyio.to_thread.run_sync(self._recover, queues, delivered)
+                self._found = await anyio.to_thread.run_sync(
+                    self._recover, directory / "queues", set(self._ids.values()), delivered
+                )
+                self._found_logs = await anyio.to_thread.run_sync(
+                    self._recover, directory / "logs", set(self._log_ids.values()), {}
+                )
             finally:
                 if collecting:
                     gc.enable()
@@ -144,10 +156,12 @@ class DiskStore(Store):
             log.warning("%s is unreadable; treating the last stop as a crash", path)
             return None
 
-    def _recover(self, queues: Path, delivered: dict[int, set[int]] | None) -> dict[int, Found]:
-        """Read every durable queue's segments back (worker thread), with progress lines."""
-        known = set(self._ids.values())
-        for path in queues.iterdir():  # queues deleted before a crash finished removing them
+    def _recover(
+        self, queues: Path, known: set[int], delivered: dict[int, set[int]] | None
+    ) -> dict[int, Found]:
+        """Read the segments of every log in ``queues`` (a durable queue's, or a plugin's
+        under ``logs``) back (worker thread), with progress lines."""
+        for path in queues.iterdir():  # logs deleted before a crash finished removing them
             if not (path.name.isdigit() and int(path.name) in known):
                 shutil.rmtree(path, ignore_errors=True)
         found: dict[int, Found] = {}
@@ -197,7 +211,7 @@ class DiskStore(Store):
             delivered = {
                 queue_id: qlog.delivered_positions() for queue_id, qlog in self._logs.items()
             }
-            for qlog in self._logs.values():
+            for qlog in [*self._logs.values(), *self._extension_logs.values()]:
                 qlog.close(delete=False)
             await self.writer.flush()
             self.writer.sync_acks()
@@ -298,6 +312,32 @@ class DiskStore(Store):
         qlog = QueueLog(self, self.directory / "queues" / str(queue_id), found)
         self._logs[queue_id] = qlog
         return qlog
+
+    def extension_log(self, vhost: str, name: str) -> QueueLog:
+        key = (vhost, name)
+        log_id = self._log_ids.get(key)
+        if log_id is None:
+            log_id = self._log_ids[key] = self.db.save_log(vhost, name)
+        previous = self._extension_logs.pop(log_id, None)
+        if previous is not None:  # asked again: the old object writes nothing more
+            previous.close(delete=False)
+        found = self._found_logs.pop(log_id, None) or Found()
+        qlog = QueueLog(self, self.directory / "logs" / str(log_id), found)
+        self._extension_logs[log_id] = qlog
+        return qlog
+
+    def delete_extension_log(self, vhost: str, name: str) -> None:
+        log_id = self._log_ids.pop((vhost, name), None)
+        if log_id is None:
+            return
+        self.db.delete_log(vhost, name)
+        self._found_logs.pop(log_id, None)
+        qlog = self._extension_logs.pop(log_id, None)
+        if qlog is not None:
+            qlog.close(delete=True)
+        else:  # never opened since the start: its files are still there
+            directory = self.directory / "logs" / str(log_id)
+            self.writer.later(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 
 @hookimpl

@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS bindings (
     vhost TEXT NOT NULL, source TEXT NOT NULL, destination_kind TEXT NOT NULL,
     destination TEXT NOT NULL, routing_key TEXT NOT NULL, arguments TEXT NOT NULL,
     PRIMARY KEY (vhost, source, destination_kind, destination, routing_key, arguments));
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    vhost TEXT NOT NULL, name TEXT NOT NULL,
+    UNIQUE (vhost, name));
 """
 
 
@@ -172,6 +176,24 @@ class DefinitionsFile:
                 "AND destination = ?",
                 (vhost, name),
             )
+
+    def log_ids(self) -> dict[tuple[str, str], int]:
+        """Each plugin log's id (its directory's name under ``logs/``) by (vhost, name)."""
+        rows = self.db.execute("SELECT id, vhost, name FROM logs")
+        return {(vhost, name): int(log_id) for log_id, vhost, name in rows}
+
+    def save_log(self, vhost: str, name: str) -> int:
+        """The id of the plugin log ``name`` of ``vhost``, made if it is new."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT OR IGNORE INTO logs (vhost, name) VALUES (?, ?)", (vhost, name))
+            (log_id,) = self.db.execute(
+                "SELECT id FROM logs WHERE vhost = ? AND name = ?", (vhost, name)
+            ).fetchone()
+        return int(log_id)
+
+    def delete_log(self, vhost: str, name: str) -> None:
+        self.db.execute("DELETE FROM logs WHERE vhost = ? AND name = ?", (vhost, name))
 
     def save_binding(self, definition: BindingDefinition) -> None:
         self.db.execute(

@@ -11,7 +11,8 @@ Better than RabbitMQ's community plugin:
 - no upper limit on the delay (RabbitMQ's routes a delay above 2^32 - 1 ms at once);
 - no drift under load: one heap per exchange and one broker timer armed for its earliest
   message (``schedule.py``), instead of a timer per message;
-- persistent messages held by a durable exchange survive a restart (``journal.py``).
+- persistent messages held by a durable exchange survive a restart, in the broker's store
+  (``open_log``), confirmed once it has them on disk.
 
 ``mandatory``: a delayed message is accepted when published (no ``basic.return``), and one that
 matches no binding when it falls due is dropped: there is nobody to return it to any more.
@@ -39,13 +40,15 @@ from warrenmq import (
 )
 from warrenmq.errors import CommandInvalid
 from warrenmq.failures import log_failure
+from warrenmq.queue import READY, StoredEntry
+from warrenmq.queue_arguments import message_ttl
+from warrenmq.store import MessageLog
 
-from .journal import Journal, open_journal
 from .schedule import Held, Schedule, log
 
 TYPE_NAME = "x-delayed-message"
-#: where each virtual host keeps the journals of its delayed exchanges (closed at shutdown)
-EXTENSION = "x-delayed-message.journals"
+#: the names of this plugin's logs in the store: the prefix, then the exchange's name
+LOG_PREFIX = f"{TYPE_NAME}/"
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
@@ -86,6 +89,28 @@ def _released(held: Held) -> Message:
     return message
 
 
+def open_log(exchange: Exchange) -> MessageLog | None:
+    """Where a durable exchange keeps its persistent held messages across a restart: a log of
+    the broker's store, written with the store's other writes and fsynced before the publish
+    is confirmed. None (nothing kept): a transient exchange, or a store that keeps no
+    messages (``--store memory``)."""
+    if not exchange.durable:
+        return None
+    store = exchange.vhost.broker.store
+    return store.extension_log(exchange.vhost.name, LOG_PREFIX + exchange.name)
+
+
+def _recovered(log: MessageLog) -> list[StoredEntry]:
+    """What the log kept. Each entry's ``expires_at`` is the message's due time: the log keeps
+    it as a wall-clock time and gives it back on ``time.monotonic()``, past if overdue."""
+    entries = log.recovered()
+    for entry in entries:
+        expiration = entry.message.properties.expiration
+        if expiration is not None:  # the per-message TTL, which the log does not keep
+            entry.message.ttl = message_ttl(expiration)
+    return entries
+
+
 class _Hold:
     """What ``route`` returns for a message to delay: the core hands it the message as it
     would to a queue (``publish``), and the publish counts as routed."""
@@ -109,20 +134,29 @@ class DelayedRouter(Router):
         self._hold = (_Hold(self),)
         self._releasing: Message | None = None
         self._routed: tuple[Message | None, int] = (None, 0)
-        vhost = exchange.vhost
-        self.schedule = Schedule(vhost.broker.timers, self._release, exchange.name)
-        self.journal: Journal = open_journal(exchange)
-        recovered = self.journal.load()
-        vhost.extensions.setdefault(EXTENSION, set()).add(self.journal)
+        broker = exchange.vhost.broker
+        self.schedule = Schedule(broker.timers, self._release, exchange.name)
         # held messages count against the memory alarm, as messages in queues do
-        vhost.broker.memory_sources.append(self._held_bytes)
-        self._ids = max((held.id for held in recovered), default=0)
+        broker.memory_sources.append(self._held_bytes)
+        self._ids = 0
+        self.log = open_log(exchange)
+        recovered = _recovered(self.log) if self.log is not None else []
         if recovered:
             # wait for a binding: the exchange is back, its bindings may not be yet
             self.schedule.paused = True
             now_wall, now = time.time(), time.monotonic()
-            for held in recovered:
-                self.schedule.add(held, now + max(0.0, held.due_wall - now_wall))
+            for entry in recovered:
+                self._ids += 1
+                message, due = entry.message, entry.expires_at
+                delay = delay_of(message) or 0
+                held = Held(self._ids, now_wall + (due - now), message, delay, stored=entry)
+                self.schedule.add(held, due)
+            log.info(
+                "exchange '%s' in vhost '%s': %d delayed messages back from the store",
+                exchange.name,
+                exchange.vhost.name,
+                len(recovered),
+            )
 
     # -- bindings go to the underlying type's router -------------------------------------------
 
@@ -149,13 +183,15 @@ class DelayedRouter(Router):
         self._routed = (None, 0)
         if routed is not message:  # not from route() just before (never, today)
             delay = delay_of(message) or 0
-        now = time.monotonic()
+        due = time.monotonic() + delay / 1000
         self._ids += 1
         held = Held(self._ids, time.time() + delay / 1000, message, delay)
-        if message.persistent and self.exchange.durable:
-            self.journal.add(held)
-            held.journaled = True
-        self.schedule.add(held, now + delay / 1000)
+        if self.log is not None and message.persistent:
+            # the due time goes where the log keeps a deadline; the store counts the write,
+            # so the publish is confirmed after the fsync that covers it
+            held.stored = StoredEntry(message, 0, due, READY)
+            self.log.append(held.stored)
+        self.schedule.add(held, due)
 
     def _release(self, held: Held) -> None:
         """Route a message that fell due, as if it were published now (alternate exchange and
@@ -173,12 +209,13 @@ class DelayedRouter(Router):
                     queue.publish(message)
                 except Exception as exc:  # that queue's bug; the others still get it
                     log_failure(log, f"queue '{queue.name}' failed to take a message", exc)
-        if held.journaled:
-            self.journal.remove(held)
+        if held.stored is not None and self.log is not None:
+            # after the queues took it: a crash in between releases it again, never loses it
+            self.log.remove(held.stored)
 
     def log_summary(self) -> None:
         lateness, held = self.schedule.lateness, self.schedule.held()
-        kept = sum(1 for h in held if h.journaled)
+        kept = sum(1 for h in held if h.stored is not None)
         log.info(
             "exchange '%s' in vhost '%s': released %d delayed messages, late by "
             "p50 %d ms, p90 %d ms, p99 %d ms, max %.1f ms; %d held (%d kept for the restart)",
@@ -198,10 +235,12 @@ class DelayedRouter(Router):
 
     def close(self) -> None:
         """The exchange was deleted: its held messages go with it, as in RabbitMQ."""
-        self.exchange.vhost.broker.memory_sources.remove(self._held_bytes)
+        vhost = self.exchange.vhost
+        vhost.broker.memory_sources.remove(self._held_bytes)
         self.schedule.close()
-        self.journal.drop()
-        self.exchange.vhost.extensions.get(EXTENSION, set()).discard(self.journal)
+        if self.log is not None:
+            vhost.broker.store.delete_extension_log(vhost.name, LOG_PREFIX + self.exchange.name)
+            self.log = None
         self.inner.close()
 
 
@@ -250,10 +289,8 @@ def warrenmq_register_exchange_types(registry: Any) -> None:
 
 @hookimpl
 def warrenmq_shutdown(broker: Any) -> None:
-    """Log how late each delayed exchange released its messages; close the journals."""
+    """Log how late each delayed exchange released its messages (the store keeps the rest)."""
     for vhost in broker.vhosts.values():
         for exchange in vhost.exchanges.values():
             if isinstance(exchange.router, DelayedRouter):
                 exchange.router.log_summary()
-        for journal in vhost.extensions.get(EXTENSION, ()):
-            journal.close()

@@ -3,7 +3,7 @@
 A heap of (due, sequence, held message) and a single broker timer armed for the earliest one:
 scheduling a message is a heap push, not a timer of its own, and a timer that fires releases
 every message due by then. Due times are on ``time.monotonic()``, so a change of the wall clock
-moves nothing; what is kept across restarts is the wall-clock due time (see ``journal.py``).
+moves nothing; what is kept across restarts is the wall-clock due time (see ``__init__.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from warrenmq import Message
 from warrenmq.broker import MESSAGE_OVERHEAD
+from warrenmq.queue import StoredEntry
 from warrenmq.timers import Timer, Timers
 
 log = logging.getLogger("warrenmq.delayed")
@@ -41,8 +42,8 @@ class Held:
     message: Message
     #: the delay in milliseconds, as the publisher asked (released as ``x-delay: -delay``)
     delay: int
-    #: written to the exchange's journal (persistent message, durable exchange)
-    journaled: bool = False
+    #: its entry in the store's log (persistent message, durable exchange), else None
+    stored: StoredEntry | None = None
 
 
 @dataclass
