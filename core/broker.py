@@ -18,6 +18,7 @@ from .access import Access, AccessFile
 from .auth import AuthBackend, LoginResult, Logins, User, UserDatabase
 from .definitions import Definitions
 from .definitions import apply as apply_definitions
+from .disk import DEFAULT_LIMIT, DiskMonitor, format_size, free_disk_space, limit_bytes
 from .dispatch import DispatchPolicy
 from .errors import BrokerError, ConfigError, PluginError
 from .exchange import ExchangeType
@@ -74,6 +75,15 @@ class Settings:
     memory_check_interval: float = 0.25
     #: resident memory, the second guard (default: this process's resident set size)
     memory_gauge: Callable[[], int | None] = resident_memory
+    #: block publishers while the filesystem of a disk store's data directory has less free
+    #: space than this, in bytes (RabbitMQ's ``disk_free_limit``, 50 MB; 0 turns it off)
+    disk_free_limit: int = DEFAULT_LIMIT
+    #: the limit as a multiple of physical memory instead (RabbitMQ's ``mem_relative``)
+    disk_free_limit_relative: float | None = None
+    #: longest seconds between free-space checks (sooner as free space nears the limit)
+    disk_check_interval: float = 10.0
+    #: bytes free on the filesystem of a directory (None: unknown); default ``statvfs``
+    disk_free_gauge: Callable[[Path], int | None] = free_disk_space
     #: seconds connections get to close cleanly at shutdown
     shutdown_grace: float = 5.0
     blocked_plugins: frozenset[str] = frozenset()
@@ -191,8 +201,10 @@ class Broker:
         #: open connections per vhost and user, checked against the limits
         self.limits = LimitTracker(self.settings.vhost_limits, self.settings.user_limits)
         self.listeners: list[ListenerInfo] = []
-        #: True while resident memory is over the limit and publishers are blocked
-        self.memory_alarm = False
+        #: the resource alarms in force ("memory", "disk"): publishers are blocked while any is
+        self.alarms: set[str] = set()
+        #: watches the disk store's free space while the broker serves (None: no disk alarm)
+        self.disk_monitor: DiskMonitor | None = None
         self._protocol_instances: dict[str, Protocol] = {}
         #: sections of imported definitions that no handler took (users, permissions...), as
         #: data; ``definitions.export`` writes them back
@@ -372,13 +384,31 @@ class Broker:
         else:
             log.error("plugin %r %s", plugin_name, reason)
 
-    def set_memory_alarm(self, active: bool) -> None:
-        """Block (or unblock) publishers on every connection."""
-        if active == self.memory_alarm:
+    @property
+    def memory_alarm(self) -> bool:
+        """True while accounted memory is over the limit (publishers are blocked)."""
+        return "memory" in self.alarms
+
+    @property
+    def disk_alarm(self) -> bool:
+        """True while free disk space is under the limit (publishers are blocked)."""
+        return "disk" in self.alarms
+
+    def set_alarm(self, resource: str, active: bool) -> None:
+        """Raise or clear the alarm of ``resource`` ("memory", "disk") and tell every
+        connection the alarms in force: publishers stay blocked until all have cleared."""
+        if active == (resource in self.alarms):
             return
-        self.memory_alarm = active
+        if active:
+            self.alarms.add(resource)
+        else:
+            self.alarms.discard(resource)
+        alarms = frozenset(self.alarms)
         for connection in list(self.connections):
-            connection.memory_alarm(active)
+            connection.resource_alarm(alarms)
+
+    def set_memory_alarm(self, active: bool) -> None:
+        self.set_alarm("memory", active)
 
     def accounted_memory(self) -> int:
         """Bytes the broker knows it holds: messages in queues (ready and unacknowledged,
@@ -438,6 +468,29 @@ class Broker:
         while True:
             self.check_memory()
             await anyio.sleep(self.settings.memory_check_interval)
+
+    def _disk_monitor(self) -> DiskMonitor | None:
+        """The disk alarm's monitor if the store writes to a local directory
+        and a limit is set; None otherwise."""
+        directory = self.store.disk_directory()
+        settings = self.settings
+        limit = limit_bytes(settings.disk_free_limit, settings.disk_free_limit_relative)
+        if directory is None or limit is None:
+            return None
+        monitor = DiskMonitor(
+            directory,
+            limit,
+            settings.disk_free_gauge,
+            settings.disk_check_interval,
+            lambda active: self.set_alarm("disk", active),
+        )
+        log.info("disk alarm below %s free on the filesystem of %s", format_size(limit), directory)
+        return monitor
+
+    async def _watch_disk(self, monitor: DiskMonitor) -> None:
+        while True:
+            await anyio.sleep(monitor.interval)
+            monitor.check()
 
     async def _run_timers(self) -> None:
         """Run due timers; sleep until the next deadline or until an earlier one is added."""
@@ -527,6 +580,9 @@ class Broker:
         cancelled."""
         await self.store.open()
         try:
+            self.disk_monitor = self._disk_monitor()
+            if self.disk_monitor is not None:
+                self.disk_monitor.check()  # publishers are blocked from the first connection
             self._restore()
             for definitions in self.settings.definitions:
                 apply_definitions(self, definitions)
@@ -553,6 +609,8 @@ class Broker:
                         " with TLS" if spec.tls is not None else "",
                     )
                 group.start_soon(self._watch_memory)
+                if self.disk_monitor is not None:
+                    group.start_soon(self._watch_disk, self.disk_monitor)
                 group.start_soon(self._run_timers)
                 task_status.started(self.listeners)
         finally:

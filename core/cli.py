@@ -19,6 +19,7 @@ from .broker import Broker, Settings
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
 from .config import LOG_LEVELS
 from .definitions import DefinitionsError
+from .disk import parse_size
 from .errors import ConfigError, PluginError, StoreError
 from .limits import MAX_MESSAGE_SIZE, LimitsError, UserLimits, VhostLimits
 from .store import default_data_dir
@@ -64,6 +65,13 @@ def _watermark(text: str) -> float:
             "(0.4 is 40%), or 0 to turn the memory alarm off"
         )
     return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_seconds(text: str) -> float:
@@ -162,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="block publishers while the broker uses more than this fraction of RAM, "
         "above 0 and at most 1; 0 turns the memory alarm off (default: 0.4)",
+    )
+    run.add_argument(
+        "--disk-free-limit",
+        type=_size,
+        metavar="SIZE",
+        help="block publishers while the data directory's filesystem has less free space than "
+        "this: bytes, or with a unit (50MB, 1GB, 512MiB); 0 turns the disk alarm off "
+        "(default: 50MB)",
     )
     run.add_argument(
         "--frame-max",

@@ -141,6 +141,9 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
         value = getattr(args, flag, None)
         if value is not None:
             setattr(settings, attribute, value)
+    if getattr(args, "disk_free_limit", None) is not None:  # over either form in the file
+        settings.disk_free_limit = args.disk_free_limit
+        settings.disk_free_limit_relative = None
     settings.vhost_limits = with_overrides(
         settings.vhost_limits, getattr(args, "vhost_limit", None) or [], VhostLimits
     )

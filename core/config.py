@@ -25,6 +25,7 @@ from .access_config import permissions_from_toml, users_from_toml
 from .broker import Settings
 from .definitions import Definitions, DefinitionsError
 from .definitions import load as load_definitions
+from .disk import DEFAULT_LIMIT, SIZE_FORMAT, parse_size
 from .errors import ConfigError, PluginError
 from .limits import L, LimitsError, UserLimits, VhostLimits
 from .plugin_loader import ESSENTIAL, GROUP, Plugins, load_plugins
@@ -105,6 +106,16 @@ def _shown(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     return repr(value)
+
+
+def _size(value: int | str) -> int | None:
+    """Bytes from an integer (0 or more) or a size with a unit (``"50MB"``); None if bad."""
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    try:
+        return parse_size(value)
+    except ValueError:
+        return None
 
 
 def _range(low: float, high: float | None = None) -> Callable[[Any], bool]:
@@ -194,6 +205,20 @@ BROKER_KEYS: dict[str, Key] = {
     ),
     "memory_check_interval": Key(
         float, 0.25, "seconds between memory checks", "a number above 0", lambda v: v > 0
+    ),
+    "disk_free_limit": Key(
+        (int, str), DEFAULT_LIMIT, "free space on the data directory's filesystem below which "
+        "publishers are blocked: bytes, or a size such as `\"50MB\"` or `\"1GiB\"`; `0` off",
+        SIZE_FORMAT, lambda v: _size(v) is not None,
+    ),
+    "disk_free_limit_relative": Key(
+        float, None, "the limit as a multiple of physical memory instead (`1.0`: as much free "
+        "disk as RAM), as RabbitMQ's `disk_free_limit.relative`",
+        "a number above 0", lambda v: 0 < v < float("inf"),
+    ),
+    "disk_check_interval": Key(
+        float, 10.0, "longest seconds between free disk space checks (sooner near the limit)",
+        "a number above 0", lambda v: 0 < v < float("inf"),
     ),
     "shutdown_grace": Key(
         float, 5.0, "seconds connections get to close cleanly at shutdown",
@@ -474,6 +499,11 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
             known = sorted({*TOP_LEVEL, *SECTION_HANDLERS})
             raise ConfigProblem((name,), f"unknown section (expected one of: {', '.join(known)})")
     broker = check_table(data.get("broker", {}), BROKER_KEYS, ("broker",), "[broker]")
+    if "disk_free_limit" in data.get("broker", {}) and broker["disk_free_limit_relative"]:
+        raise ConfigProblem(
+            ("broker", "disk_free_limit_relative"),
+            "give disk_free_limit (bytes) or disk_free_limit_relative (of RAM), not both",
+        )
     settings = Settings(
         default_dispatch=broker["default_dispatch"],
         store=broker["store"],
@@ -490,6 +520,9 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         memory_limit=broker["memory_limit"],
         memory_high_watermark=broker["memory_high_watermark"],
         memory_check_interval=broker["memory_check_interval"],
+        disk_free_limit=_size(broker["disk_free_limit"]) or 0,
+        disk_free_limit_relative=broker["disk_free_limit_relative"],
+        disk_check_interval=broker["disk_check_interval"],
         shutdown_grace=broker["shutdown_grace"],
         loopback_users=frozenset(broker["loopback_users"]),
         login_failure_delay=broker["login_failure_delay"],

@@ -57,12 +57,19 @@ class ProtocolConnection(ABC):
     def shutdown(self, reason: str) -> None:
         """The broker is stopping: start a graceful close."""
 
-    #: the transport stops reading while this is True (a publisher blocked by the memory
+    #: the transport stops reading while this is True (a publisher blocked by a resource
     #: alarm) and resumes when it turns False; re-checked after every read and flush
     reading_paused: bool = False
 
+    def resource_alarm(self, alarms: frozenset[str]) -> None:
+        """The broker's resource alarms changed: ``alarms`` are those in force ("memory",
+        "disk"). Block publishing while there is any, unblock when none is left. By default
+        calls ``memory_alarm`` with whether any is on, for an engine with no reason to give."""
+        self.memory_alarm(bool(alarms))
+
     def memory_alarm(self, active: bool) -> None:
-        """The broker's memory alarm went on or off: block or unblock publishing."""
+        """A resource alarm (memory or disk) went on, or the last one off: block or unblock
+        publishing. Called by the default ``resource_alarm`` only."""
 
     def view(self) -> ConnectionView | None:
         """A snapshot for management: peer, user, sessions, counters (None: not shown)."""

@@ -119,6 +119,11 @@ class Store(ABC):
     async def close(self) -> None:
         """Flush and close at shutdown."""
 
+    def disk_directory(self) -> Path | None:
+        """The directory whose filesystem this store fills, watched by the disk alarm (see
+        ``Settings.disk_free_limit``); None: the store writes nothing to local disk."""
+        return None
+
     def load_definitions(self) -> Definitions:
         """Durable exchanges, queues and bindings found at start."""
         return Definitions()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from line_reader import LineReader
 from pamqp import commands
 from pika.exceptions import ConnectionClosedByBroker
+from pika_helpers import wait_until
 from raw_amqp import RawAMQP
 
 import warrenmq
@@ -40,6 +42,7 @@ RUN_FLAGS = (
     "--handshake-timeout",
     "--vhost-limit",
     "--user-limit",
+    "--disk-free-limit",
 )
 
 
@@ -136,6 +139,10 @@ def test_bad_arguments_exit_2(args: tuple[str, ...]) -> None:
         ("--memory-high-watermark", "nan", "not a fraction of RAM"),
         ("--memory-high-watermark", "inf", "not a fraction of RAM"),
         ("--memory-high-watermark", "40%", "invalid fraction: '40%'"),
+        ("--disk-free-limit", "fifty", "invalid size 'fifty': expected bytes, or a number with"),
+        ("--disk-free-limit", "-1", "invalid size '-1'"),
+        ("--disk-free-limit", "1.5GB", "invalid size '1.5GB'"),
+        ("--disk-free-limit", "50XB", "invalid size '50XB'"),
         ("--frame-max", "4095", "not a frame size in bytes (4096 to 2147483647)"),
         ("--channel-max", "0", "not a number of channels (1 to 65535)"),
         ("--max-message-size", str(2**29 + 1), "not a message size in bytes (1 to 536870912)"),
@@ -300,3 +307,27 @@ def test_store_memory_keeps_no_data_directory(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(TIMEOUT) == 0
     assert not data_dir.exists()
+
+
+def test_disk_free_limit_blocks_publishers_below_it(tmp_path: Path) -> None:
+    """A limit above the disk's real free space: the broker starts with the disk alarm on and
+    blocks the first publisher; 1GiB reads as 1073741824 bytes."""
+    client, log = _serve_and_stop("--data-dir", str(tmp_path), "--disk-free-limit", "1GiB")
+    assert f"disk alarm below 1.1 GB free on the filesystem of {tmp_path}" in log
+    above = shutil.disk_usage(tmp_path).free // 10**9 + 1000  # a terabyte more than is free
+    args = ("--port", "0", "--data-dir", str(tmp_path), "--disk-free-limit", f"{above}GB")
+    with broker_process(*args) as (process, stderr):
+        port = int(stderr.wait_for("listening").rsplit(":", 1)[1])
+        assert "disk alarm: " in stderr.text and "blocking publishers" in stderr.text
+        params = pika.ConnectionParameters("127.0.0.1", port, blocked_connection_timeout=5)
+        publisher = pika.BlockingConnection(params)
+        events: list[str] = []
+        publisher.add_on_connection_blocked_callback(
+            lambda _conn, frame: events.append(frame.method.reason)
+        )
+        publisher.channel().basic_publish("", "nowhere", b"x")
+        wait_until(publisher, lambda: bool(events), "connection.blocked", TIMEOUT)
+        assert events == ["low on disk"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(TIMEOUT) == 0
+    assert "Traceback" not in stderr.finish()

@@ -201,6 +201,18 @@ def test_every_section_composes_a_broker_that_pika_uses(tmp_path: Path) -> None:
          "broker.hartbeat: unknown key in [broker] (expected one of: channel_max,"),
         ("[broker]\nmemory_high_watermark = 2\n", 2,
          "broker.memory_high_watermark: expected a number from 0 to 1, got 2"),
+        ("[broker]\n\ndisk_free_limit = 'lots'\n", 3,
+         "broker.disk_free_limit: expected bytes, or a number with a unit: kB, MB, GB, TB "
+         "(powers of 1000), KiB, MiB, GiB, TiB, got \"lots\""),
+        ("[broker]\ndisk_free_limit = -1\n", 2, "broker.disk_free_limit: expected bytes"),
+        ("[broker]\ndisk_free_limit = 1.5\n", 2, "broker.disk_free_limit: expected bytes"),
+        ("[broker]\ndisk_free_limit_relative = 0\n", 2,
+         "broker.disk_free_limit_relative: expected a number above 0, got 0"),
+        ("[broker]\ndisk_free_limit = '1GB'\ndisk_free_limit_relative = 2\n", 3,
+         "broker.disk_free_limit_relative: give disk_free_limit (bytes) or "
+         "disk_free_limit_relative (of RAM), not both"),
+        ("[broker]\ndisk_check_interval = 0\n", 2,
+         "broker.disk_check_interval: expected a number above 0, got 0"),
         ("[broker]\nlog_level = 'chatty'\n", 2,
          "broker.log_level: expected one of: debug, info, warning, error"),
         ("[broker]\ndefault_dispatch = 'random'\n", 2,
@@ -261,6 +273,29 @@ def test_each_mistake_names_the_file_line_key_and_expectation(
         config.load(path, plugins=[DemoPlugin()])
     assert str(info.value).startswith(f"{path}, line {line}: "), str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "limit"),
+    [("52428800", 52428800), ('"50MB"', 50_000_000), ('"50mb"', 50_000_000),
+     ('"2GiB"', 2 * 2**30), ('"1 GB"', 10**9), ('"512k"', 512_000), ("0", 0)],
+)  # fmt: skip
+def test_disk_free_limit_takes_bytes_or_a_size_with_a_unit(
+    tmp_path: Path, value: str, limit: int
+) -> None:
+    path = write(tmp_path, f"[broker]\ndisk_free_limit = {value}\n")
+    settings = config.load(path).settings
+    assert (settings.disk_free_limit, settings.disk_free_limit_relative) == (limit, None)
+
+
+def test_disk_free_limit_relative_and_the_flag_over_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "[broker]\ndisk_free_limit_relative = 1.5\ndisk_check_interval = 2\n")
+    settings = config.load(path).settings
+    assert (settings.disk_free_limit_relative, settings.disk_check_interval) == (1.5, 2.0)
+    args = _parser().parse_args(["run", "--config", str(path), "--disk-free-limit", "1GB"])
+    settings = settings_for(args)[0]
+    assert (settings.disk_free_limit, settings.disk_free_limit_relative) == (10**9, None)
+    assert settings_for(_parser().parse_args(["run"]))[0].disk_free_limit == 50_000_000
 
 
 def test_a_toml_syntax_error_shows_tomllib_line_and_column(tmp_path: Path) -> None:
@@ -574,6 +609,7 @@ def test_every_settings_field_has_a_config_key() -> None:
         "definitions": "broker.definitions and the topology sections",
         "plugin_config": "plugins.NAME",
         "memory_gauge": "a callable, for embedding and tests only",
+        "disk_free_gauge": "a callable, for embedding and tests only",
         # TLS in the file is a [[listeners]] table with a tls table, as host and amqp_port
         "tls_port": "listeners",
         "tls": "listeners.tls",

@@ -76,8 +76,8 @@ class PoisonedConnection(ProtocolConnection):
     def shutdown(self, reason: str) -> None:
         self.inner.shutdown(reason)
 
-    def memory_alarm(self, active: bool) -> None:
-        self.inner.memory_alarm(active)
+    def resource_alarm(self, alarms: frozenset[str]) -> None:
+        self.inner.resource_alarm(alarms)
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()

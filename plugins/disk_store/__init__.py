@@ -96,6 +96,9 @@ class DiskStore(Store):
 
     # -- lifetime -------------------------------------------------------------------------
 
+    def disk_directory(self) -> Path:
+        return self.directory
+
     async def open(self) -> None:
         started = self._recovery_started = time.monotonic()
         directory = self.directory

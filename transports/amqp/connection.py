@@ -202,8 +202,8 @@ class AMQPConnection(ProtocolConnection):
         self.out_limit = OUT_LIMIT
         #: deliveries stopped because the engine's own output buffer passed ``out_limit``
         self._out_full = False
-        #: the broker's memory alarm is on; publishing connections are not read meanwhile
-        self._blocked = broker.memory_alarm
+        #: a resource alarm of the broker is on; publishing connections are not read meanwhile
+        self._blocked = bool(broker.alarms)
         self._blocked_sent = False
         self.has_published = False
         self.blocked_notify = False
@@ -385,16 +385,18 @@ class AMQPConnection(ProtocolConnection):
 
     @property
     def reading_paused(self) -> bool:  # type: ignore[override]
-        # a publisher under the memory alarm; or a client that does not read what we send
+        # a publisher under a resource alarm; or a client that does not read what we send
         # (its returns, say): stop reading it until its output drains
         return (self._blocked and self.has_published) or self.write_paused
 
-    def memory_alarm(self, active: bool) -> None:
-        self._blocked = active
+    def resource_alarm(self, alarms: frozenset[str]) -> None:
+        # as RabbitMQ: one connection.blocked while any alarm is on (a second alarm adds no
+        # frame), one connection.unblocked when the last clears
+        self._blocked = bool(alarms)
         self._last_recv = time.monotonic()
-        if active and self.has_published:
+        if self._blocked and self.has_published:
             self._send_blocked()
-        elif not active and self._blocked_sent:
+        elif not self._blocked and self._blocked_sent:
             self._blocked_sent = False
             self.write(method_frame(0, commands.Connection.Unblocked()))
         self._wake()  # the transport re-reads reading_paused
@@ -402,8 +404,10 @@ class AMQPConnection(ProtocolConnection):
     def _send_blocked(self) -> None:
         if self.blocked_notify and not self._blocked_sent and self._state == OPEN:
             self._blocked_sent = True
-            log.info("blocking publisher %s: memory alarm", self.name)
-            self.write(method_frame(0, commands.Connection.Blocked("low on memory")))
+            # RabbitMQ's reason: "low on memory", "low on disk", "low on disk & memory"
+            reason = "low on " + " & ".join(sorted(self.broker.alarms))
+            log.info("blocking publisher %s: %s", self.name, reason)
+            self.write(method_frame(0, commands.Connection.Blocked(reason)))
 
     def pause_writing(self) -> None:
         self.write_paused = True
