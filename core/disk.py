@@ -66,11 +66,13 @@ def limit_bytes(absolute: int, relative: float | None) -> int | None:
 
 
 def format_size(value: float) -> str:
-    """``value`` bytes for a log line: ``"50 MB"``, ``"84.3 GB"``, ``"1.2 TB"``."""
+    """``value`` bytes for a log line: ``"512 kB"``, ``"50 MB"``, ``"84.3 GB"``, ``"1.2 TB"``."""
     for unit, size in (("TB", 1e12), ("GB", 1e9)):
         if value >= size:
             return f"{value / size:.1f} {unit}"
-    return f"{value / 1e6:.0f} MB"
+    if value >= 1e6:
+        return f"{value / 1e6:.0f} MB"
+    return f"{value / 1e3:.0f} kB"
 
 
 class DiskMonitor:
