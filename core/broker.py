@@ -106,6 +106,17 @@ class Settings:
     access: Access | None = None
     #: users who may log in from loopback addresses only (RabbitMQ's loopback_users)
     loopback_users: frozenset[str] = frozenset({"guest"})
+    #: MQTT over TCP on this port (0: any free port), beside the AMQP listeners; None: off
+    mqtt_port: int | None = None
+    #: largest MQTT packet accepted from a logged-in client (RabbitMQ's mqtt.max_packet_size)
+    mqtt_max_packet_size: int = 256 * 1024 * 1024
+    #: the vhost of MQTT clients whose user name has no "vhost:" prefix
+    mqtt_vhost: str = "/"
+    #: an MQTT client that sends no user name logs in as this user (RabbitMQ's
+    #: mqtt.allow_anonymous, mqtt.default_user, mqtt.default_pass); refused if not allowed
+    mqtt_allow_anonymous: bool = True
+    mqtt_default_user: str = "guest"
+    mqtt_default_password: str = "guest"
     #: seconds a refused address's next login waits once it failed twice (doubling after)
     login_failure_delay: float = 0.25
     #: the longest such wait
@@ -119,6 +130,8 @@ class Settings:
             if self.tls is None:
                 raise ConfigError("a TLS port needs a certificate and key (tls options)")
             listeners.append(ListenerSpec("tcp", "amqp", self.host, self.tls_port, tls=self.tls))
+        if self.mqtt_port is not None:
+            listeners.append(ListenerSpec("tcp", "mqtt", self.host, self.mqtt_port))
         return listeners
 
 

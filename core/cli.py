@@ -137,6 +137,12 @@ def _parser() -> argparse.ArgumentParser:
         help="AMQP port, 0 for a free one (default: 5672)",
     )
     run.add_argument(
+        "--mqtt-port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        help="MQTT 3.1.1 port, by convention 1883; 0 for a free one (default: no MQTT, "
+        "unless the config file has an mqtt listener)",
+    )
+    run.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",

@@ -153,6 +153,7 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
     if getattr(args, "block_plugin", None):
         settings.blocked_plugins = settings.blocked_plugins | frozenset(args.block_plugin)
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
+    override_mqtt_port(settings, getattr(args, "mqtt_port", None))
     override_tls(settings, args)
     if settings.data_dir is None:  # the store's and the plugins' directory, named for all
         settings.data_dir = default_data_dir()
@@ -183,6 +184,22 @@ def override_address(settings: Settings, host: str | None, port: int | None) -> 
     settings.listeners.append(
         ListenerSpec("tcp", "amqp", host or settings.host, port if port is not None else 5672)
     )
+
+
+def override_mqtt_port(settings: Settings, port: int | None) -> None:
+    """--mqtt-port sets the port of the first MQTT listener over TCP (one is added if the
+    config file's ``[[listeners]]`` has none)."""
+    if port is None:
+        return
+    if settings.listeners is None:
+        settings.mqtt_port = port
+        return
+    for index, spec in enumerate(settings.listeners):
+        if (spec.transport, spec.protocol) == ("tcp", "mqtt") and spec.tls is None:
+            settings.listeners[index] = dataclasses.replace(spec, port=port)
+            return
+    host = next((spec.host for spec in settings.listeners), settings.host)
+    settings.listeners.append(ListenerSpec("tcp", "mqtt", host, port))
 
 
 def override_tls(settings: Settings, args: argparse.Namespace) -> None:

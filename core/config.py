@@ -245,6 +245,16 @@ BROKER_KEYS: dict[str, Key] = {
         float, 5.0, "the longest wait of a failing address's logins",
         "a number of seconds, 0 or more", _range(0),
     ),
+    "mqtt_max_packet_size": Key(
+        int, 256 * 1024 * 1024, "largest MQTT packet accepted from a logged-in client, in bytes",
+        "an integer from 1 to 268435460", _range(1, 268_435_460),
+    ),
+    "mqtt_vhost": Key(str, "/", "vhost of MQTT clients whose user name has no `vhost:` prefix"),
+    "mqtt_allow_anonymous": Key(
+        bool, True, "MQTT clients that send no user name log in as `mqtt_default_user`"
+    ),
+    "mqtt_default_user": Key(str, "guest", "the user anonymous MQTT clients log in as"),
+    "mqtt_default_password": Key(str, "guest", "that user's password"),
 }  # fmt: skip
 
 TLS_KEYS: dict[str, Key] = {
@@ -527,6 +537,11 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         loopback_users=frozenset(broker["loopback_users"]),
         login_failure_delay=broker["login_failure_delay"],
         login_failure_max_delay=broker["login_failure_max_delay"],
+        mqtt_max_packet_size=broker["mqtt_max_packet_size"],
+        mqtt_vhost=broker["mqtt_vhost"],
+        mqtt_allow_anonymous=broker["mqtt_allow_anonymous"],
+        mqtt_default_user=broker["mqtt_default_user"],
+        mqtt_default_password=broker["mqtt_default_password"],
     )
     config = Config(path, settings, broker["log_level"])
     loaded = _plugins(data.get("plugins", {}), settings, extra_plugins)

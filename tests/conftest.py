@@ -43,9 +43,18 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not os.environ.get("WARRENMQ_TEST_EXTERNAL"):
+    # WARRENMQ_TEST_MQTT_EXTERNAL does the same for the MQTT tests (against mosquitto, say)
+    variable = next(
+        (
+            name
+            for name in ("WARRENMQ_TEST_EXTERNAL", "WARRENMQ_TEST_MQTT_EXTERNAL")
+            if os.environ.get(name)
+        ),
+        None,
+    )
+    if variable is None:
         return
-    skip = pytest.mark.skip(reason="warrenmq-only feature; WARRENMQ_TEST_EXTERNAL is set")
+    skip = pytest.mark.skip(reason=f"warrenmq-only feature; {variable} is set")
     for item in items:
         if "warrenmq_only" in item.keywords:
             item.add_marker(skip)

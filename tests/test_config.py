@@ -612,6 +612,7 @@ def test_every_settings_field_has_a_config_key() -> None:
         "disk_free_gauge": "a callable, for embedding and tests only",
         # TLS in the file is a [[listeners]] table with a tls table, as host and amqp_port
         "tls_port": "listeners",
+        "mqtt_port": "listeners",
         "tls": "listeners.tls",
         "access": "users and permissions",
     }

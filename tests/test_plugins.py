@@ -175,7 +175,8 @@ def test_plugins_command_lists_each_kind_by_name(tmp_path: Path) -> None:
     exchange_types = [name for kind, name, _, _ in rows if kind == "exchange type"]
     assert exchange_types == ["direct", "fanout", "headers", "topic", "x-loud-fanout"]
     assert rows[4] == ["exchange type", "x-loud-fanout", "loud-fanout", "warrenmq-loud-fanout 0.3"]
-    assert [kind for kind, _, _, _ in rows][-3:] == ["store", "protocol", "transport"]
+    kinds = [kind for kind, _, _, _ in rows]
+    assert kinds[-4:] == ["store", "protocol", "protocol", "transport"]  # amqp, mqtt
 
 
 def test_plugins_command_honours_block_plugin() -> None:

@@ -1,0 +1,27 @@
+"""MQTT 3.1.1 as a protocol plugin: a sans-IO engine per connection, served by any transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from warrenmq import Broker, Protocol, ProtocolConnection, hookimpl
+
+from .connection import MQTTConnection
+
+
+class MQTTProtocol(Protocol):
+    name = "mqtt"
+    default_port = 1883
+
+    def create_connection(
+        self, broker: Broker, peer: tuple[str, int] | None, *, transport_name: str
+    ) -> ProtocolConnection:
+        return MQTTConnection(broker, peer, transport_name)
+
+
+@hookimpl
+def warrenmq_register_protocols(registry: Any) -> None:
+    registry.add(MQTTProtocol)
+
+
+__all__ = ["MQTTConnection", "MQTTProtocol"]
