@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pika
 import pytest
@@ -23,6 +24,7 @@ from mqtt_helpers import (
     publish_packet,
     subscribe_packet,
 )
+from test_cli import broker_process
 
 from warrenmq.broker import Settings
 from warrenmq.testing import RunningBroker, running_broker
@@ -484,3 +486,42 @@ def test_messages_arrive_in_order(target: Target, clients: list[Client], unique:
     pub.publish(f"{unique}/n", b"end", qos=1)
     got = [sub.next().payload for _ in range(201)]
     assert got == [b"%d" % n for n in range(200)] + [b"end"]
+
+
+@only
+def test_subscription_queue_deleted_by_amqp_comes_back_on_subscribe(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    sub = connected(target, clients, unique)
+    sub.subscribe((f"{unique}/a", 1))
+    amqp = pika.BlockingConnection(pika.URLParameters(target.amqp_url))
+    try:
+        amqp.channel().queue_delete(f"mqtt-subscription-{unique}qos1")
+    finally:
+        amqp.close()
+    assert sub.subscribe((f"{unique}/b", 1)) == [1]
+    sub.publish(f"{unique}/a", b"old subscription, gone with its queue", qos=1)
+    sub.publish(f"{unique}/b", b"new", qos=1)
+    assert_next_is(sub, b"new")
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+@only
+def test_run_with_mqtt_port_and_config_listener(tmp_path: Path, unique: str) -> None:
+    with broker_process("--port", "0", "--mqtt-port", "0", "--store", "memory") as (_, log):
+        port = int(log.wait_for("listening for mqtt").rsplit(":", 1)[1])
+        client = Client(MQTTAddress("127.0.0.1", port), unique)
+        assert client.connect() == (0, False)
+        client.close()
+    config = tmp_path / "warrenmq.toml"
+    config.write_text(
+        '[broker]\nstore = "memory"\n\n[[listeners]]\nport = 0\n\n'
+        '[[listeners]]\nprotocol = "mqtt"\nport = 0\n'
+    )
+    with broker_process("--config", str(config)) as (_, log):
+        port = int(log.wait_for("listening for mqtt").rsplit(":", 1)[1])
+        client = Client(MQTTAddress("127.0.0.1", port), unique)
+        assert client.connect() == (0, False)
+        client.close()

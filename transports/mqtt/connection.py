@@ -60,6 +60,11 @@ class MQTTConsumer(SessionConsumer):
     def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
         self.connection.deliver(self, queue, message, entry)
 
+    def cancelled_by_broker(self, queue: Queue) -> None:
+        """The queue was deleted (by an AMQP client, say): a later SUBSCRIBE makes a new one.
+        MQTT cannot tell the client; its subscriptions of this QoS are gone."""
+        self.connection.forget_consumer(self)
+
 
 class MQTTSession(Session):
     def __init__(self, connection: MQTTConnection) -> None:
@@ -561,6 +566,11 @@ class MQTTConnection(ProtocolConnection):
     def _consume(self, qos: int, queue: Queue) -> None:
         consumer = self.consumers[qos] = MQTTConsumer(self, queue, qos)
         self.session.add_consumer(consumer)
+
+    def forget_consumer(self, consumer: MQTTConsumer) -> None:
+        if self.consumers.get(consumer.qos) is consumer:
+            del self.consumers[consumer.qos]
+        self.session.consumers.pop(consumer.tag, None)
 
     def _unsubscribe(self, reader: p.Reader) -> None:
         assert self.vhost is not None

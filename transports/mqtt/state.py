@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from warrenmq import Message
+from warrenmq.broker import MESSAGE_OVERHEAD
 from warrenmq.vhost import VirtualHost
 
 if TYPE_CHECKING:
@@ -30,11 +31,16 @@ class MQTTState:
     #: retained messages by MQTT topic (each already marked ``x-mqtt-retain``)
     retained: dict[str, Message] = field(default_factory=dict)
 
+    def retained_bytes(self) -> int:
+        return sum(len(message.body) + MESSAGE_OVERHEAD for message in self.retained.values())
+
 
 def mqtt_state(vhost: VirtualHost) -> MQTTState:
     state = vhost.extensions.get("mqtt")
     if state is None:
         state = vhost.extensions["mqtt"] = MQTTState()
+        # retained messages count towards the memory alarm
+        vhost.broker.memory_sources.append(state.retained_bytes)
     return state  # type: ignore[no-any-return]
 
 
