@@ -525,3 +525,33 @@ def test_run_with_mqtt_port_and_config_listener(tmp_path: Path, unique: str) -> 
         client = Client(MQTTAddress("127.0.0.1", port), unique)
         assert client.connect() == (0, False)
         client.close()
+
+
+@only
+def test_persistent_session_survives_a_restart_with_the_disk_store(
+    tmp_path: Path, unique: str
+) -> None:
+    """Its queue is durable and QoS 1 messages are persistent, so the disk store keeps both."""
+
+    def settings() -> Settings:
+        return Settings(host="127.0.0.1", amqp_port=0, mqtt_port=0, store="disk", data_dir=tmp_path)
+
+    def address(running: RunningBroker) -> MQTTAddress:
+        info = next(i for i in running.broker.listeners if i.spec.protocol == "mqtt")
+        return MQTTAddress(info.host, info.port)
+
+    with running_broker(settings()) as running:
+        sub = Client(address(running), f"{unique}-s", clean=False)
+        assert sub.connect() == (0, False)
+        sub.subscribe((f"{unique}/#", 1))
+        sub.close()
+        pub = Client(address(running), f"{unique}-p")
+        pub.connect()
+        pub.publish(f"{unique}/x", b"across a restart", qos=1)
+        pub.close()
+    with running_broker(settings()) as running:
+        back = Client(address(running), f"{unique}-s", clean=False)
+        assert back.connect() == (0, True)
+        got = back.next()
+        assert (got.topic, got.payload, got.qos) == (f"{unique}/x", b"across a restart", 1)
+        back.close()
