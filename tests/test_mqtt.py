@@ -285,6 +285,44 @@ def test_unacknowledged_qos1_is_redelivered_to_a_persistent_session(
     cleanup.close()
 
 
+def packet_id_of(publish: bytes) -> int:
+    """The packet id of a QoS 1 or 2 PUBLISH body."""
+    topic_size = int.from_bytes(publish[:2], "big")
+    return int.from_bytes(publish[2 + topic_size : 4 + topic_size], "big")
+
+
+def test_qos2_subscriber_reconnecting_between_pubrec_and_pubcomp(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    raw = RawClient(target.mqtt)
+    assert raw.connect(f"{unique}-raw", clean=False) == b"\x00\x00"
+    raw.send(subscribe_packet(1, (f"{unique}/q2", 2)))
+    assert raw.read() == (0x90, b"\x00\x01\x02")
+    pub = connected(target, clients, f"{unique}-p")
+    pub.publish(f"{unique}/q2", b"exactly once", qos=2)
+    first, body = raw.read()
+    assert first == 0x34 and body.endswith(b"exactly once")  # QoS 2
+    packet_id = packet_id_of(body)
+    raw.send(ack_packet(5, packet_id))  # PUBREC: the message is ours
+    assert raw.read() == (0x62, packet_id.to_bytes(2, "big"))  # PUBREL
+    raw.close()  # gone before PUBCOMP
+    again = RawClient(target.mqtt)
+    assert again.connect(f"{unique}-raw", clean=False) == b"\x01\x00"
+    # the broker finishes the exchange: PUBREL again, and not the message again
+    assert again.read() == (0x62, packet_id.to_bytes(2, "big"))
+    again.send(ack_packet(7, packet_id))  # PUBCOMP
+    pub.publish(f"{unique}/q2", b"marker", qos=2)
+    first, body = again.read()
+    assert first == 0x34 and body.endswith(b"marker")
+    again.send(ack_packet(5, packet_id_of(body)))
+    assert again.read()[0] == 0x62
+    again.send(ack_packet(7, packet_id_of(body)))
+    again.close()
+    cleanup = RawClient(target.mqtt)
+    assert cleanup.connect(f"{unique}-raw", clean=True) == b"\x00\x00"
+    cleanup.close()
+
+
 def test_persistent_session_keeps_subscriptions_and_messages(
     target: Target, clients: list[Client], unique: str
 ) -> None:
