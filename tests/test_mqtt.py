@@ -26,6 +26,7 @@ from mqtt_helpers import (
 )
 from test_cli import broker_process
 
+from warrenmq.access import Access
 from warrenmq.broker import Settings
 from warrenmq.testing import RunningBroker, running_broker
 
@@ -593,3 +594,56 @@ def test_persistent_session_survives_a_restart_with_the_disk_store(
         got = back.next()
         assert (got.topic, got.payload, got.qos) == (f"{unique}/x", b"across a restart", 1)
         back.close()
+
+
+# -- permissions and vhosts -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Target]:
+    """Users with partial permissions, and a second vhost where guest may do everything."""
+    access = Access.default()
+    access.add_user("sub-only", "pw")
+    access.set_permissions("sub-only", "/", ".*", "^mqtt-subscription-", ".*")
+    access.add_user("pub-only", "pw")
+    access.set_permissions("pub-only", "/", "", ".*", "")
+    access.add_vhost("other")
+    access.set_permissions("guest", "other", ".*", ".*", ".*")
+    yield from _serve(access=access, loopback_users=frozenset())
+
+
+@only
+def test_publish_without_write_permission_disconnects(
+    guarded: Target, clients: list[Client], unique: str
+) -> None:
+    client = Client(guarded.mqtt, unique, username="sub-only", password="pw")
+    clients.append(client)
+    assert client.connect()[0] == 0
+    assert client.subscribe((f"{unique}/t", 1)) == [1]
+    client.paho.publish(f"{unique}/t", b"refused", qos=1)
+    assert client.disconnected.wait(TIMEOUT)
+
+
+@only
+def test_subscribe_without_read_permission_fails_that_filter(
+    guarded: Target, clients: list[Client], unique: str
+) -> None:
+    client = Client(guarded.mqtt, unique, username="pub-only", password="pw")
+    clients.append(client)
+    assert client.connect()[0] == 0
+    assert client.subscribe((f"{unique}/t", 1)) == [0x80]
+    client.publish(f"{unique}/t", b"allowed", qos=1)  # PUBACKed: publishing is allowed
+
+
+@only
+def test_vhosts_are_separate(guarded: Target, clients: list[Client], unique: str) -> None:
+    elsewhere = Client(guarded.mqtt, f"{unique}-o", username="other:guest", password="guest")
+    clients.append(elsewhere)
+    assert elsewhere.connect()[0] == 0
+    elsewhere.subscribe((f"{unique}/t", 1))
+    here = Client(guarded.mqtt, f"{unique}-h")  # anonymous: guest in the default vhost
+    clients.append(here)
+    assert here.connect()[0] == 0
+    here.publish(f"{unique}/t", b"for /", qos=1)
+    elsewhere.publish(f"{unique}/t", b"for other", qos=1)
+    assert_next_is(elsewhere, b"for other")
