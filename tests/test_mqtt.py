@@ -516,6 +516,15 @@ def test_clean_session_queues_go_with_the_connection(
         amqp.close()
 
 
+def test_a_large_payload_arrives_intact(target: Target, clients: list[Client], unique: str) -> None:
+    sub = connected(target, clients, f"{unique}-s")
+    sub.subscribe((f"{unique}/big", 1))
+    pub = connected(target, clients, f"{unique}-p")
+    payload = bytes(range(256)) * (8 * 1024 * 4)  # 8 MiB, read in many pieces
+    pub.publish(f"{unique}/big", payload, qos=1)
+    assert sub.next().payload == payload
+
+
 def test_messages_arrive_in_order(target: Target, clients: list[Client], unique: str) -> None:
     sub = connected(target, clients, f"{unique}-s")
     sub.subscribe((f"{unique}/n", 1))

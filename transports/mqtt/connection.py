@@ -97,7 +97,9 @@ class MQTTConnection(ProtocolConnection):
         self.name = f"{peer[0]}:{peer[1]}" if peer else "local"
         self.transport_name = transport_name
         self._out = bytearray()
-        self._buf = b""
+        #: input not parsed yet (a packet still arriving); a bytearray, so that a large
+        #: packet read in many pieces is appended to, not copied again with every piece
+        self._buf = bytearray()
         self._receiving = False
         self._parsing = False
         self._state = AWAIT_CONNECT
@@ -208,7 +210,10 @@ class MQTTConnection(ProtocolConnection):
             return
         self._last_recv = time.monotonic()
         self.bytes_in += len(data)
-        self._buf = self._buf + data if self._buf else data
+        self._buf += data
+        if self._state != CONNECTED and len(self._buf) > 2 * MAX_PACKET_UNAUTHENTICATED:
+            self.drop("too much input before the login was accepted")
+            return
         self._receiving = True
         try:
             self._parse()
@@ -291,7 +296,8 @@ class MQTTConnection(ProtocolConnection):
                 break
             start = body_end
             self._packet(first, p.Reader(data, body_start, body_end))
-        self._buf = data[start:] if start < end else b""
+        if start:
+            del data[:start]
 
     def _packet(self, first: int, reader: p.Reader) -> None:
         kind, flags = first >> 4, first & 0x0F

@@ -74,7 +74,7 @@ class Reader:
 
     __slots__ = ("data", "pos", "end")
 
-    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+    def __init__(self, data: bytes | bytearray, pos: int = 0, end: int | None = None) -> None:
         self.data = data
         self.pos = pos
         self.end = len(data) if end is None else end
@@ -100,9 +100,9 @@ class Reader:
         size = self.u16()
         if self.pos + size > self.end:
             raise MalformedPacket("string longer than the packet")
-        value = self.data[self.pos : self.pos + size]
+        value = bytes(self.data[self.pos : self.pos + size])
         self.pos += size
-        return bytes(value)
+        return value
 
     def text(self) -> str:
         raw = self.binary()
@@ -115,7 +115,7 @@ class Reader:
         return text
 
     def rest(self) -> bytes:
-        value = bytes(self.data[self.pos : self.end])
+        value = bytes(memoryview(self.data)[self.pos : self.end])
         self.pos = self.end
         return value
 
