@@ -78,6 +78,9 @@ class Client:
         self.subacks.put([code.value for code in codes])
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, code: Any, props: Any) -> None:
+        # no automatic reconnect (paho's network thread would otherwise reconnect and, with
+        # the same client id, take the session back from whoever took it over)
+        client.disconnect()
         self.disconnected.set()
         self.connacks.put((-1, False))  # a refusal, or a close before any CONNACK
 

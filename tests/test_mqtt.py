@@ -387,12 +387,15 @@ def test_keepalive_expiry_drops_the_client_and_sends_its_will(
 
 
 def test_same_client_id_takes_over(target: Target, clients: list[Client], unique: str) -> None:
-    first = connected(target, clients, f"{unique}-same")
+    watcher = connected(target, clients, f"{unique}-w")
+    watcher.subscribe((f"{unique}/will", 1))
+    first = connected(target, clients, f"{unique}-same", will=(f"{unique}/will", b"taken", 1))
     second = connected(target, clients, f"{unique}-same")
     assert first.disconnected.wait(TIMEOUT)
     assert second.subscribe((f"{unique}/t", 1)) == [1]
     second.publish(f"{unique}/t", b"still here", qos=1)
     assert second.next().payload == b"still here"
+    assert watcher.next().payload == b"taken"  # the first one did not DISCONNECT
 
 
 # -- retained messages ----------------------------------------------------------------------
