@@ -24,6 +24,7 @@ from mqtt_helpers import (
     publish_packet,
     subscribe_packet,
 )
+from pika_helpers import get_bodies, wait_until
 from test_cli import broker_process
 
 from warrenmq.access import Access
@@ -659,3 +660,47 @@ def test_vhosts_are_separate(guarded: Target, clients: list[Client], unique: str
     here.publish(f"{unique}/t", b"for /", qos=1)
     elsewhere.publish(f"{unique}/t", b"for other", qos=1)
     assert_next_is(elsewhere, b"for other")
+
+
+# -- the memory alarm -----------------------------------------------------------------------
+
+
+@only
+def test_memory_alarm_holds_mqtt_publishers_back_and_loses_nothing(unique: str) -> None:
+    """Above the limit an MQTT publisher is not read (no PUBACK) until consumers drain."""
+    settings = Settings(
+        host="127.0.0.1",
+        amqp_port=0,
+        mqtt_port=0,
+        memory_limit=1_000_000,
+        memory_gauge=lambda: 0,
+        memory_check_interval=0.02,
+    )
+    with running_broker(settings) as running:
+        info = next(i for i in running.broker.listeners if i.spec.protocol == "mqtt")
+        amqp = pika.BlockingConnection(pika.URLParameters(running.url))
+        try:
+            channel = amqp.channel()
+            channel.queue_declare(unique)
+            channel.queue_bind(unique, "amq.topic", f"{unique}.held")
+            publisher = Client(MQTTAddress(info.host, info.port), unique)
+            assert publisher.connect() == (0, False)
+            sent = [
+                publisher.paho.publish(f"{unique}/held", b"x" * 300_000, qos=1) for _ in range(40)
+            ]
+            wait_until(
+                amqp,
+                lambda: running.broker.memory_alarm and not all(m.is_published() for m in sent),
+                "the alarm to hold the publisher back",
+            )
+            bodies: list[bytes] = []
+            wait_until(
+                amqp,
+                lambda: bodies.extend(get_bodies(channel, unique)) or len(bodies) == 40,
+                "every message, once consumers drained the queue",
+            )
+            for message in sent:
+                message.wait_for_publish(TIMEOUT)  # every one PUBACKed in the end
+            publisher.close()
+        finally:
+            amqp.close()

@@ -37,6 +37,8 @@ MAX_PACKET_UNAUTHENTICATED = 65536
 PREFETCH = 100
 #: output buffered in the engine beyond which deliveries wait for the transport to take it
 OUT_LIMIT = 1024 * 1024
+#: input between two memory-alarm checks made by the connection itself
+MEMORY_CHECK_BYTES = 4 * 1024 * 1024
 #: header that carries the QoS a message was published with (as RabbitMQ's MQTT plugin)
 QOS_HEADER = "x-mqtt-publish-qos"
 #: header of the copies of retained messages given to new subscriptions
@@ -128,6 +130,7 @@ class MQTTConnection(ProtocolConnection):
         #: (topic, payload, qos, retain) published if the connection drops
         self.will: tuple[str, bytes, int, bool] | None = None
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+        self._next_memory_check = MEMORY_CHECK_BYTES
         self.wakeup: Callable[[], None] | None = None
         self.transport_buffer: Callable[[], int] | None = None
         broker.connections.add(self)
@@ -209,7 +212,12 @@ class MQTTConnection(ProtocolConnection):
             self.drop("the client closed the connection without DISCONNECT", quiet=True)
             return
         self._last_recv = time.monotonic()
-        self.bytes_in += len(data)
+        received = self.bytes_in = self.bytes_in + len(data)
+        if received >= self._next_memory_check:
+            # between the broker's periodic checks a fast publisher could overshoot the
+            # memory limit by a lot: check every few MiB of input too (as the AMQP engine)
+            self._next_memory_check = received + MEMORY_CHECK_BYTES
+            self.broker.check_memory()
         self._buf += data
         if self._state != CONNECTED and len(self._buf) > 2 * MAX_PACKET_UNAUTHENTICATED:
             self.drop("too much input before the login was accepted")
