@@ -609,6 +609,37 @@ def test_persistent_session_survives_a_restart_with_the_disk_store(
         back.close()
 
 
+@only
+def test_retained_messages_survive_a_restart_with_the_disk_store(
+    tmp_path: Path, unique: str
+) -> None:
+    def settings() -> Settings:
+        return Settings(host="127.0.0.1", amqp_port=0, mqtt_port=0, store="disk", data_dir=tmp_path)
+
+    def address(running: RunningBroker) -> MQTTAddress:
+        info = next(i for i in running.broker.listeners if i.spec.protocol == "mqtt")
+        return MQTTAddress(info.host, info.port)
+
+    with running_broker(settings()) as running:
+        pub = Client(address(running), f"{unique}-p")
+        pub.connect()
+        pub.publish(f"{unique}/kept", b"kept", qos=1, retain=True)
+        pub.publish(f"{unique}/cleared", b"soon gone", qos=1, retain=True)
+        pub.publish(f"{unique}/cleared", b"", qos=1, retain=True)
+        pub.publish(f"{unique}/replaced", b"old", qos=1, retain=True)
+        pub.publish(f"{unique}/replaced", b"new", qos=1, retain=True)
+        pub.close()
+    with running_broker(settings()) as running:
+        sub = Client(address(running), f"{unique}-s")
+        sub.connect()
+        sub.subscribe((f"{unique}/#", 1))
+        got = sorted((m.topic, m.payload, m.retain) for m in (sub.next(), sub.next()))
+        assert got == [(f"{unique}/kept", b"kept", True), (f"{unique}/replaced", b"new", True)]
+        sub.publish(f"{unique}/marker", b"marker", qos=1)
+        assert_next_is(sub, b"marker")  # nothing for the cleared topic
+        sub.close()
+
+
 # -- permissions and vhosts -----------------------------------------------------------------
 
 

@@ -24,7 +24,13 @@ from warrenmq.vhost import VirtualHost
 from warrenmq.views import ConnectionView
 
 from . import packets as p
-from .state import MQTTState, SessionState, mqtt_state, subscription_queue_name
+from .state import (
+    TOPIC_HEADER,
+    MQTTState,
+    SessionState,
+    mqtt_state,
+    subscription_queue_name,
+)
 from .topics import BadTopic, check_filter, check_topic, matches, to_amqp, to_mqtt
 
 log = logging.getLogger("warrenmq.mqtt")
@@ -517,10 +523,13 @@ class MQTTConnection(ProtocolConnection):
         message = Message(EXCHANGE, to_amqp(topic), payload, properties)
         if retain:
             if payload:
-                kept = Properties(headers={**headers, RETAIN_HEADER: True}, delivery_mode=2)
-                self.mqtt.retained[topic] = Message(EXCHANGE, message.routing_key, payload, kept)
+                kept = Properties(
+                    headers={**headers, RETAIN_HEADER: True, TOPIC_HEADER: topic},
+                    delivery_mode=2,
+                )
+                self.mqtt.retain(topic, Message(EXCHANGE, message.routing_key, payload, kept))
             else:
-                self.mqtt.retained.pop(topic, None)
+                self.mqtt.clear_retained(topic)
         self.vhost.publish(EXCHANGE, message)
 
     # -- subscriptions --------------------------------------------------------------------
