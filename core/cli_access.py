@@ -2,7 +2,8 @@
 
 There is no admin channel to a running broker yet, so these commands edit
 ``DATA_DIR/access.json`` (replaced atomically) and a broker started with the same
-``--data-dir`` reloads it at its next login. A missing file starts as a fresh RabbitMQ does:
+``--data-dir`` reloads it at its next login. Without ``--data-dir`` or $WARRENMQ_DATA_DIR they
+use the directory ``warrenmq run`` uses by default. A missing file starts as a fresh RabbitMQ does:
 vhost ``/`` and user ``guest`` with full access there.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from .access import DEFAULT_VHOST, Access, AccessError, AccessFile
 from .errors import ConfigError
+from .store import default_data_dir
 
 #: the environment variable read when --data-dir is not given
 DATA_DIR_VARIABLE = "WARRENMQ_DATA_DIR"
@@ -26,8 +28,9 @@ def _data_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=os.environ.get(DATA_DIR_VARIABLE),
-        help=f"the broker's data directory (default: ${DATA_DIR_VARIABLE})",
+        default=None,
+        help=f"the broker's data directory (default: ${DATA_DIR_VARIABLE}, else "
+        f"warrenmq run's default, {default_data_dir()})",
     )
 
 
@@ -187,14 +190,8 @@ HANDLERS: dict[str, Callable[[Access, argparse.Namespace], str | None]] = {
 
 def run(args: argparse.Namespace) -> int:
     """Run a ``user``, ``vhost`` or ``permission`` command; 0, or 1 with a message."""
-    if args.data_dir is None:
-        print(
-            f"warrenmq {args.command} {args.action}: give --data-dir (or set "
-            f"{DATA_DIR_VARIABLE}), the directory the broker runs with",
-            file=sys.stderr,
-        )
-        return 2
-    store = AccessFile.in_data_dir(args.data_dir)
+    data_dir = args.data_dir or Path(os.environ.get(DATA_DIR_VARIABLE) or default_data_dir())
+    store = AccessFile.in_data_dir(data_dir)
     try:
         access = store.load_or_default()
         done = HANDLERS[args.command](access, args)

@@ -3,6 +3,7 @@ picks the changes up at its next login."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pika
 import pytest
+from line_reader import LineReader
 from pika.exceptions import (
     ChannelClosedByBroker,
     ConnectionClosedByBroker,
@@ -20,6 +22,7 @@ from pika.exceptions import (
 from pika_helpers import TIMEOUT
 
 from warrenmq import Settings
+from warrenmq.cli_access import DATA_DIR_VARIABLE
 from warrenmq.testing import RunningBroker, running_broker
 
 pytestmark = pytest.mark.warrenmq_only
@@ -189,14 +192,48 @@ def test_refused_changes_say_why_and_change_nothing(
     assert not (data_dir / "access.json").exists()
 
 
-def test_a_data_directory_is_required() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "warrenmq", "user", "list"],
-        capture_output=True,
+def test_without_data_dir_the_commands_edit_the_directory_warrenmq_run_uses(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != DATA_DIR_VARIABLE}
+    env["XDG_DATA_HOME"] = str(tmp_path)
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "warrenmq", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=env,
+        )
+
+    for args in (
+        ("user", "add", "app", "--password", "app-pw"),
+        ("permission", "set", "app", ".*", ".*", ".*"),
+    ):
+        result = command(*args)
+        assert result.returncode == 0, result.stderr
+    assert "app" in command("user", "list").stdout
+    process = subprocess.Popen(
+        [sys.executable, "-m", "warrenmq", "run", "--port", "0"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=30,
-        check=False,
-        env={"PATH": "/usr/bin:/bin"},
+        env=env,
     )
-    assert result.returncode == 2
-    assert "give --data-dir" in result.stderr
+    assert process.stderr is not None
+    try:
+        line = LineReader(process.stderr).wait_for("listening for amqp on tcp")
+        port = int(line.rsplit(":", 1)[1])
+        connection = pika.BlockingConnection(
+            pika.ConnectionParameters(
+                "127.0.0.1", port, "/", pika.PlainCredentials("app", "app-pw"), socket_timeout=5
+            )
+        )
+        connection.channel().queue_declare("", exclusive=True)
+        connection.close()
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
