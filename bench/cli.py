@@ -9,16 +9,19 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from bench.amqp import BrokerURL
-from bench.config import DEFAULT_URL, Options, Target
+from bench.config import DEFAULT_MESSAGES, DEFAULT_URL, Options, Target
 from bench.procfs import listening_pid
 from bench.report import table
-from bench.scenarios import BY_NAME, SCENARIOS, run_scenario
+from bench.scenarios import BY_NAME, DEFAULT_SET, SCENARIOS, run_scenario
 from bench.stats import Result
 
 _WIDTH = max(len(s.name) for s in SCENARIOS)
 EPILOG = (
     "scenarios:\n"
-    + "\n".join(f"  {s.name:<{_WIDTH}} {s.summary}" for s in SCENARIOS)
+    + "\n".join(
+        f"  {s.name:<{_WIDTH}} {s.summary}" + ("" if s.in_default else " (only with --scenario)")
+        for s in SCENARIOS
+    )
     + """
 
 Compare brokers side by side (one table column each):
@@ -75,13 +78,14 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         choices=list(BY_NAME),
         metavar="NAME",
-        help="scenario to run; repeatable (default: all, see below)",
+        help="scenario to run; repeatable (default: all but backlog, see below)",
     )
     p.add_argument(
         "--messages",
         type=int,
         default=d.messages,
-        help=f"messages published per scenario (default {d.messages:,})",
+        help=f"messages published per scenario (default {DEFAULT_MESSAGES:,}; backlog: "
+        f"{BY_NAME['backlog'].messages:,})",
     )
     p.add_argument(
         "--duration",
@@ -223,7 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     targets = _targets(getattr(args, "targets", None) or [], parser)
-    if args.messages < 1 or args.window < 1 or args.confirm_window < 1 or args.batch < 1:
+    if (
+        (args.messages is not None and args.messages < 1)
+        or args.window < 1
+        or args.confirm_window < 1
+        or args.batch < 1
+    ):
         parser.error("--messages, --window, --confirm-window and --batch must be positive")
     if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be positive")
@@ -244,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_consumers=args.idle_consumers,
         timeout=args.timeout,
     )
-    scenarios = list(dict.fromkeys(args.scenario or [s.name for s in SCENARIOS]))
+    scenarios = list(dict.fromkeys(args.scenario or DEFAULT_SET))
     for t in targets:
         pid = f" (pid {t.pid})" if t.pid else ""
         _log(f"{t.label}: {t.url.host}:{t.url.port} vhost {t.url.vhost}{pid}")
@@ -252,7 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = _runner(args.loop)(_run_all(targets, scenarios, opts))
     except KeyboardInterrupt:
         return 130
-    amount = f"for {opts.duration:g} s" if opts.duration else f"{opts.messages:,} messages"
+    counts = {name: opts.messages or BY_NAME[name].messages for name in scenarios}
+    if opts.duration:
+        amount = f"for {opts.duration:g} s"
+    elif len(set(counts.values())) == 1:
+        amount = f"{next(iter(counts.values())):,} messages"
+    else:
+        own = [f"{name} {n:,}" for name, n in counts.items() if n != DEFAULT_MESSAGES]
+        amount = f"{DEFAULT_MESSAGES:,} messages (" + ", ".join(own) + ")"
     if opts.rate:
         amount += f" at {opts.rate:,.0f} msg/s"
     print(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from bench.amqp import BrokerURL
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+DEFAULT_MESSAGES = 100_000  # per scenario, unless the scenario has its own default
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Target:
 class Options:
     """Knobs shared by every scenario (see ``python -m bench --help``)."""
 
-    messages: int = 100_000
+    messages: int | None = None  # None: each scenario's own default
     duration: float | None = None
     rate: float | None = None  # messages per second (None: each scenario's own, or flat out)
     window: int = 10_000

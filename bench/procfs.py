@@ -1,4 +1,4 @@
-"""Process CPU time from /proc (Linux), and finding the process listening on a TCP port."""
+"""Process CPU time and resident memory from /proc (Linux), and finding the process listening on a TCP port."""
 
 from __future__ import annotations
 
@@ -13,6 +13,17 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid`` (``VmRSS``), in bytes; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def listening_pid(port: int) -> int | None:

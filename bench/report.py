@@ -8,8 +8,23 @@ from bench.delayed import LATE_TARGET_MS
 from bench.stats import Result
 
 Metric = tuple[str, Callable[[Result], str]]
-#: rows shown for a scenario only where some broker has a figure (the delayed scenario's)
-OPTIONAL = {"p50 late ms", "p99 late ms", "p99.9 late ms", "max late ms", "broker CPU µs/wake"}
+#: rows shown for a scenario only where some broker has a figure: latency (not measured by
+#: the delayed and backlog scenarios), and the delayed and backlog scenarios' own
+OPTIONAL = {
+    "p50 latency ms",
+    "p99 latency ms",
+    "p50 late ms",
+    "p99 late ms",
+    "p99.9 late ms",
+    "max late ms",
+    "broker CPU µs/wake",
+    "fill msg/s",
+    "drain msg/s",
+    "broker CPU µs/msg fill",
+    "broker CPU µs/msg drain",
+    "broker RSS MB at start",
+    "broker peak RSS MB",
+}
 TARGET = f"p99 late ≤ {LATE_TARGET_MS:g} ms"
 
 
@@ -21,6 +36,14 @@ def _ms(value: float | None) -> str:
 
 def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def _mb(value: int | None) -> str:
+    return "-" if value is None else f"{value / (1 << 20):,.0f}"
+
+
+def _per_msg(cpu_s: float | None, count: int) -> str:
+    return "-" if cpu_s is None or not count else f"{cpu_s * 1e6 / count:.1f}"
 
 
 def _late(r: Result, i: int) -> str:
@@ -45,11 +68,17 @@ METRICS: tuple[Metric, ...] = (
     ("p99 late ms", lambda r: _late(r, 1)),
     ("p99.9 late ms", lambda r: _late(r, 2)),
     ("max late ms", lambda r: _late(r, 3)),
+    ("fill msg/s", lambda r: _num(r.fill_rate, ",.0f")),
+    ("drain msg/s", lambda r: _num(r.drain_rate, ",.0f")),
     ("broker CPU µs/msg", lambda r: _num(r.cpu_us_per_msg(r.broker_cpu_s), ".1f")),
     (
         "broker CPU µs/wake",
         lambda r: _num(None if r.wake_cpu_s is None else r.wake_cpu_s * 1e6, ".1f"),
     ),
+    ("broker CPU µs/msg fill", lambda r: _per_msg(r.fill_cpu_s, r.sent)),
+    ("broker CPU µs/msg drain", lambda r: _per_msg(r.drain_cpu_s, r.delivered)),
+    ("broker RSS MB at start", lambda r: _mb(r.rss_start)),
+    ("broker peak RSS MB", lambda r: _mb(r.rss_peak)),
     ("bench CPU µs/msg", lambda r: _num(r.cpu_us_per_msg(r.client_cpu_s), ".1f")),
     (TARGET, _target),
     ("check", _check),
@@ -67,7 +96,7 @@ def table(results: Sequence[Result], brokers: Sequence[str], scenarios: Sequence
     for scenario in scenarios:
         first = True
         for metric, render in METRICS:
-            if metric.startswith("broker CPU") and not show_broker_cpu:
+            if metric.startswith("broker ") and not show_broker_cpu:
                 continue
             cells = []
             for broker in brokers:

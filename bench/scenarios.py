@@ -16,10 +16,10 @@ from pamqp import commands
 from pamqp.base import Frame
 from pamqp.common import FieldTable
 
-from bench import delayed, wire
+from bench import backlog, delayed, wire
 from bench.amqp import CHANNEL, BrokerError, Connection
 from bench.checks import priority_order, x_death_problems
-from bench.config import Options, Target
+from bench.config import DEFAULT_MESSAGES, Options, Target
 from bench.crowd import Crowd
 from bench.peers import Consumer, Producer, RecordingConsumer
 from bench.procfs import cpu_seconds, scheduled_seconds, waiting_share
@@ -70,6 +70,9 @@ class Scenario:
     durable: bool = False  # durable (not exclusive) queues, deleted at the end
     delayed: bool = False  # x-delay per message (delayed.x_delay); lateness measured, not latency
     rate: float | None = None  # messages per second when --rate is not given (None: flat out)
+    messages: int = DEFAULT_MESSAGES  # when --messages is not given
+    backlog: bool = False  # fill the queue with no consumer (confirmed), then drain it
+    in_default: bool = True  # run when no --scenario is given
     needs: str = ""  # the broker features it relies on, named when it FAILs or does not apply
 
     @property
@@ -82,6 +85,8 @@ class Scenario:
         """Keep the content header of every n-th delivery for the checks (0: none)."""
         if self.max_priority:
             return 1
+        if self.backlog:
+            return 0  # but record the order
         return X_DEATH_SAMPLE if self.dead_letter else 0
 
 
@@ -150,8 +155,22 @@ SCENARIOS = (
         needs="the x-delayed-message exchange type (RabbitMQ: the rabbitmq_delayed_message_exchange "
         "plugin; warrenmq: the warrenmq-delayed-message example plugin)",
     ),
+    Scenario(
+        "backlog",
+        "persistent messages (1,000,000) confirmed into a durable queue with no consumer, "
+        "then drained by 1 consumer with manual acks: fill and drain rates, peak broker memory",
+        manual_ack=True,
+        confirms=True,
+        durable=True,
+        properties=(commands.Basic.Properties(delivery_mode=2),),
+        messages=1_000_000,
+        backlog=True,
+        in_default=False,
+        needs="durable queues and publisher confirms",
+    ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
+DEFAULT_SET = [s.name for s in SCENARIOS if s.in_default]
 
 
 def filler_patterns(count: int) -> list[str]:
@@ -174,6 +193,7 @@ class _Run:
         self.crowd = Crowd()
         self.t_end = 0.0
         self.t_last_progress = 0.0
+        self.filling = False  # backlog scenario: done at the last confirm, no delivery expected
 
     def on_failure(self, exc: BaseException) -> None:
         if not self.failed.done():
@@ -187,7 +207,7 @@ class _Run:
         if (
             p.finished
             and not self.done.done()
-            and all(c.received >= p.sent for c in self.consumers)
+            and (self.filling or all(c.received >= p.sent for c in self.consumers))
             and (not self.sc.confirms or p.confirmed >= p.sent)
         ):
             self.t_end = perf_counter()
@@ -215,7 +235,11 @@ class _Run:
                 return
             if now - last_print >= 1.0:
                 rate = (delivered - last_delivered) / (now - last_print)
-                log(f"{prefix} sent {p.sent:,} delivered {delivered:,} ({rate:,.0f} msg/s)")
+                confirmed = f" confirmed {p.confirmed:,}" if self.sc.confirms else ""
+                log(
+                    f"{prefix} sent {p.sent:,}{confirmed} delivered {delivered:,} "
+                    f"({rate:,.0f} msg/s)"
+                )
                 last_print, last_delivered = now, delivered
 
 
@@ -340,8 +364,9 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
                 target.url, queues[0], opts.idle_consumers, pconn, opts, log, prefix, run.on_failure
             )
 
-        capacity = opts.messages if opts.duration is None else 1 << 20
-        recording = sc.keep_every or sc.delayed
+        count = opts.messages or sc.messages
+        capacity = count if opts.duration is None else 1 << 20
+        recording = sc.keep_every or sc.delayed or sc.backlog
         kind = partial(RecordingConsumer, keep_every=sc.keep_every) if recording else Consumer
         for conn, queue in zip(cconns, queues, strict=True):
             run.consumers.append(
@@ -354,11 +379,12 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
                     on_progress=run.progress,
                 )
             )
-            await conn.rpc(
-                commands.Basic.Consume(
-                    queue=queue, consumer_tag=CONSUMER_TAG, no_ack=not sc.manual_ack
+            if not sc.backlog:  # which consumes only once the queue is full
+                await conn.rpc(
+                    commands.Basic.Consume(
+                        queue=queue, consumer_tag=CONSUMER_TAG, no_ack=not sc.manual_ack
+                    )
                 )
-            )
             consuming.append(conn)
         target_exchange = exchange
         if source:
@@ -383,14 +409,29 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
             pconn,
             template,
             run.consumers,
-            total=None if opts.duration else opts.messages,
+            total=None if opts.duration else count,
             duration=opts.duration,
-            window=opts.window,
+            window=1 << 62 if sc.backlog else opts.window,  # the fill has no consumer
             confirm_window=opts.confirm_window if sc.confirms else None,
             on_progress=run.progress,
             rate=opts.rate or sc.rate,
         )
-        await _measure(run, target, opts, result, log, prefix)
+        if sc.backlog:
+            error = await backlog.measure(
+                run,
+                cconns[0],
+                queues[0],
+                CONSUMER_TAG,
+                target.pid,
+                opts,
+                result,
+                log,
+                prefix,
+                LATE_GRACE,
+            )
+            _collect_problems(run, opts, result, error)
+        else:
+            await _measure(run, target, opts, result, log, prefix)
         if sc.delayed and target.pid and result.checked:
             log(
                 f"{prefix} timer phase: {delayed.WAKES} messages due {delayed.WAKE_GAP_MS} ms apart"

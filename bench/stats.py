@@ -24,6 +24,14 @@ class Result:
     late_ms: tuple[float, ...] | None = None
     #: delayed scenario: broker CPU seconds per timer wake, from its low-rate phase
     wake_cpu_s: float | None = None
+    #: backlog scenario: the fill (publish, confirmed, no consumer) and drain phases, seconds
+    #: and broker CPU seconds each; the broker's resident memory at the start and its peak
+    fill_seconds: float | None = None
+    fill_cpu_s: float | None = None
+    drain_seconds: float | None = None
+    drain_cpu_s: float | None = None
+    rss_start: int | None = None  # bytes
+    rss_peak: int | None = None  # bytes
     #: whether the scenario's speed target was met (None: it has none, or nothing measured)
     target_met: bool | None = None
     #: why the scenario does not apply to this broker (it lacks an optional plugin)
@@ -47,6 +55,16 @@ class Result:
 
     def cpu_us_per_msg(self, cpu_s: float | None) -> float | None:
         return cpu_s * 1e6 / self.delivered if cpu_s is not None and self.delivered else None
+
+    @property
+    def fill_rate(self) -> float | None:
+        """Backlog scenario: confirmed publishes per second while no consumer was attached."""
+        return self.sent / self.fill_seconds if self.fill_seconds and self.sent else None
+
+    @property
+    def drain_rate(self) -> float | None:
+        """Backlog scenario: deliveries per second once the consumer started."""
+        return self.delivered / self.drain_seconds if self.drain_seconds else None
 
 
 def check_sequence(seen: bytearray, sent: int) -> tuple[int, int]:
