@@ -398,30 +398,25 @@ class ClassicQueue(Queue):
                             self.ready_count -= 1
                             self.ready_bytes -= len(message.body)
                             delivered += 1
+                            fresh: Entry | None = None  # a no-ack delivery needs none
                             if acks:
-                                entry = _new_entry(Entry)  # Entry(...) without its __init__
-                                entry.message = message
-                                entry.seq = self._seq = self._seq + 1
-                                entry.deliveries = 1
-                                entry.expires_at = 0.0
-                                entry.state = OUT
+                                fresh = _new_entry(Entry)  # Entry(...) without its __init__
+                                fresh.message = message
+                                fresh.seq = self._seq = self._seq + 1
+                                fresh.deliveries = 1
+                                fresh.expires_at = 0.0
+                                fresh.state = OUT
                                 unacked += 1
                                 unacked_bytes += len(message.body)
-                                try:
-                                    consumer.deliver(self, message, entry)
-                                except Exception as error:
-                                    self._restore(entry, acks)
-                                    self.consumer_failed(consumer, error)
-                                    break
-                            else:
-                                try:
-                                    consumer.deliver(self, message, None)
-                                except Exception as error:
+                            try:
+                                consumer.deliver(self, message, fresh)
+                            except Exception as error:
+                                if fresh is None:  # the message needs an entry to wait again
                                     self._seq += 1
-                                    lost = Entry(message, self._seq, 0.0, GONE, 1)
-                                    self._restore(lost, acks)
-                                    self.consumer_failed(consumer, error)
-                                    break
+                                    fresh = Entry(message, self._seq, 0.0, GONE, 1)
+                                self._restore(fresh, acks)
+                                self.consumer_failed(consumer, error)
+                                break
                             if consumer.parked:
                                 break
                             credit -= 1
