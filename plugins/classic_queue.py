@@ -421,7 +421,7 @@ class ClassicQueue(Queue):
                                 break
                             credit -= 1
                             continue
-                        entry = item  # type: ignore[assignment]
+                        entry: Entry = item  # type: ignore[assignment]
                         if entry.state != READY:
                             self._gone -= 1
                             continue
