@@ -87,6 +87,9 @@ class Settings:
     #: seconds connections get to close cleanly at shutdown
     shutdown_grace: float = 5.0
     blocked_plugins: frozenset[str] = frozenset()
+    #: plugins already loaded while checking a config file (``config.load``): the first broker
+    #: built from these settings takes them, so each plugin is loaded and reported once
+    loaded_plugins: Plugins | None = field(default=None, compare=False, repr=False)
     #: explicit listeners; None means one AMQP listener on host:amqp_port (and one over TLS
     #: on host:tls_port when ``tls`` is set)
     listeners: list[ListenerSpec] | None = None
@@ -161,7 +164,11 @@ class Broker:
 
     def __init__(self, settings: Settings | None = None, plugins: Iterable[Any] = ()) -> None:
         self.settings = settings or Settings()
-        self.plugins: Plugins = load_plugins(self.settings.blocked_plugins, tuple(plugins))
+        preloaded, self.settings.loaded_plugins = self.settings.loaded_plugins, None
+        if preloaded is not None and not plugins:
+            self.plugins: Plugins = preloaded
+        else:
+            self.plugins = load_plugins(self.settings.blocked_plugins, tuple(plugins))
         registries = self.plugins.registries
         self.exchange_types: Registry[type[ExchangeType]] = registries["exchange_types"]
         self.dispatch_policies: Registry[type[DispatchPolicy]] = registries["dispatch_policies"]

@@ -544,7 +544,7 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         mqtt_default_password=broker["mqtt_default_password"],
     )
     config = Config(path, settings, broker["log_level"])
-    loaded = _plugins(data.get("plugins", {}), settings, extra_plugins)
+    loaded = settings.loaded_plugins = _plugins(data.get("plugins", {}), settings, extra_plugins)
     settings.vhosts = _vhosts(data.get("vhosts", []))
     settings.vhost_limits = _vhost_limits(data.get("vhosts", []))
     if "listeners" in data:
