@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from .access import Access, AccessFile
 from .auth import AuthBackend, LoginResult, Logins, User, UserDatabase
@@ -29,6 +29,7 @@ from .policy import Policy, PolicyError
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
 from .queue import Queue
 from .registry import Registry
+from .services import Services
 from .store import Store
 from .timers import Timers
 from .tls import TLSOptions
@@ -395,6 +396,17 @@ class Broker:
                 except Exception as exc:
                     self._lifecycle_failed(hook_name, plugin_name, exc)
 
+    def _start_services(self, group: TaskGroup) -> None:
+        """Call every plugin's ``warrenmq_start_services`` with its own ``Services``. A plugin
+        whose hook raises is treated as one that failed in ``warrenmq_startup``."""
+        hook = self.plugins.manager.hook.warrenmq_start_services
+        for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+            arguments = {"broker": self, "services": Services(group, impl.plugin_name)}
+            try:
+                impl.function(*(arguments[name] for name in impl.argnames))
+            except Exception as exc:
+                self._lifecycle_failed("warrenmq_startup", impl.plugin_name, exc)
+
     def _lifecycle_failed(self, hook_name: str, plugin_name: str, exc: Exception) -> None:
         reason = f"failed in {hook_name}: {type(exc).__name__}: {exc}"
         if hook_name == "warrenmq_startup" and plugin_name in self.plugins.strict:
@@ -632,6 +644,7 @@ class Broker:
                 if self.disk_monitor is not None:
                     group.start_soon(self._watch_disk, self.disk_monitor)
                 group.start_soon(self._run_timers)
+                self._start_services(group)
                 task_status.started(self.listeners)
         finally:
             with anyio.CancelScope(shield=True):

@@ -14,6 +14,7 @@ import pluggy
 if TYPE_CHECKING:
     from .broker import Broker
     from .registry import Registry
+    from .services import Services
 
 hookspec = pluggy.HookspecMarker("warrenmq")
 
@@ -90,6 +91,17 @@ def warrenmq_register_config_sections(registry: Registry[Any]) -> None:
 @hookspec
 def warrenmq_startup(broker: Broker) -> Any:
     """The broker has loaded its plugins and is about to listen. May return an awaitable."""
+
+
+@hookspec
+def warrenmq_start_services(broker: Broker, services: Services) -> None:
+    """Start long-running work (a bridge, an HTTP API) once the listeners are up:
+    ``services.start_soon(async_function, *args)``.
+
+    The tasks run in the broker's task group and are cancelled at shutdown, before
+    ``warrenmq_shutdown``; one that raises is logged with its plugin's name and the broker
+    carries on without it. Called once per ``Broker.serve()``.
+    """
 
 
 @hookspec
