@@ -26,7 +26,7 @@ class Services:
         self, function: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
     ) -> None:
         """Run ``await function(*args)`` as a task of the broker (``name`` for logs)."""
-        label = name or getattr(function, "__qualname__", repr(function))
+        label: str = name or str(getattr(function, "__qualname__", repr(function)))
         self._group.start_soon(self._guarded, function, args, label, name=label)
 
     async def _guarded(
