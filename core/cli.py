@@ -1,6 +1,7 @@
 """The ``warrenmq`` command: ``run`` a broker, list ``plugins``; the commands on files
 (``config``, ``definitions``, ``policy``) are in ``cli_files``, those on users, vhosts and
-permissions (``user``, ``vhost``, ``permission``) in ``cli_access``."""
+permissions (``user``, ``vhost``, ``permission``) in ``cli_access``, ``bridge status`` in
+``cli_bridge``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__, cli_access
+from . import __version__, cli_access, cli_bridge
 from .broker import Broker, Settings
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
 from .config import LOG_LEVELS
@@ -268,6 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
     cli_access.add_parsers(commands)
+    cli_bridge.add_parser(commands)
     return parser
 
 
@@ -377,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         return FILE_COMMANDS[args.command](args)
     if args.command in cli_access.HANDLERS:
         return cli_access.run(args)
+    if args.command == "bridge":
+        return cli_bridge.run(args)
     parser.print_help(sys.stderr)
     return 2
 

@@ -1,0 +1,136 @@
+"""A real mosquitto per test, on a free loopback port, for the MQTT bridge's tests: started and
+stopped (and started again on the same port) by the test, with optional users and TLS.
+
+mosquitto is a system package (``apt-get install mosquitto``; .ci/run installs it). Without it
+the tests skip, except in CI (``CI`` set), where they fail: CI must run them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from mqtt_helpers import MQTTAddress
+
+TIMEOUT = 10.0
+
+
+def mosquitto_program() -> str:
+    """The mosquitto executable; skips the test if there is none (fails under CI)."""
+    found = shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)),
+        None,
+    )
+    if found is None:
+        message = "mosquitto is not installed (apt-get install mosquitto)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must run the bridge tests")
+        pytest.skip(message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Mosquitto:
+    """One mosquitto with a plain listener (``port``) and, given certificates, a TLS one
+    (``tls_port``) that requires a client certificate from the same CA."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        users: dict[str, str] | None = None,
+        certificates: object | None = None,
+        persistence: bool = True,
+    ) -> None:
+        self.program = mosquitto_program()
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.tls_port = free_port() if certificates is not None else None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = directory / "mosquitto.log"
+        lines = []
+        if users:
+            password_file = directory / "passwords"
+            password_file.write_text("")
+            for user, password in users.items():
+                subprocess.run(
+                    ["mosquitto_passwd", "-b", str(password_file), user, password], check=True
+                )
+            lines += ["per_listener_settings false", "allow_anonymous false"]
+            lines += [f"password_file {password_file}"]
+        else:
+            lines += ["allow_anonymous true"]
+        if persistence:
+            (directory / "db").mkdir(exist_ok=True)
+            lines += ["persistence true", f"persistence_location {directory / 'db'}/"]
+        lines += [f"listener {self.port} 127.0.0.1"]
+        if certificates is not None:
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {certificates.ca}",  # type: ignore[attr-defined]
+                f"certfile {certificates.server_cert}",  # type: ignore[attr-defined]
+                f"keyfile {certificates.server_key}",  # type: ignore[attr-defined]
+                "require_certificate true",
+            ]
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def address(self) -> MQTTAddress:
+        return MQTTAddress("127.0.0.1", self.port)
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.program, "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
+        ports = [self.port] + ([self.tls_port] if self.tls_port else [])
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                pytest.fail(f"mosquitto exited: {self.log.read_text(errors='replace')[-2000:]}")
+            return all(_accepts(port) for port in ports)
+
+        wait_for(ready, "mosquitto to listen")
+
+    def stop(self) -> None:
+        """SIGTERM: mosquitto saves its persistent sessions and exits."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+        self.process = None
