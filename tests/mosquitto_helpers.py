@@ -77,7 +77,11 @@ class Mosquitto:
         self.tls_port = free_port() if certificates is not None else None
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "mosquitto.log"
-        lines = []
+        # as root, mosquitto would switch to its own user, who cannot write the test's folders
+        lines = ["user root"] if os.geteuid() == 0 else []
+        # mosquitto drops messages past 1000 queued for a slow subscriber by default: the
+        # tests count every message, so the checking subscribers get no such limit
+        lines += ["max_queued_messages 0"]
         if users:
             password_file = directory / "passwords"
             password_file.write_text("")
