@@ -5,6 +5,7 @@ restart, loops between brokers bridged both ways, credentials and TLS, bad confi
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +17,12 @@ import pika
 import pytest
 from mosquitto_helpers import Mosquitto, wait_for
 from mqtt_helpers import Client, MQTTAddress
+from tls_helpers import make_certificates
 
 from warrenmq import Settings
+from warrenmq.cli import main
+from warrenmq.config import load
+from warrenmq.errors import ConfigError
 from warrenmq.status import read_status
 from warrenmq.testing import RunningBroker, running_broker
 
@@ -366,3 +371,174 @@ def test_two_warrenmq_brokers_bridged_both_ways_make_no_loop(
             remote_pub = connected(clients, remote_broker.mqtt, "remote-pub")
             _exchange_both_ways(local, remote, local_pub, remote_pub)
             target.wait("b", "to count", forwarded_out=2, forwarded_in=1)
+
+
+# -- credentials and TLS ---------------------------------------------------------------------
+
+
+def test_credentials_and_tls_with_a_client_certificate(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    certificates = make_certificates(tmp_path)
+    server = Mosquitto(
+        tmp_path / "mosquitto", users={"bridge": "s3cret", "checker": "pw"}, certificates=certificates
+    )
+    server.start()
+    rule = {"pattern": "secure/#", "direction": "out", "qos": 1}
+    tls = {
+        "cafile": str(certificates.ca),
+        "certfile": str(certificates.client_cert),
+        "keyfile": str(certificates.client_key),
+    }
+    good = bridge("good", server, rule, username="bridge", password="s3cret", tls=tls)
+    good["port"] = server.tls_port
+    wrong = bridge("wrong", server, rule, username="bridge", password="nope", tls=tls)
+    wrong["port"] = server.tls_port
+    plain = bridge("plain", server, rule, username="bridge", password="s3cret")
+    plain["port"] = server.tls_port  # no TLS to a TLS port
+    try:
+        checker = connected(clients, server.address, "checker", username="checker", password="pw")
+        assert checker.subscribe(("secure/#", 1)) == [1]
+        with warrenmq(tmp_path / "data", good, wrong, plain) as target:
+            target.wait("good", "to connect over TLS", connected=True)
+            local = connected(clients, target.mqtt, "local")
+            local.publish("secure/x", b"over tls", qos=1)
+            # the three bridges share the local topic: the good one delivers it
+            assert received(checker, 1) == [("secure/x", b"over tls")]
+            target.wait("wrong", "to hold the message", connected=False, queued=1)
+            wait_for(
+                lambda: "not authori" in (target.bridges()["wrong"]["last_error"] or "").lower(),
+                "the refusal in the wrong bridge's state",
+            )
+            wait_for(
+                lambda: target.bridges()["plain"]["last_error"] is not None,
+                "the plain bridge's error",
+            )
+            assert target.bridges()["plain"]["connected"] is False
+    finally:
+        server.stop()
+
+
+# -- config ----------------------------------------------------------------------------------
+
+GOOD_CONFIG = """\
+[broker]
+store = "memory"
+
+[[plugins.mqtt-bridge.bridge]]
+name = "cloud"
+host = "mqtt.example.com"
+username = "site1"
+password = "secret"
+
+[[plugins.mqtt-bridge.bridge.topic]]
+pattern = "sensors/#"
+direction = "out"
+qos = 1
+local_prefix = "site1/"
+remote_prefix = "factory/site1/"
+
+[[plugins.mqtt-bridge.bridge.topic]]
+pattern = "commands/#"
+direction = "in"
+qos = 1
+"""
+
+
+def test_a_good_config_is_read_with_its_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "warrenmq.toml"
+    path.write_text(GOOD_CONFIG)
+    from warrenmq.transports.mqtt_bridge import bridges
+
+    (cloud,) = bridges(load(path).settings.plugin_config["mqtt-bridge"])
+    assert (cloud.host, cloud.port, cloud.clean_session, cloud.try_private) == (
+        "mqtt.example.com", 1883, False, True,
+    )  # fmt: skip
+    assert cloud.out_rules[0].to_remote("site1/sensors/t") == "factory/site1/sensors/t"
+    assert cloud.out_rules[0].to_remote("site2/sensors/t") is None
+    assert cloud.in_rules[0].to_local("commands/stop") == "commands/stop"
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "message"),
+    [
+        (("qos = 1\nlocal_prefix", "qos = 3\nlocal_prefix"), 13,
+         "plugins.mqtt-bridge.bridge[0].topic[0].qos: expected 0, 1 or 2, got 3"),
+        (('host = "mqtt', 'hots = "mqtt'), 6,
+         "plugins.mqtt-bridge.bridge[0].hots: unknown key in [[plugins.mqtt-bridge.bridge]]"),
+        (('direction = "in"', 'direction = "up"'), 19,
+         'plugins.mqtt-bridge.bridge[0].topic[1].direction: expected one of: out, in, both, '
+         'got "up"'),
+        (('username = "site1"\n', ""), 7,
+         "plugins.mqtt-bridge.bridge[0].password: a password needs a username"),
+        (('pattern = "sensors/#"', 'pattern = "sensors/#/x"'), 11,
+         "plugins.mqtt-bridge.bridge[0].topic[0].pattern: the local filter is not valid"),
+        (('name = "cloud"', 'name = "my cloud"'), 5,
+         "plugins.mqtt-bridge.bridge[0].name: expected letters, digits"),
+        (('password = "secret"', 'password = "secret"\n[plugins.mqtt-bridge.bridge.tls]\n'
+          'cafile = "missing-ca.pem"'), 10,
+         "plugins.mqtt-bridge.bridge[0].tls.cafile: no such file:"),
+    ],
+)  # fmt: skip
+def test_a_bad_bridge_config_names_the_file_line_and_key(
+    tmp_path: Path, change: tuple[str, str], line: int, message: str
+) -> None:
+    path = tmp_path / "warrenmq.toml"
+    assert change[0] in GOOD_CONFIG
+    path.write_text(GOOD_CONFIG.replace(change[0], change[1], 1))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}, line {line}: "), str(info.value)
+    assert message in str(info.value)
+
+
+def test_config_check_refuses_a_second_bridge_of_the_same_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "warrenmq.toml"
+    second = GOOD_CONFIG.split("\n\n", 1)[1].replace('host = "mqtt.example.com"', 'host = "b"')
+    path.write_text(GOOD_CONFIG + "\n" + second)
+    assert main(["config", "check", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "line 23: plugins.mqtt-bridge.bridge[1].name: a second bridge named 'cloud'" in error
+
+
+# -- warrenmq bridge status ------------------------------------------------------------------
+
+
+def test_status_command_shows_each_bridge(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    rule = {"pattern": "st/#", "direction": "out", "qos": 1}
+    nowhere = bridge("nowhere", Mosquitto(tmp_path / "stopped"), rule)  # never started
+    with warrenmq(data_dir, bridge("up", mosquitto, rule), nowhere) as target:
+        target.wait("up", "to connect", connected=True)
+        with pika.BlockingConnection(target.amqp) as connection:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            for number in range(5):
+                channel.basic_publish("amq.topic", "st.x", str(number).encode())
+        target.wait("nowhere", "to hold the messages", queued=5)
+        target.wait("up", "to forward them", forwarded_out=5)
+        assert main(["bridge", "status", "--data-dir", str(data_dir), "--format", "json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["running"] is True
+        states = {b["name"]: b for b in shown["bridges"]}
+        assert states["up"]["connected"] is True and states["up"]["queued"] == 0
+        assert states["nowhere"]["connected"] is False and states["nowhere"]["queued"] == 5
+        assert "cannot connect" in states["nowhere"]["last_error"]
+        assert main(["bridge", "status", "--data-dir", str(data_dir)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].split()[:4] == ["NAME", "REMOTE", "CONNECTED", "QUEUED"]
+        up = next(line for line in lines if line.startswith("up "))
+        assert up.split()[2:4] == ["yes", "since"]
+        nowhere_line = next(line for line in lines if line.startswith("nowhere "))
+        assert nowhere_line.split()[2:4] == ["no", "5"]
+    # the broker is gone: the last state is shown, and the exit status says so
+    assert main(["bridge", "status", "--data-dir", str(data_dir)]) == 1
+    captured = capsys.readouterr()
+    assert "the broker is not running" in captured.err
+    assert next(line for line in captured.out.splitlines() if line.startswith("nowhere "))
+    assert main(["bridge", "status", "--data-dir", str(tmp_path / "elsewhere")]) == 1
+    assert "no bridge state" in capsys.readouterr().err

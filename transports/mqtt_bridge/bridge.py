@@ -59,6 +59,8 @@ BRIDGE_HEADER = "x-mqtt-bridge"
 ECHO_WINDOW = 60.0
 #: seconds to wait for the remote's CONNACK
 CONNACK_TIMEOUT = 30.0
+#: seconds between checks for cleared resource alarms while acknowledgements are held
+ALARM_CHECK_INTERVAL = 0.25
 
 
 class OutConsumer(SessionConsumer):
@@ -111,10 +113,13 @@ class Bridge:
         #: (remote topic, hash of the body) -> copies sent whose echo may come back
         self._echoes: dict[tuple[str, int], int] = {}
         self._echo_times: deque[tuple[float, tuple[str, int]]] = deque()
+        #: acknowledgements of incoming messages held back while a resource alarm is on
+        self._held: list[tuple[int, int, int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connack: anyio.Event | None = None
         self._lost: anyio.Event | None = None
-        self._connack_code: int | None = None
+        #: None until CONNACK comes; then "" (accepted) or the reason it was refused
+        self._connack_refusal: str | None = None
         self._disconnect_reason = ""
 
     # -- state ----------------------------------------------------------------------------
@@ -161,7 +166,9 @@ class Bridge:
         self._attach()
         self.client = self._make_client()
         try:
-            await self._keep_connected()
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._release_held_acks)
+                await self._keep_connected()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stop()
@@ -233,7 +240,7 @@ class Bridge:
         client, s = self.client, self.settings
         assert client is not None
         self._connack, self._lost = anyio.Event(), anyio.Event()
-        self._connack_code = None
+        self._connack_refusal = None
         self._disconnect_reason = ""
         try:
             await anyio.to_thread.run_sync(
@@ -246,22 +253,22 @@ class Bridge:
         try:
             with anyio.move_on_after(CONNACK_TIMEOUT):
                 await self._connack.wait()
-            code = self._connack_code
-            if code == 0:
+            refusal = self._connack_refusal
+            if refusal == "":
                 self._connected()
                 await self._lost.wait()
                 self._error(f"connection lost: {self._disconnect_reason or 'closed'}")
                 return True
-            if code is None and self._lost.is_set():
-                hint = " (a broker that refuses bridges needs try_private = false)"
+            if refusal is None and self._lost.is_set():
+                hint = " (if the remote does not take bridges, set try_private = false)"
                 self._error(
                     "the remote closed the connection before accepting it: "
                     f"{self._disconnect_reason or 'closed'}" + (hint if s.try_private else "")
                 )
-            elif code is None:
+            elif refusal is None:
                 self._error(f"no CONNACK within {CONNACK_TIMEOUT:.0f} s")
             else:
-                self._error(f"the remote refused the connection: {paho.connack_string(code)}")
+                self._error(f"the remote refused the connection: {refusal}")
             return False
         finally:
             self._disconnected()
@@ -317,7 +324,7 @@ class Bridge:
         if not code.is_failure:
             # counted here, before paho's thread reads the messages of the new connection
             self._paho_generation += 1
-        self._call(self._on_connack, int(code.value), self._paho_generation)
+        self._call(self._on_connack, bool(code.is_failure), str(code), self._paho_generation)
 
     def _paho_disconnect(
         self, client: Any, userdata: Any, flags: Any, code: Any, props: Any
@@ -344,8 +351,8 @@ class Bridge:
 
     # -- on the event loop ------------------------------------------------------------------
 
-    def _on_connack(self, code: int, generation: int) -> None:
-        self._connack_code = code
+    def _on_connack(self, refused: bool, reason: str, generation: int) -> None:
+        self._connack_refusal = reason if refused else ""
         self.generation = generation
         if self._connack is not None:
             self._connack.set()
@@ -356,7 +363,7 @@ class Bridge:
         self.subscribed = self.connected and not refused
 
     def _on_lost(self, reason: str) -> None:
-        self._disconnect_reason = reason
+        self._disconnect_reason = "" if reason == "Unspecified error" else reason
         for event in (self._lost, self._connack):
             if event is not None:
                 event.set()
@@ -444,8 +451,24 @@ class Bridge:
     def _ack(self, mid: int, qos: int, generation: int) -> None:
         """Acknowledge an incoming message, on the connection it came by only (a packet id
         means nothing on another: the remote sends it again, as QoS 1 may)."""
-        if qos and self.client is not None and generation == self.generation and self.connected:
-            self.client.ack(mid, qos)
+        if not qos or generation != self.generation or not self.connected:
+            return
+        if self.broker.alarms:
+            self._held.append((mid, qos, generation))  # the remote waits: back-pressure
+            return
+        assert self.client is not None
+        self.client.ack(mid, qos)
+
+    async def _release_held_acks(self) -> None:
+        """While a resource alarm blocks publishers, incoming QoS 1/2 messages are not
+        acknowledged, so the remote stops at its in-flight window; acknowledge them once the
+        alarms clear."""
+        while True:
+            await anyio.sleep(ALARM_CHECK_INTERVAL)
+            if self._held and not self.broker.alarms:
+                held, self._held = self._held, []
+                for mid, qos, generation in held:
+                    self._ack(mid, qos, generation)
 
     # -- echoes (with try_private = false) ----------------------------------------------------
 

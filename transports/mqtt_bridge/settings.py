@@ -193,8 +193,16 @@ class BridgeSection(ConfigSection):
         return values
 
 
+def _given(item: Any) -> Any:
+    """A table without its None values (absent keys in TOML; defaults once checked), so
+    that checking values already checked gives the same values."""
+    if not isinstance(item, dict):
+        return item
+    return {key: value for key, value in item.items() if value is not None}
+
+
 def _bridge(item: Any, where: KeyPath, base: Path | None) -> dict[str, Any]:
-    values = check_table(item, BRIDGE_KEYS, where, f"[[plugins.{SECTION}.bridge]]")
+    values = check_table(_given(item), BRIDGE_KEYS, where, f"[[plugins.{SECTION}.bridge]]")
     if values["password"] is not None and values["username"] is None:
         raise ConfigProblem((*where, "password"), "a password needs a username")
     if values["reconnect_delay_max"] < values["reconnect_delay"]:
@@ -230,7 +238,7 @@ def _topic(item: Any, where: KeyPath) -> dict[str, Any]:
 
 
 def _tls(table: Any, where: KeyPath, base: Path | None) -> dict[str, Any]:
-    values = check_table(table, TLS_KEYS, where, f"[plugins.{SECTION}.bridge.tls]")
+    values = check_table(_given(table), TLS_KEYS, where, f"[plugins.{SECTION}.bridge.tls]")
     for key in ("cafile", "certfile", "keyfile"):
         name = values[key]
         if name is None:
