@@ -24,7 +24,7 @@ def add_parser(commands: Any) -> None:
     bridge = commands.add_parser(
         "bridge",
         help="show the MQTT bridges' state",
-        description="The MQTT bridges of a running broker (docs/mqtt.md#bridges).",
+        description="The MQTT bridges of a running broker (docs/bridge.md).",
     )
     actions = bridge.add_subparsers(dest="action", metavar="COMMAND")
     status = actions.add_parser(
