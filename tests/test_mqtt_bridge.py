@@ -381,7 +381,9 @@ def test_credentials_and_tls_with_a_client_certificate(
 ) -> None:
     certificates = make_certificates(tmp_path)
     server = Mosquitto(
-        tmp_path / "mosquitto", users={"bridge": "s3cret", "checker": "pw"}, certificates=certificates
+        tmp_path / "mosquitto",
+        users={"bridge": "s3cret", "checker": "pw"},
+        certificates=certificates,
     )
     server.start()
     rule = {"pattern": "secure/#", "direction": "out", "qos": 1}
@@ -542,3 +544,38 @@ def test_status_command_shows_each_bridge(
     assert next(line for line in captured.out.splitlines() if line.startswith("nowhere "))
     assert main(["bridge", "status", "--data-dir", str(tmp_path / "elsewhere")]) == 1
     assert "no bridge state" in capsys.readouterr().err
+
+
+def test_a_remote_that_refuses_bridges_is_named_in_the_state(tmp_path: Path) -> None:
+    rule = {"pattern": "x/#", "direction": "out", "qos": 1}
+    with warrenmq(tmp_path / "b") as remote_broker:
+        link = bridge("b", remote_broker.mqtt, rule)  # try_private, which warrenmq refuses
+        with warrenmq(tmp_path / "a", link) as target:
+
+            def hinted() -> bool:
+                error = target.bridges().get("b", {}).get("last_error") or ""
+                return "try_private = false" in error
+
+            wait_for(hinted, "the hint in the bridge's state")
+            assert target.bridges()["b"]["connected"] is False
+
+
+def test_a_deleted_bridge_queue_is_declared_again(
+    tmp_path: Path, mosquitto: Mosquitto, clients: list[Client]
+) -> None:
+    remote = connected(clients, mosquitto.address, "remote-sub")
+    assert remote.subscribe(("del/#", 1)) == [1]
+    rule = {"pattern": "del/#", "direction": "out", "qos": 1}
+    with warrenmq(tmp_path / "data", bridge("del", mosquitto, rule)) as target:
+        target.wait("del", "to connect", connected=True)
+        with pika.BlockingConnection(target.amqp) as connection:
+            channel = connection.channel()
+            channel.queue_delete("mqtt-bridge.del")
+
+            def declared_again() -> bool:
+                queues = target.running.call(lambda: list(target.running.broker.vhosts["/"].queues))
+                return "mqtt-bridge.del" in queues
+
+            wait_for(declared_again, "the bridge queue to come back")
+            channel.basic_publish("amq.topic", "del.after", b"still bridged")
+        assert received(remote, 1) == [("del/after", b"still bridged")]

@@ -233,3 +233,32 @@ def test_the_config_section_of_a_failed_plugin_does_not_stop_the_broker(
         config.load(path)
     assert "no loaded plugin has a config section 'imports-fail'" in str(info.value)
     assert "plugins that failed: import-fails (warrenmq-broken 0.1)" in str(info.value)
+
+
+def test_a_service_that_fails_is_logged_and_the_others_and_the_broker_go_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    import anyio
+
+    ran = threading.Event()
+
+    class Services:
+        @warrenmq.hookimpl
+        def warrenmq_start_services(self, broker: object, services: object) -> None:
+            async def fails() -> None:
+                raise RuntimeError("the remote is on fire")
+
+            async def works() -> None:
+                ran.set()
+                await anyio.sleep_forever()
+
+            services.start_soon(fails, name="failing service")  # type: ignore[attr-defined]
+            services.start_soon(works, name="working service")  # type: ignore[attr-defined]
+
+    with running_broker(plugins=[Services()]) as running:
+        assert ran.wait(TIMEOUT)
+        with pika.BlockingConnection(connection_parameters(running)) as connection:
+            assert connection.channel().queue_declare("", exclusive=True).method.queue
+    assert "service 'failing service' failed: RuntimeError: 'the remote is on fire'" in caplog.text

@@ -40,7 +40,7 @@ from typing import Any
 import anyio
 import paho.mqtt.client as paho
 
-from warrenmq import Broker, Message, Properties, Queue
+from warrenmq import Broker, BrokerError, Message, Properties, Queue
 from warrenmq.failures import log_failure
 from warrenmq.queue import ACK, Entry
 from warrenmq.session import Session, SessionConsumer
@@ -83,6 +83,9 @@ class OutConsumer(SessionConsumer):
 
     def cancelled_by_broker(self, queue: Queue) -> None:
         self.bridge.queue_deleted(self)
+
+    def failed(self, queue: Queue, error: BaseException) -> None:
+        self.bridge.consumer_failed(self, error)
 
 
 class Bridge:
@@ -163,7 +166,11 @@ class Bridge:
             self._error(f"no vhost '{self.settings.vhost}': the bridge does not run")
             return
         self.vhost = vhost
-        self._attach()
+        try:
+            self._attach()
+        except BrokerError as exc:  # a queue of that name with other properties, say
+            self._error(f"cannot declare queue '{self.settings.queue_name}': {exc}")
+            return
         self.client = self._make_client()
         try:
             async with anyio.create_task_group() as group:
@@ -198,7 +205,24 @@ class Bridge:
         self.session.unacked.clear()
         self._error(f"queue '{self.settings.queue_name}' was deleted; declared again")
         assert self._loop is not None
-        self._loop.call_soon(self._attach)
+        self._loop.call_soon(self._guarded, self._attach, ())
+
+    def consumer_failed(self, consumer: OutConsumer, error: BaseException) -> None:
+        """A delivery raised (a bug): the queue kept the message and detached the consumer;
+        attach again a little later, as after a reconnection."""
+        log_failure(log, f"bridge '{self.settings.name}': forwarding failed", error)
+        self._error(f"forwarding failed: {type(error).__name__}: {error}")
+        assert self._loop is not None
+        self._loop.call_soon(self._guarded, self._recover, (consumer,))
+
+    def _recover(self, consumer: OutConsumer) -> None:
+        """After a failed delivery (outside the queue's delivery): unsettled messages go back
+        to the queue, and the bridge consumes again after ``reconnect_delay_max``."""
+        self.session.consumers.pop(consumer.tag, None)
+        self.session.requeue_all()
+        self.pending.clear()
+        assert self._loop is not None
+        self._loop.call_later(self.settings.reconnect_delay_max, self._guarded, self._attach, ())
 
     def _make_client(self) -> paho.Client:
         s = self.settings
@@ -398,13 +422,13 @@ class Bridge:
             return
         if not self.settings.try_private:
             self._remember_echo(remote, message.body)
-        tag = self.session.track(queue, entry, consumer)
-        info = self.client.publish(remote, message.body, qos)
-        if qos == 0:
-            self.session.settle(tag, False, ACK)
+        if qos == 0:  # at most once: settled as soon as paho has it
+            self.client.publish(remote, message.body, 0)
+            queue.ack(entry)
             self.forwarded_out += 1
-        else:
-            self.pending[info.mid] = tag
+            return
+        tag = self.session.track(queue, entry, consumer)
+        self.pending[self.client.publish(remote, message.body, qos).mid] = tag
 
     def _on_published(self, mid: int) -> None:
         tag = self.pending.pop(mid, None)
