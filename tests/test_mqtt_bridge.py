@@ -6,6 +6,9 @@ restart, loops between brokers bridged both ways, credentials and TLS, bad confi
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -579,3 +582,53 @@ def test_a_deleted_bridge_queue_is_declared_again(
             wait_for(declared_again, "the bridge queue to come back")
             channel.basic_publish("amq.topic", "del.after", b"still bridged")
         assert received(remote, 1) == [("del/after", b"still bridged")]
+
+
+def test_warrenmq_run_with_a_bridge_in_its_config_file(
+    tmp_path: Path, mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "warrenmq.toml"
+    path.write_text(
+        f"""\
+[broker]
+data_dir = "data"
+
+[[listeners]]
+port = 0
+
+[[plugins.mqtt-bridge.bridge]]
+name = "edge"
+host = "127.0.0.1"
+port = {mosquitto.port}
+reconnect_delay = 0.1
+
+[[plugins.mqtt-bridge.bridge.topic]]
+pattern = "edge/#"
+direction = "both"
+qos = 1
+"""
+    )
+    log = (tmp_path / "broker.log").open("wb")
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "warrenmq", "run", "--config", str(path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    status = ["bridge", "status", "--data-dir", str(tmp_path / "data"), "--format", "json"]
+    try:
+
+        def connected() -> bool:
+            assert broker.poll() is None, (tmp_path / "broker.log").read_text()
+            if main(status) != 0:
+                capsys.readouterr()
+                return False
+            shown = json.loads(capsys.readouterr().out)
+            return bool(shown["bridges"][0]["connected"])
+
+        wait_for(connected, "the bridge of `warrenmq run` to connect", TIMEOUT)
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        assert broker.wait(TIMEOUT) == 0
+        log.close()
+    assert main(status) == 1
+    assert json.loads(capsys.readouterr().out)["bridges"][0]["connected"] is False
