@@ -6,6 +6,7 @@ restart, loops between brokers bridged both ways, credentials and TLS, bad confi
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import sys
@@ -79,7 +80,9 @@ def bridge(name: str, remote: Mosquitto | MQTTAddress, *topics: dict[str, Any], 
 
 
 @contextmanager
-def warrenmq(data_dir: Path, *bridges: dict[str, Any], store: str = "memory") -> Iterator[Target]:
+def warrenmq(
+    data_dir: Path, *bridges: dict[str, Any], store: str = "memory", **options: Any
+) -> Iterator[Target]:
     settings = Settings(
         host="127.0.0.1",
         amqp_port=0,
@@ -87,6 +90,7 @@ def warrenmq(data_dir: Path, *bridges: dict[str, Any], store: str = "memory") ->
         store=store,
         data_dir=data_dir,
         plugin_config={"mqtt-bridge": {"bridge": list(bridges)}},
+        **options,
     )
     with running_broker(settings) as running:
         info = next(i for i in running.broker.listeners if i.spec.protocol == "mqtt")
@@ -632,3 +636,30 @@ qos = 1
         log.close()
     assert main(status) == 1
     assert json.loads(capsys.readouterr().out)["bridges"][0]["connected"] is False
+
+
+def test_a_resource_alarm_holds_back_the_remote(
+    tmp_path: Path, mosquitto: Mosquitto, clients: list[Client]
+) -> None:
+    total = 60
+    rule = {"pattern": "alarm/#", "direction": "in", "qos": 1}
+    # no memory checks: the alarm is raised and cleared by the test
+    with warrenmq(
+        tmp_path / "data", bridge("al", mosquitto, rule), memory_high_watermark=0
+    ) as target:
+        local = connected(clients, target.mqtt, "local")
+        assert local.subscribe(("alarm/#", 1)) == [1]
+        target.wait("al", "to subscribe at the remote", connected=True, subscribed=True)
+        broker = target.running.broker
+        target.running.call(broker.set_alarm, "memory", True)
+        remote = connected(clients, mosquitto.address, "remote")
+        for number in range(total):
+            remote.paho.publish("alarm/n", str(number).encode(), qos=1)
+        first = [int(m.payload) for m in (local.next(TIMEOUT),)]
+        with pytest.raises(queue.Empty):  # the remote stops at its in-flight window
+            while True:
+                first.append(int(local.next(1.0).payload))
+        assert 0 < len(first) < total
+        target.running.call(broker.set_alarm, "memory", False)
+        rest = [int(local.next(TIMEOUT).payload) for _ in range(total - len(first))]
+        assert sorted(first + rest) == list(range(total))
