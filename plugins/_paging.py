@@ -98,8 +98,10 @@ class Chunk:
     deadline: float
     #: indexes of records that left the queue while paged out (expired)
     skip: set[int] | None
-    #: (index, log key, log position) of persistent messages, as three arrays
-    stored: tuple[array[int], array[int], array[int]] | None
+    #: where the log has the persistent messages: ranges (first index in the run, log key,
+    #: first log position, how many), four ints each in one array; a run of consecutive
+    #: persistent messages is usually one range
+    stored: array[int] | None
     #: entries a log could not page out, by index (kept in memory as they are)
     pinned: dict[int, Entry] | None
     #: the records until they are written (then None: read from the file)
@@ -160,7 +162,7 @@ class Pager:
         append = parts.append
         count = size = length = 0
         deadline = 0.0
-        stored: tuple[array[int], array[int], array[int]] | None = None
+        stored: array[int] | None = None
         pinned: dict[int, Entry] | None = None
         i = start
         while i < stop and count < RUN_MESSAGES and length < RUN_BYTES:
@@ -190,10 +192,16 @@ class Pager:
                         key = found
                         position = entry.position  # type: ignore[attr-defined]
                         if stored is None:
-                            stored = (array("I"), array("q"), array("Q"))
-                        stored[0].append(count)
-                        stored[1].append(key)
-                        stored[2].append(position)
+                            stored = array("q")
+                        if (
+                            stored
+                            and stored[-3] == key
+                            and stored[-4] + stored[-1] == count
+                            and stored[-2] + stored[-1] == position
+                        ):
+                            stored[-1] += 1  # the range goes on
+                        else:
+                            stored.extend((count, key, position, 1))
                 entry.state = GONE  # the expiry heap forgets it; the run has it now
                 if expires and (not deadline or expires < deadline):
                     deadline = expires
@@ -431,9 +439,12 @@ class Pager:
         log = self.queue._log
         if run.stored is not None and log is not None:
             skip = run.skip or ()
-            for index, key, position in zip(*run.stored, strict=True):
-                if index not in skip:
-                    log.remove_paged(key, position)
+            ranges = run.stored
+            for at in range(0, len(ranges), 4):
+                first, key, position, length = ranges[at : at + 4]
+                for offset in range(length):
+                    if first + offset not in skip:
+                        log.remove_paged(key, position + offset)
         if run.pinned is not None and log is not None:
             for index, entry in run.pinned.items():
                 if index not in (run.skip or ()) and entry.__class__ is StoredEntry:

@@ -35,6 +35,9 @@ _new_entry = object.__new__
 _EXPIRY_SLACK = 4096
 #: lazily removed entries tolerated in the ready index before it is rebuilt
 _GONE_SLACK = 1024
+#: most messages paged out of memory at one time (more wait for the next time: a queue
+#: recovered with millions of messages does not hold the event loop for long)
+PAGE_OUT_MAX = 50_000
 
 
 class Fifo:
@@ -98,19 +101,14 @@ class Fifo:
     ) -> tuple[int, int]:
         """Page out what is beyond ``keep_count`` messages and ``keep_bytes`` bytes, given
         that ``count`` and ``size`` are in memory here; return what stays in memory."""
-        self.pager = pager
-        items, tail = self.items, self.tail
-        if tail is not items and tail:  # new messages go behind the runs on disk
-            moved = [item for item in tail if _ready(item)]
-            pager.queue._gone -= len(tail) - len(moved)
-            tail.clear()
-            self.chunks.extend(pager.write(self, moved))
-            count -= len(moved)
-            size -= sum(_size(item) for item in moved)
+        moved, moved_bytes = self.page_tail(pager)
+        count -= moved
+        size -= moved_bytes
         if count <= keep_count and size <= keep_bytes:
             return count, size
+        items = self.items
         out: list[Entry | Message] = []
-        while items and (count > keep_count or size > keep_bytes):
+        while items and (count > keep_count or size > keep_bytes) and len(out) < PAGE_OUT_MAX:
             item = items.pop()
             if not _ready(item):
                 pager.queue._gone -= 1
@@ -124,6 +122,19 @@ class Fifo:
             if self.tail is items:
                 self.tail = deque()
         return count, size
+
+    def page_tail(self, pager: Pager) -> tuple[int, int]:
+        """While runs are on disk, new messages go behind them: page the tail out. Return
+        how many messages left memory, and their bytes."""
+        self.pager = pager
+        items, tail = self.items, self.tail
+        if tail is items or not tail:
+            return 0, 0
+        moved = [item for item in tail if _ready(item)]
+        pager.queue._gone -= len(tail) - len(moved)
+        tail.clear()
+        self.chunks.extend(pager.write(self, moved))
+        return len(moved), sum(_size(item) for item in moved)
 
     def memory(self) -> tuple[int, int]:
         """Ready messages in memory here, and their bytes (counted one by one)."""
@@ -313,8 +324,15 @@ class ClassicQueue(Queue):
                 keep_count,
                 keep_bytes,
             )
-        else:
-            self._index.page_out(pager, keep_count, keep_bytes)  # type: ignore[union-attr]
+        else:  # tails first: they go to disk whatever the budget, and cost no count
+            index: PriorityIndex = self._index  # type: ignore[assignment]
+            for level in index.levels:
+                level.page_tail(pager)
+            if (
+                self.ready_count - self.paged_count > keep_count
+                or self.ready_bytes - self.paged_bytes > keep_bytes
+            ):
+                index.page_out(pager, keep_count, keep_bytes)
         if len(self._expiry) > 2 * (self.ready_count - self.paged_count) + _EXPIRY_SLACK:
             self._expiry = [item for item in self._expiry if item[2].state == READY]
             heapq.heapify(self._expiry)

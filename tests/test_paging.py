@@ -14,7 +14,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,8 @@ pytestmark = [pytest.mark.warrenmq_only, pytest.mark.timeout(120)]
 
 BUDGET = 40
 COUNT = 3000
+#: seconds to wait for what the broker does by itself (generous: CI machines are slow)
+WAIT = 20.0
 
 
 def settings(**more: object) -> Settings:
@@ -72,7 +73,7 @@ def wait_paged(running: RunningBroker, connection: pika.BlockingConnection, name
             view.messages_ready - view.messages_paged_out <= BUDGET
         )
 
-    wait_until(connection, within, f"queue {name} paged out to its budget")
+    wait_until(connection, within, f"queue {name} paged out to its budget", WAIT)
 
 
 def page_files(running: RunningBroker) -> list[Path]:
@@ -186,7 +187,7 @@ def test_requeued_messages_go_back_to_their_place_redelivered(
             break
     assert taken == list(range(200))
     taker.close()  # the 200 unacknowledged go back to the head
-    wait_until(connection, lambda: ready_count(channel, unique) == COUNT, "the requeue")
+    wait_until(connection, lambda: ready_count(channel, unique) == COUNT, "the requeue", WAIT)
     got = consume(channel, unique, COUNT)
     assert [int(body) for body, _, _ in got] == list(range(COUNT))  # type: ignore[call-overload]
     assert [redelivered for _, redelivered, _ in got] == [True] * 200 + [False] * (COUNT - 200)
@@ -217,22 +218,24 @@ def test_paged_messages_expire_and_are_dead_lettered(
         exclusive=True,
         arguments=budget(**{"x-dead-letter-exchange": f"{unique}-dlx"}),
     )
-    start = time.monotonic()
     for n in range(COUNT):  # every other one expires; they are paged out before they do
-        expiration = "1500" if n % 2 else None
+        expiration = "4000" if n % 2 else None
         channel.basic_publish(
             "", unique, str(n).encode(), pika.BasicProperties(expiration=expiration)
         )
     wait_paged(running, connection, unique)
-    assert time.monotonic() - start < 1.5, "too slow to see messages expire while paged out"
+    # none expired yet: they expire while paged out
+    assert ready_count(channel, unique) == COUNT, "the machine is too slow for this test"
     wait_until(
         connection,
         lambda: ready_count(channel, f"{unique}-dead") == COUNT // 2,
         "the expired messages dead-lettered",
+        WAIT + 4,
     )
     assert ready_count(channel, unique) == COUNT // 2
     dead = consume(channel, f"{unique}-dead", COUNT // 2)
-    assert [int(body) for body, _, _ in dead] == list(range(1, COUNT, 2))  # type: ignore[call-overload]
+    # those in memory and those on disk expire at about the same moment, in either order
+    assert sorted(int(body) for body, _, _ in dead) == list(range(1, COUNT, 2))  # type: ignore[call-overload]
     death = dead[0][2].headers["x-death"][0]  # type: ignore[attr-defined]
     assert death["reason"] == "expired" and death["queue"] == unique
     kept = consume(channel, unique, COUNT // 2)
@@ -252,7 +255,7 @@ def test_purge_and_delete_free_the_disk(
     assert disk_bytes(page_files(running)) >= 2 * (COUNT - BUDGET) * 1024
     assert channel.queue_purge(f"{unique}-purged").method.message_count == COUNT
     channel.queue_delete(f"{unique}-deleted")
-    wait_until(connection, lambda: not page_files(running), "the page files deleted")
+    wait_until(connection, lambda: not page_files(running), "the page files deleted", WAIT)
     assert ready_count(channel, f"{unique}-purged") == 0
     channel.basic_publish("", f"{unique}-purged", b"after")  # the queue works on
     assert channel.basic_get(f"{unique}-purged", auto_ack=True)[2] == b"after"

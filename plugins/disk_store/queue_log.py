@@ -177,7 +177,10 @@ class QueueLog(MessageLog):
         if segment is None or self.closed:
             return None
         entry.segment = None
-        del segment.live[entry.position]
+        live = segment.live
+        del live[entry.position]
+        if not live:
+            segment.live = {}  # a dict keeps its size when emptied: 4 MiB of small messages
         if entry.deliveries:
             self._paged_delivered.add(entry.position)
         return int(segment.number)
