@@ -40,8 +40,10 @@ if TYPE_CHECKING:
     from .classic_queue import ClassicQueue, Fifo
 
 #: kind, deliveries, expires_at (monotonic; page files never outlive the process), log key,
-#: log position, then the lengths of: codec name, exchange, routing key, properties, body
-HEAD = struct.Struct("<BIdqQBHHII")
+#: log position, then the lengths of: names, properties, body
+HEAD = struct.Struct("<BIdqQIII")
+#: names: the lengths of codec name, exchange and routing key, then the three
+NAMES = struct.Struct("<BHH")
 BARE, ENTRY, STORED = 0, 1, 2
 #: a page file this large is closed for writing and the next one started
 FILE_BYTES = 64 * 1024 * 1024
@@ -131,11 +133,9 @@ class Pager:
         self._run = run
         self._file: PageFile | None = None
         self._numbers = itertools.count(1)
-        #: encoded (codec, exchange, routing key) by their strings, and back
+        #: encoded names (codec, exchange, routing key) by their strings, and back
         self._raw: dict[tuple[str, str, str], bytes] = {}
         self._names: dict[bytes, tuple[PropertiesCodec | None, str, str]] = {}
-        #: lengths of the three parts of an encoded (codec, exchange, routing key)
-        self._lengths: dict[bytes, tuple[int, int, int]] = {}
         #: (deadline, order, run) of runs holding messages that expire
         self._deadlines: list[tuple[float, int, Chunk]] = []
         self._order = itertools.count()
@@ -159,7 +159,9 @@ class Pager:
         raw_names = self._raw
         pack = HEAD.pack
         parts: list[bytes] = []
-        append = parts.append
+        last_codec: PropertiesCodec | None = None
+        last_exchange = last_key = ""
+        raw = b""
         count = size = length = 0
         deadline = 0.0
         stored: array[int] | None = None
@@ -209,37 +211,20 @@ class Pager:
             if codec is None or encoded is None:  # properties made by the broker
                 codec = _default_codec()
                 encoded = message.encoded_for(codec)
-            names = (codec.name, message.exchange, message.routing_key)
-            raw = raw_names.get(names)
-            if raw is None:
-                parts_raw = [
-                    names[0].encode(),
-                    names[1].encode("utf-8", "surrogateescape"),
-                    names[2].encode("utf-8", "surrogateescape"),
-                ]
-                raw = b"".join(parts_raw)
-                raw_names[names] = raw
-                self._names[raw] = (codec, names[1], names[2])
-                self._lengths[raw] = (len(parts_raw[0]), len(parts_raw[1]), len(parts_raw[2]))
-            codec_len, exchange_len, key_len = self._lengths[raw]
+            exchange, routing_key = message.exchange, message.routing_key
+            if codec is not last_codec or routing_key != last_key or exchange != last_exchange:
+                names = (codec.name, exchange, routing_key)
+                raw = raw_names.get(names)
+                if raw is None:
+                    raw = raw_names[names] = self._encode_names(codec, exchange, routing_key)
+                last_codec, last_exchange, last_key = codec, exchange, routing_key
             body = message.body
-            append(
-                pack(
-                    kind,
-                    deliveries,
-                    expires,
-                    key,
-                    position,
-                    codec_len,
-                    exchange_len,
-                    key_len,
-                    len(encoded),
-                    len(body),
-                )  # fmt: skip
+            parts += (
+                pack(kind, deliveries, expires, key, position, len(raw), len(encoded), len(body)),
+                raw,
+                encoded,
+                body,
             )
-            append(raw)
-            append(encoded)
-            append(body)
             length += HEAD.size + len(raw) + len(encoded) + len(body)
             size += len(body)
             count += 1
@@ -268,6 +253,16 @@ class Pager:
         if deadline:
             heapq.heappush(self._deadlines, (deadline, next(self._order), run))
         return run, i
+
+    def _encode_names(self, codec: PropertiesCodec, exchange: str, routing_key: str) -> bytes:
+        parts = (
+            codec.name.encode(),
+            exchange.encode("utf-8", "surrogateescape"),
+            routing_key.encode("utf-8", "surrogateescape"),
+        )
+        raw = NAMES.pack(*(len(part) for part in parts)) + b"".join(parts)
+        self._names[raw] = (codec, exchange, routing_key)
+        return raw
 
     def _new_file(self) -> PageFile:
         old = self._file
@@ -307,10 +302,12 @@ class Pager:
         append = items.append
         pos = index = 0
         end_of_data = len(data)
+        last_raw = b""
+        decoded: tuple[PropertiesCodec | None, str, str] = (None, "", "")
         while pos < end_of_data:
-            kind, deliveries, expires, key, position, cl, el, kl, pl, bl = unpack(data, pos)
+            kind, deliveries, expires, key, position, nl, pl, bl = unpack(data, pos)
             pos += HEAD.size
-            names_end = pos + cl + el + kl
+            names_end = pos + nl
             props_end = names_end + pl
             end = props_end + bl
             if skip is not None and index in skip:
@@ -324,10 +321,9 @@ class Pager:
                 pos = end
                 index += 1
                 continue
-            raw = data[pos:names_end]
-            decoded = names.get(raw)
-            if decoded is None:  # another pager's names: never, but be safe
-                decoded = self._learn(raw, cl, el)
+            if nl != len(last_raw) or not data.startswith(last_raw, pos):
+                last_raw = data[pos:names_end]
+                decoded = names.get(last_raw) or self._learn(last_raw)
             message: Message = _new(Message)
             message.exchange = decoded[1]
             message.routing_key = decoded[2]
@@ -356,11 +352,14 @@ class Pager:
             index += 1
         return items
 
-    def _learn(self, raw: bytes, cl: int, el: int) -> tuple[PropertiesCodec | None, str, str]:
+    def _learn(self, raw: bytes) -> tuple[PropertiesCodec | None, str, str]:
+        """Names this pager did not write itself (never, but be safe)."""
+        cl, el, _ = NAMES.unpack_from(raw)
+        at = NAMES.size
         decoded = (
-            CODECS.get(raw[:cl].decode()),
-            raw[cl : cl + el].decode("utf-8", "surrogateescape"),
-            raw[cl + el :].decode("utf-8", "surrogateescape"),
+            CODECS.get(raw[at : at + cl].decode()),
+            raw[at + cl : at + cl + el].decode("utf-8", "surrogateescape"),
+            raw[at + cl + el :].decode("utf-8", "surrogateescape"),
         )
         self._names[raw] = decoded
         return decoded
@@ -385,9 +384,9 @@ class Pager:
             pos = index = 0
             later = 0.0
             while pos < len(data):
-                kind, _, expires, key, position, cl, el, kl, pl, bl = unpack(data, pos)
+                kind, _, expires, key, position, nl, pl, bl = unpack(data, pos)
                 start = pos + HEAD.size
-                end = start + cl + el + kl + pl + bl
+                end = start + nl + pl + bl
                 if index not in skip and expires:
                     if expires <= now:
                         skip.add(index)
@@ -405,7 +404,7 @@ class Pager:
                             if log is not None and pinned[index].__class__ is StoredEntry:
                                 log.remove(pinned[index])  # type: ignore[arg-type]
                         else:
-                            message = self._decode_one(data, start, cl, el, kl, pl, bl)
+                            message = self._decode_one(data, start, nl, pl, bl)
                         expire(message)
                     elif not later or expires < later:
                         later = expires
@@ -418,12 +417,10 @@ class Pager:
             elif later:
                 heapq.heappush(deadlines, (later, next(self._order), run))
 
-    def _decode_one(
-        self, data: bytes, start: int, cl: int, el: int, kl: int, pl: int, bl: int
-    ) -> Message:
-        names_end = start + cl + el + kl
+    def _decode_one(self, data: bytes, start: int, nl: int, pl: int, bl: int) -> Message:
+        names_end = start + nl
         raw = data[start:names_end]
-        decoded = self._names.get(raw) or self._learn(raw, cl, el)
+        decoded = self._names.get(raw) or self._learn(raw)
         return Message(
             decoded[1],
             decoded[2],
