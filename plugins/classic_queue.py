@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from warrenmq import Message, Queue, hookimpl
 from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
+from warrenmq.message import CODECS
 from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry, StoredEntry
 from warrenmq.queue_arguments import argument_text
 
@@ -309,6 +310,8 @@ class ClassicQueue(Queue):
     # -- paging ----------------------------------------------------------------------------
 
     def page(self) -> None:
+        if not CODECS:  # nothing to write properties with (no protocol that has a codec)
+            return
         pager = self._pager
         if pager is None:
             paging = self.vhost.broker.paging

@@ -168,7 +168,10 @@ class QueueLog(MessageLog):
             if (
                 segment.records >= COMPACT_MIN_RECORDS
                 and segment.count * COMPACT_RATIO < segment.records
+                and segment is not next(iter(self.segments.values()))
             ):
+                # not the oldest segment: a queue drained in order acks it to the end soon
+                # (compacting it on the way would read and write it again and again)
                 self._compact(segment)
         self.writer.ack(segment.ack, SEQ.pack(position))
 
