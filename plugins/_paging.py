@@ -412,8 +412,11 @@ class Pager:
                 index += 1
             run.deadline = later
             if not run.count:
-                run.owner.chunks.remove(run)
+                owner = run.owner
+                owner.chunks.remove(run)
                 self._release(run)
+                if not owner.chunks:
+                    owner.page_in()  # the tail is the queue's memory part again
             elif later:
                 heapq.heappush(deadlines, (later, next(self._order), run))
 

@@ -78,7 +78,7 @@ class Fifo:
         if self.returned:
             return heapq.heappop(self.returned)[1]
         items = self.items
-        if not items and self.chunks:
+        if not items and self.tail is not items:  # runs on disk, or a tail to take back
             self.page_in()
         return items.popleft() if items else None
 

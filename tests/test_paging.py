@@ -242,6 +242,23 @@ def test_paged_messages_expire_and_are_dead_lettered(
     assert [int(body) for body, _, _ in kept] == list(range(0, COUNT, 2))  # type: ignore[call-overload]
 
 
+def test_a_queue_whose_paged_messages_all_expired_serves_what_comes_next(
+    running: RunningBroker, connection: pika.BlockingConnection, unique: str
+) -> None:
+    channel = confirmed_channel(connection)
+    channel.queue_declare(unique, exclusive=True, arguments=budget(**{"x-message-ttl": 3000}))
+    for n in range(COUNT):
+        channel.basic_publish("", unique, str(n).encode())
+    wait_paged(running, connection, unique)
+    wait_until(connection, lambda: ready_count(channel, unique) == 0, "every message expired", WAIT)
+    assert not page_files(running) or paged_out(running, unique) == 0
+    channel.basic_publish("", unique, b"after")
+    channel.basic_publish("", unique, b"after too")
+    assert channel.basic_get(unique, auto_ack=True)[2] == b"after"
+    got = consume(channel, unique, 1)
+    assert [body for body, _, _ in got] == [b"after too"]
+
+
 def test_purge_and_delete_free_the_disk(
     running: RunningBroker, connection: pika.BlockingConnection, unique: str
 ) -> None:
