@@ -214,9 +214,10 @@ class Pager:
             exchange, routing_key = message.exchange, message.routing_key
             if codec is not last_codec or routing_key != last_key or exchange != last_exchange:
                 names = (codec.name, exchange, routing_key)
-                raw = raw_names.get(names)
-                if raw is None:
-                    raw = raw_names[names] = self._encode_names(codec, exchange, routing_key)
+                known = raw_names.get(names)
+                if known is None:
+                    known = raw_names[names] = self._encode_names(codec, exchange, routing_key)
+                raw = known
                 last_codec, last_exchange, last_key = codec, exchange, routing_key
             body = message.body
             parts += (
