@@ -39,6 +39,8 @@ class _RssWatch:
         self.pid = pid
         self.start = rss_bytes(pid)
         self.peak = self.start
+        #: the peak of the phases before the current one
+        self.overall = self.start
         self._task = asyncio.create_task(self._sample())
 
     def _take(self) -> None:
@@ -50,6 +52,14 @@ class _RssWatch:
         while True:
             await asyncio.sleep(RSS_EVERY)
             self._take()
+
+    def next_phase(self) -> int | None:
+        """The peak so far (one phase's), then start the next phase's from the current value."""
+        self._take()
+        peak = self.peak
+        self.peak = rss_bytes(self.pid)
+        self.overall = max(self.overall or 0, peak or 0) or None
+        return peak
 
     async def stop(self) -> None:
         self._take()
@@ -132,6 +142,8 @@ async def measure(
                 f"{prefix} {producer.confirmed:,} confirmed in {result.fill_seconds:.2f} s, "
                 f"{producer.confirmed / result.fill_seconds:,.0f} msg/s; starting the consumer"
             )
+            if rss is not None:
+                result.rss_peak_fill = rss.next_phase()
             run.filling = False
             run.t_end = 0.0
             run.done, run.stalled = loop.create_future(), loop.create_future()
@@ -159,7 +171,10 @@ async def measure(
         gc.enable()
         if rss is not None:
             await rss.stop()
-            result.rss_start, result.rss_peak = rss.start, rss.peak
+            result.rss_start = rss.start
+            if result.rss_peak_fill is not None:
+                result.rss_peak_drain = rss.peak
+            result.rss_peak = max(rss.overall or 0, rss.peak or 0) or None
         error = publishing.exception() if publishing.done() and not publishing.cancelled() else None
         publishing.cancel()
         await asyncio.gather(publishing, return_exceptions=True)

@@ -24,6 +24,8 @@ OPTIONAL = {
     "broker CPU µs/msg drain",
     "broker RSS MB at start",
     "broker peak RSS MB",
+    "broker peak RSS MB fill",
+    "broker peak RSS MB drain",
 }
 TARGET = f"p99 late ≤ {LATE_TARGET_MS:g} ms"
 
@@ -79,6 +81,8 @@ METRICS: tuple[Metric, ...] = (
     ("broker CPU µs/msg drain", lambda r: _per_msg(r.drain_cpu_s, r.delivered)),
     ("broker RSS MB at start", lambda r: _mb(r.rss_start)),
     ("broker peak RSS MB", lambda r: _mb(r.rss_peak)),
+    ("broker peak RSS MB fill", lambda r: _mb(r.rss_peak_fill)),
+    ("broker peak RSS MB drain", lambda r: _mb(r.rss_peak_drain)),
     ("bench CPU µs/msg", lambda r: _num(r.cpu_us_per_msg(r.client_cpu_s), ".1f")),
     (TARGET, _target),
     ("check", _check),

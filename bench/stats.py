@@ -32,6 +32,8 @@ class Result:
     drain_cpu_s: float | None = None
     rss_start: int | None = None  # bytes
     rss_peak: int | None = None  # bytes
+    rss_peak_fill: int | None = None  # bytes, the fill's peak
+    rss_peak_drain: int | None = None  # bytes, the drain's peak
     #: whether the scenario's speed target was met (None: it has none, or nothing measured)
     target_met: bool | None = None
     #: why the scenario does not apply to this broker (it lacks an optional plugin)

@@ -24,6 +24,7 @@ from .errors import BrokerError, ConfigError, PluginError
 from .exchange import ExchangeType
 from .limits import LimitTracker, UserLimits, VhostLimits
 from .memory import default_limit, resident_memory
+from .paging import PagingSpace
 from .plugin_loader import Plugins, load_plugins
 from .policy import Policy, PolicyError
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
@@ -74,6 +75,13 @@ class Settings:
     memory_high_watermark: float = 0.4
     #: seconds between memory checks
     memory_check_interval: float = 0.25
+    #: each queue's memory budget, unless its arguments or policy say otherwise
+    #: (``x-max-in-memory-length`` / ``-bytes``): ready messages beyond this many, or beyond
+    #: this many bytes of bodies, wait on disk (see docs/durability.md)
+    max_in_memory_length: int = 200_000
+    max_in_memory_bytes: int = 64 * 1024 * 1024
+    #: seconds between two looks at the queues over their memory budget
+    paging_interval: float = 0.1
     #: resident memory, the second guard (default: this process's resident set size)
     memory_gauge: Callable[[], int | None] = resident_memory
     #: block publishers while the filesystem of a disk store's data directory has less free
@@ -199,6 +207,8 @@ class Broker:
                 f"store '{self.settings.store}' is not registered" + self.plugins.failure_note()
             )
         self.store: Store = store_class(self.settings.data_dir)
+        #: where queues page messages out past their memory budget
+        self.paging = PagingSpace(self.store.disk_directory())
         #: the data directory's access file (users, vhosts, permissions), if there is one
         self.access_file = (
             AccessFile.in_data_dir(self.settings.data_dir) if self.settings.data_dir else None
@@ -448,11 +458,13 @@ class Broker:
         plugins report through ``memory_sources``."""
         total = sum(source() for source in self.memory_sources)
         for vhost in self.vhosts.values():
-            for queue in vhost.queues.values():
+            for queue in vhost.queues.values():  # paged-out messages are on disk
                 total += (
                     queue.ready_bytes
+                    - queue.paged_bytes
                     + queue.unacked_bytes
-                    + MESSAGE_OVERHEAD * (queue.ready_count + queue.unacked_count)
+                    + MESSAGE_OVERHEAD
+                    * (queue.ready_count - queue.paged_count + queue.unacked_count)
                 )
         for connection in list(self.connections):
             total += connection.buffered_bytes()
@@ -518,6 +530,26 @@ class Broker:
         )
         log.info("disk alarm below %s free on the filesystem of %s", format_size(limit), directory)
         return monitor
+
+    def page_queues(self) -> None:
+        """Let every queue over its memory budget, or with messages on disk, page."""
+        for vhost in list(self.vhosts.values()):
+            for queue in list(vhost.queues.values()):
+                paged = queue.paged_count
+                if (
+                    paged
+                    or queue.ready_count - paged > queue.in_memory_length
+                    or queue.ready_bytes - queue.paged_bytes > queue.in_memory_bytes
+                ):
+                    try:
+                        queue.page()
+                    except Exception:
+                        log.exception("paging of queue '%s' failed", queue.name)
+
+    async def _page_queues(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.paging_interval)
+            self.page_queues()
 
     async def _watch_disk(self, monitor: DiskMonitor) -> None:
         while True:
@@ -612,6 +644,7 @@ class Broker:
         cancelled."""
         await self.store.open()
         try:
+            self.paging.clear()
             self.disk_monitor = self._disk_monitor()
             if self.disk_monitor is not None:
                 self.disk_monitor.check()  # publishers are blocked from the first connection
@@ -644,10 +677,12 @@ class Broker:
                 if self.disk_monitor is not None:
                     group.start_soon(self._watch_disk, self.disk_monitor)
                 group.start_soon(self._run_timers)
+                group.start_soon(self._page_queues)
                 self._start_services(group)
                 task_status.started(self.listeners)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._call_lifecycle_hook("warrenmq_shutdown")
                 await self.store.close()
+                await anyio.to_thread.run_sync(self.paging.close)
                 log.info("broker stopped")

@@ -212,6 +212,20 @@ BROKER_KEYS: dict[str, Key] = {
     "memory_check_interval": Key(
         float, 0.25, "seconds between memory checks", "a number above 0", lambda v: v > 0
     ),
+    "max_in_memory_length": Key(
+        int, 200_000, "ready messages a queue keeps in memory before it pages the rest to "
+        "disk, unless its `x-max-in-memory-length` or policy says otherwise",
+        "an integer, 0 or more", _range(0),
+    ),
+    "max_in_memory_bytes": Key(
+        (int, str), 64 * 1024 * 1024, "bytes of ready message bodies a queue keeps in memory "
+        "before it pages the rest to disk (`x-max-in-memory-bytes`): bytes, or a size such as "
+        "`\"64MiB\"`", SIZE_FORMAT, lambda v: _size(v) is not None,
+    ),
+    "paging_interval": Key(
+        float, 0.1, "seconds between two looks at the queues over their memory budget",
+        "a number above 0", lambda v: 0 < v < float("inf"),
+    ),
     "disk_free_limit": Key(
         (int, str), DEFAULT_LIMIT, "free space on the data directory's filesystem below which "
         "publishers are blocked: bytes, or a size such as `\"50MB\"` or `\"1GiB\"`; `0` off",
@@ -536,6 +550,9 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         memory_limit=broker["memory_limit"],
         memory_high_watermark=broker["memory_high_watermark"],
         memory_check_interval=broker["memory_check_interval"],
+        max_in_memory_length=broker["max_in_memory_length"],
+        max_in_memory_bytes=_size(broker["max_in_memory_bytes"]) or 0,
+        paging_interval=broker["paging_interval"],
         disk_free_limit=_size(broker["disk_free_limit"]) or 0,
         disk_free_limit_relative=broker["disk_free_limit_relative"],
         disk_check_interval=broker["disk_check_interval"],

@@ -71,6 +71,8 @@ QUEUE_KEYS: dict[str, tuple[Callable[[Any], None], str]] = {
     "dead-letter-exchange": (_text("dead letter exchange"), "argument"),
     "dead-letter-routing-key": (_text("dead letter routing key"), "argument"),
     "queue-mode": (_one_of(QUEUE_MODES, "queue mode"), "argument"),
+    "max-in-memory-length": (_non_negative("maximum in-memory length"), "min"),
+    "max-in-memory-bytes": (_non_negative("maximum in-memory bytes"), "min"),
 }
 EXCHANGE_KEYS: dict[str, Callable[[Any], None]] = {
     "alternate-exchange": _text("alternate exchange"),
@@ -87,8 +89,6 @@ IGNORED_KEYS = frozenset(
         "ha-promote-on-failure",
         "queue-master-locator",
         "queue-leader-locator",
-        "max-in-memory-length",
-        "max-in-memory-bytes",
         "delivery-limit",
         "dead-letter-strategy",
         "max-age",

@@ -10,6 +10,7 @@ active consumer, exclusive consumers, counters and ``x-expires``.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -132,6 +133,10 @@ class Queue(ABC):
         "dead_lettered",
         "dropped",
         "rejected_publishes",
+        "paged_count",
+        "paged_bytes",
+        "in_memory_length",
+        "in_memory_bytes",
         "expires_after",
         "last_used",
         "_expires_timer",
@@ -183,6 +188,13 @@ class Queue(ABC):
         self.dead_lettered = 0
         self.dropped = 0
         self.rejected_publishes = 0
+        #: ready messages whose bodies are on disk (paged out), counted in ``ready_*`` too
+        self.paged_count = 0
+        self.paged_bytes = 0
+        #: the memory budget: ready messages held in memory beyond these are paged out by
+        #: ``page`` (a queue type that never pages keeps the unreachable default)
+        self.in_memory_length = sys.maxsize
+        self.in_memory_bytes = sys.maxsize
         #: x-expires in seconds (None: never), and when the queue was last used
         self.expires_after: float | None = None
         self.last_used = time.monotonic()
@@ -216,6 +228,12 @@ class Queue(ABC):
     def ack_all(self, entries: list[Entry]) -> None:
         """Several deliveries acknowledged (a multiple ack)."""
         self.settle(entries, ACK)
+
+    def page(self) -> None:
+        """Keep ready messages in memory within the budget (``in_memory_length`` and
+        ``_bytes``), paging the rest out to disk and reading them back ahead of delivery.
+        The broker calls it a few times a second for each queue over its budget or with
+        messages paged out; a queue type that keeps everything in memory ignores it."""
 
     def attach_log(self, log: MessageLog) -> bool:
         """Keep this durable queue's persistent messages in ``log`` from now on, starting with
@@ -438,6 +456,8 @@ class Queue(ABC):
             dead_lettered=self.dead_lettered,
             dropped=self.dropped,
             rejected_publishes=self.rejected_publishes,
+            messages_paged_out=self.paged_count,
+            message_bytes_paged_out=self.paged_bytes,
             policy=self.policy.name if self.policy is not None else None,
         )
 

@@ -111,6 +111,8 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "x-dead-letter-routing-key": _string,
     "x-single-active-consumer": _boolean,
     "x-queue-mode": _queue_mode,
+    "x-max-in-memory-length": _non_negative,
+    "x-max-in-memory-bytes": _non_negative,
 }
 
 

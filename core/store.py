@@ -95,6 +95,24 @@ class MessageLog(ABC):
         """The messages found at start, in queue order (ready, with their delivery counts).
         Called once, when the queue attaches."""
 
+    # A queue past its memory budget pages ready messages out (their bodies go to a page
+    # file, the entry object is dropped) and reads them back before delivery. The log then
+    # forgets the entry object but keeps the message: these three let it do so.
+
+    def page_out(self, entry: StoredEntry) -> int | None:
+        """``entry`` leaves memory (the message stays in the queue and in the log): return a
+        key (an int of the log's choosing) that ``page_in`` and ``remove_paged`` take back
+        with ``entry.position``; None: this log needs the entry object, keep it in memory."""
+        return None
+
+    def page_in(self, entry: StoredEntry, key: int) -> None:
+        """A paged-out message is back in memory as ``entry`` (a new object, its ``position``
+        and delivery count as they were)."""
+
+    def remove_paged(self, key: int, position: int) -> None:
+        """A paged-out message left the queue for good without coming back to memory
+        (purged, expired)."""
+
 
 class Store(ABC):
     """Keeps what must survive a restart. Every method has a do-nothing default."""

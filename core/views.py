@@ -34,6 +34,10 @@ class QueueView:
     dead_lettered: int
     dropped: int
     rejected_publishes: int
+    #: ready messages whose bodies wait on disk, past the queue's memory budget (RabbitMQ's
+    #: ``messages_paged_out``), and their body bytes; counted in ``messages_ready`` too
+    messages_paged_out: int = 0
+    message_bytes_paged_out: int = 0
     #: the name of the policy that applies, if any
     policy: str | None = None
 

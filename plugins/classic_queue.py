@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from warrenmq import Message, Queue, hookimpl
 from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
+from warrenmq.message import CODECS
 from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry, StoredEntry
 from warrenmq.queue_arguments import argument_text
+
+from ._paging import Chunk, Pager
 
 if TYPE_CHECKING:
     from warrenmq.consumer import Consumer
@@ -33,6 +36,9 @@ _new_entry = object.__new__
 _EXPIRY_SLACK = 4096
 #: lazily removed entries tolerated in the ready index before it is rebuilt
 _GONE_SLACK = 1024
+#: most messages paged out of memory at one time (more wait for the next time: a queue
+#: recovered with millions of messages does not hold the event loop for long)
+PAGE_OUT_MAX = 50_000
 
 
 class Fifo:
@@ -43,17 +49,26 @@ class Fifo:
     waits) or an entry. ``returned`` holds requeued entries by ``seq``, which is given at
     first delivery; everything requeued was published before everything in ``items`` (a
     delivery takes the head, or happens when nothing waits), so ``returned`` goes first.
+
+    Past the queue's memory budget, messages are paged out (see _paging.py): then the queue
+    is ``returned``, ``items`` (the oldest, in memory), ``chunks`` (runs on disk), ``tail``
+    (new messages, in memory until the next paging). Without paged runs ``tail`` *is*
+    ``items``, so a publish appends to ``tail`` either way.
     """
 
-    __slots__ = ("items", "returned")
+    __slots__ = ("items", "returned", "tail", "chunks", "pager")
 
     def __init__(self) -> None:
         self.items: deque[Entry | Message] = deque()
         #: requeued entries, a heap by delivery order (which is publish order)
         self.returned: list[tuple[int, Entry]] = []
+        self.tail = self.items
+        #: paged-out runs, in order, between ``items`` and ``tail``
+        self.chunks: deque[Chunk] = deque()
+        self.pager: Pager | None = None
 
     def push(self, item: Entry | Message) -> None:
-        self.items.append(item)
+        self.tail.append(item)
 
     def put_back(self, entry: Entry) -> None:
         heapq.heappush(self.returned, (entry.seq, entry))
@@ -63,22 +78,110 @@ class Fifo:
         if self.returned:
             return heapq.heappop(self.returned)[1]
         items = self.items
+        if not items and self.tail is not items:  # runs on disk, or a tail to take back
+            self.page_in()
         return items.popleft() if items else None
 
+    def page_in(self) -> None:
+        """Read the next run back (``items`` ran out); once none is left, ``tail`` joins
+        ``items`` again."""
+        pager, chunks, items = self.pager, self.chunks, self.items
+        assert pager is not None
+        while chunks and not items:
+            back = pager.read(chunks.popleft())
+            items.extend(back)
+            pager.queue._paged_in(back)
+        if chunks:
+            pager.advise(chunks[0])
+        elif self.tail is not items:
+            items.extend(self.tail)
+            self.tail = items
+
+    def page_out(
+        self, pager: Pager, count: int, size: int, keep_count: int, keep_bytes: int
+    ) -> tuple[int, int]:
+        """Page out what is beyond ``keep_count`` messages and ``keep_bytes`` bytes, given
+        that ``count`` and ``size`` are in memory here; return what stays in memory."""
+        moved, moved_bytes = self.page_tail(pager)
+        count -= moved
+        size -= moved_bytes
+        if count <= keep_count and size <= keep_bytes:
+            return count, size
+        items = self.items
+        out: list[Entry | Message] = []
+        while items and (count > keep_count or size > keep_bytes) and len(out) < PAGE_OUT_MAX:
+            item = items.pop()
+            if not _ready(item):
+                pager.queue._gone -= 1
+                continue
+            count -= 1
+            size -= _size(item)
+            out.append(item)
+        if out:
+            out.reverse()
+            self.chunks.extendleft(reversed(pager.write(self, out)))
+            if self.tail is items:
+                self.tail = deque()
+        return count, size
+
+    def page_tail(self, pager: Pager) -> tuple[int, int]:
+        """While runs are on disk, new messages go behind them: page the tail out. Return
+        how many messages left memory, and their bytes."""
+        self.pager = pager
+        items, tail = self.items, self.tail
+        if tail is items or not tail:
+            return 0, 0
+        moved = [item for item in tail if _ready(item)]
+        pager.queue._gone -= len(tail) - len(moved)
+        tail.clear()
+        self.chunks.extend(pager.write(self, moved))
+        return len(moved), sum(_size(item) for item in moved)
+
+    def memory(self) -> tuple[int, int]:
+        """Ready messages in memory here, and their bytes (counted one by one)."""
+        count = size = 0
+        for item in self.entries():
+            if _ready(item):
+                count += 1
+                size += _size(item)
+        return count, size
+
     def entries(self) -> list[Entry | Message]:
-        return [*(entry for _, entry in self.returned), *self.items]
+        """What is in memory (not the paged-out runs)."""
+        tail = self.tail
+        return [
+            *(entry for _, entry in self.returned),
+            *self.items,
+            *(tail if tail is not self.items else ()),
+        ]
 
     def compact(self) -> None:
         """Drop entries the queue marked gone (in place: the queue holds bound methods)."""
-        live = [item for item in self.items if item.__class__ is Message or item.state == READY]  # type: ignore[union-attr]
-        self.items.clear()
-        self.items.extend(live)
+        for part in (self.items, self.tail) if self.tail is not self.items else (self.items,):
+            live = [item for item in part if _ready(item)]
+            part.clear()
+            part.extend(live)
         self.returned[:] = [item for item in self.returned if item[1].state == READY]
         heapq.heapify(self.returned)
 
     def clear(self) -> None:
+        """Forget every ready message (purge): paged-out runs leave the disk."""
         self.items.clear()
         self.returned.clear()
+        self.tail = self.items
+        pager = self.pager
+        while self.chunks:
+            run = self.chunks.popleft()
+            if pager is not None:
+                pager.drop(run)
+
+
+def _ready(item: Entry | Message) -> bool:
+    return item.__class__ is Message or item.state == READY  # type: ignore[union-attr]
+
+
+def _size(item: Entry | Message) -> int:
+    return len(item.body if item.__class__ is Message else item.message.body)  # type: ignore[union-attr]
 
 
 class PriorityIndex:
@@ -106,6 +209,16 @@ class PriorityIndex:
             if entry is not None:
                 return entry
         return None
+
+    def page_out(self, pager: Pager, keep_count: int, keep_bytes: int) -> None:
+        """The budget goes to the highest priorities first; lower ones page out."""
+        for level in reversed(self.levels):
+            count, size = level.memory()
+            if not (count or level.chunks):
+                continue
+            count, size = level.page_out(pager, count, size, keep_count, keep_bytes)
+            keep_count = max(0, keep_count - count)
+            keep_bytes = max(0, keep_bytes - size)
 
     def entries(self) -> list[Entry | Message]:
         return [entry for level in reversed(self.levels) for entry in level.entries()]
@@ -142,6 +255,7 @@ class ClassicQueue(Queue):
         "_expiry_timer",
         "_expiry_order",
         "_log",
+        "_pager",
     )
 
     def __init__(
@@ -165,7 +279,7 @@ class ClassicQueue(Queue):
         )
         #: the plain FIFO (None for a priority queue), whose operations are inlined
         self._fifo = self._index if isinstance(self._index, Fifo) else None
-        self._push = self._fifo.items.append if self._fifo is not None else self._index.push
+        self._push = self._index.push
         self._seq = 0
         #: entries marked gone while still in the index (skipped when popped)
         self._gone = 0
@@ -176,6 +290,8 @@ class ClassicQueue(Queue):
         self._expiry_order = itertools.count()
         #: where persistent messages are kept (a durable queue with a disk store), else None
         self._log: MessageLog | None = None
+        #: the page files of messages past the memory budget (made when first needed)
+        self._pager: Pager | None = None
 
     # -- the store -----------------------------------------------------------------------
 
@@ -190,6 +306,45 @@ class ClassicQueue(Queue):
             if entry.expires_at:
                 self._schedule_expiry(entry)
         return True
+
+    # -- paging ----------------------------------------------------------------------------
+
+    def page(self) -> None:
+        if not CODECS:  # nothing to write properties with (no protocol that has a codec)
+            return
+        pager = self._pager
+        if pager is None:
+            paging = self.vhost.broker.paging
+            pager = self._pager = Pager(self, paging.directory(), paging.run)
+        pager.expire_due(_monotonic(), self._expire)
+        keep_count, keep_bytes = self.in_memory_length, self.in_memory_bytes
+        fifo = self._fifo
+        if fifo is not None:
+            fifo.page_out(
+                pager,
+                self.ready_count - self.paged_count,
+                self.ready_bytes - self.paged_bytes,
+                keep_count,
+                keep_bytes,
+            )
+        else:  # tails first: they go to disk whatever the budget, and cost no count
+            index: PriorityIndex = self._index  # type: ignore[assignment]
+            for level in index.levels:
+                level.page_tail(pager)
+            if (
+                self.ready_count - self.paged_count > keep_count
+                or self.ready_bytes - self.paged_bytes > keep_bytes
+            ):
+                index.page_out(pager, keep_count, keep_bytes)
+        if len(self._expiry) > 2 * (self.ready_count - self.paged_count) + _EXPIRY_SLACK:
+            self._expiry = [item for item in self._expiry if item[2].state == READY]
+            heapq.heapify(self._expiry)
+
+    def _paged_in(self, items: list[Entry | Message]) -> None:
+        """Entries read back from disk wait in memory again: their TTL is watched again."""
+        for item in items:
+            if item.__class__ is not Message and item.expires_at:  # type: ignore[union-attr]
+                self._schedule_expiry(item)  # type: ignore[arg-type]
 
     def _forget(self, entry: Entry) -> None:
         """``entry`` left the queue for good: a persistent message leaves the log too."""
@@ -209,6 +364,16 @@ class ClassicQueue(Queue):
         self.dead_letter_exchange = argument_text(args, "x-dead-letter-exchange")
         self.dead_letter_routing_key = argument_text(args, "x-dead-letter-routing-key")
         self._limited = self.max_length is not None or self.max_length_bytes is not None
+        settings = self.vhost.broker.settings
+        lazy = argument_text(args, "x-queue-mode") == "lazy"
+        length = args.get("x-max-in-memory-length")
+        size = args.get("x-max-in-memory-bytes")
+        self.in_memory_length = (
+            length if isinstance(length, int) else 0 if lazy else settings.max_in_memory_length
+        )
+        self.in_memory_bytes = (
+            size if isinstance(size, int) else 0 if lazy else settings.max_in_memory_bytes
+        )
         #: no length limit and no queue TTL: publish skips both checks
         self._plain = not self._limited and self.message_ttl is None
 
@@ -276,7 +441,7 @@ class ClassicQueue(Queue):
                 return True
         fifo = self._fifo
         if not expires_at and fifo is not None and not stored:
-            fifo.items.append(message)  # waits as itself: its entry is made at delivery
+            fifo.tail.append(message)  # waits as itself: its entry is made at delivery
             self.ready_count += 1
             self.ready_bytes += len(message.body)
             if self._limited:
@@ -578,20 +743,26 @@ class ClassicQueue(Queue):
         self._gone = 0
         self.ready_count = 0
         self.ready_bytes = 0
+        self.paged_count = 0
+        self.paged_bytes = 0
         return count
 
     def delete(self) -> int:
         if self._expiry_timer is not None:
             self._expiry_timer.cancel()
             self._expiry_timer = None
-        return super().delete()
+        count = super().delete()
+        if self._pager is not None:
+            self._pager.close()
+            self._pager = None
+        return count
 
     # -- expiry and dead-lettering -------------------------------------------------------
 
     def _schedule_expiry(self, entry: Entry) -> None:
         expiry = self._expiry
         heapq.heappush(expiry, (entry.expires_at, next(self._expiry_order), entry))
-        if len(expiry) > 2 * self.ready_count + _EXPIRY_SLACK:
+        if len(expiry) > 2 * (self.ready_count - self.paged_count) + _EXPIRY_SLACK:
             self._expiry = expiry = [item for item in expiry if item[2].state == READY]
             heapq.heapify(expiry)
         timer = self._expiry_timer

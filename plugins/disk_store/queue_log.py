@@ -53,9 +53,14 @@ COMPACT_MIN_RECORDS = 64
 
 
 class Segment:
-    """One segment of a queue: its two files and the live entries written to it."""
+    """One segment of a queue: its two files and the live entries written to it.
 
-    __slots__ = ("number", "seg", "ack", "size", "records", "live")
+    ``live`` holds the entries in memory; a message paged out by its queue (past the queue's
+    memory budget) has no entry object, so ``count`` says how many are live in all, and
+    ``removed`` which positions left (a compaction keeps the records not in it).
+    """
+
+    __slots__ = ("number", "seg", "ack", "size", "records", "live", "count", "removed")
 
     def __init__(self, directory: Path, number: int) -> None:
         self.number = number
@@ -65,13 +70,17 @@ class Segment:
         #: records in the file (live or not), for the compaction threshold
         self.records = 0
         self.live: dict[int, StoredEntry] = {}
+        #: live messages, in memory (``live``) or paged out
+        self.count = 0
+        #: positions written here that left the queue
+        self.removed: set[int] = set()
 
     def delete(self) -> None:
         self.seg.delete()
         self.ack.delete()
 
     def __repr__(self) -> str:
-        return f"Segment({self.seg.path}, live={len(self.live)}/{self.records})"
+        return f"Segment({self.seg.path}, live={self.count}/{self.records})"
 
 
 @dataclass
@@ -105,6 +114,8 @@ class QueueLog(MessageLog):
         self._recovered = found.entries
         #: the position given to the last message appended
         self._position = found.highest_position
+        #: positions of paged-out messages delivered before (for a clean shutdown's record)
+        self._paged_delivered: set[int] = set()
         self.closed = False
 
     def recovered(self) -> list[StoredEntry]:
@@ -134,6 +145,7 @@ class QueueLog(MessageLog):
         self.writer.write(segment.seg, frame(head, body) + head, body)
         segment.size += RECORD_HEAD.size + len(head) + len(body)
         segment.records += 1
+        segment.count += 1
         segment.live[position] = entry
         entry.segment = segment
         self.store.written += 1
@@ -144,22 +156,59 @@ class QueueLog(MessageLog):
             return
         entry.segment = None
         del segment.live[entry.position]
+        self._removed(segment, entry.position)
+
+    def _removed(self, segment: Segment, position: int) -> None:
+        segment.count -= 1
+        segment.removed.add(position)
         if segment is not self.head:
-            if not segment.live:
+            if not segment.count:
                 self._drop(segment)
                 return
             if (
                 segment.records >= COMPACT_MIN_RECORDS
-                and len(segment.live) * COMPACT_RATIO < segment.records
+                and segment.count * COMPACT_RATIO < segment.records
+                and segment is not next(iter(self.segments.values()))
             ):
+                # not the oldest segment: a queue drained in order acks it to the end soon
+                # (compacting it on the way would read and write it again and again)
                 self._compact(segment)
-        self.writer.ack(segment.ack, SEQ.pack(entry.position))
+        self.writer.ack(segment.ack, SEQ.pack(position))
+
+    def page_out(self, entry: StoredEntry) -> int | None:
+        segment = entry.segment
+        if segment is None or self.closed:
+            return None
+        entry.segment = None
+        live = segment.live
+        del live[entry.position]
+        if not live:
+            segment.live = {}  # a dict keeps its size when emptied: 4 MiB of small messages
+        if entry.deliveries:
+            self._paged_delivered.add(entry.position)
+        return int(segment.number)
+
+    def page_in(self, entry: StoredEntry, key: int) -> None:
+        segment = self.segments.get(key)
+        if segment is None or self.closed:
+            entry.segment = None
+            return
+        entry.segment = segment
+        segment.live[entry.position] = entry
+        self._paged_delivered.discard(entry.position)
+
+    def remove_paged(self, key: int, position: int) -> None:
+        segment = self.segments.get(key)
+        if segment is None or self.closed:
+            return
+        self._paged_delivered.discard(position)
+        self._removed(segment, position)
 
     def _new_head(self) -> Segment:
         old = self.head
         if old is not None:
             self.writer.later(old.seg.close)  # never appended to again
-            if not old.live:
+            if not old.count:
                 self._drop(old)
         segment = self.head = Segment(self.directory, self._next)
         self._next += 1
@@ -173,10 +222,10 @@ class QueueLog(MessageLog):
         self.writer.later(segment.delete)
 
     def _compact(self, segment: Segment) -> None:
-        keep = set(segment.live)
-        segment.records = len(keep)
+        drop = frozenset(segment.removed)
+        segment.records = segment.count
         path = segment.seg.path
-        self.writer.later(lambda: compact(path, keep))
+        self.writer.later(lambda: compact(path, drop))
 
     def close(self, delete: bool) -> None:
         """The queue is gone (``delete``: with its files) or the broker stops."""
@@ -199,11 +248,11 @@ class QueueLog(MessageLog):
             for segment in self.segments.values()
             for position, entry in segment.live.items()
             if entry.deliveries
-        ]
+        ] + sorted(self._paged_delivered)
 
 
-def compact(path: Path, keep: set[int]) -> None:
-    """Rewrite a closed segment with only the records in ``keep`` (worker thread)."""
+def compact(path: Path, drop: frozenset[int]) -> None:
+    """Rewrite a closed segment without the records in ``drop`` (worker thread)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -213,7 +262,7 @@ def compact(path: Path, keep: set[int]) -> None:
     with open(temporary, "wb") as out:
         out.write(SEGMENT_MAGIC)
         for offset, payload in records:
-            if record_seq(payload) in keep:
+            if record_seq(payload) not in drop:
                 out.write(data[offset : offset + RECORD_HEAD.size + len(payload)])
         out.flush()
         os.fsync(out.fileno())
@@ -259,7 +308,10 @@ def recover_queue(
                 log.warning("%s: unreadable message at offset %d skipped: %s", path, offset, exc)
                 continue
             found.highest_position = max(found.highest_position, seq)
-            if seq in acked or seq in seen:
+            if seq in acked:
+                segment.removed.add(seq)  # a compaction leaves it out
+                continue
+            if seq in seen:
                 continue
             codec = CODECS.get(codec_name)
             if codec is None:
@@ -283,6 +335,7 @@ def recover_queue(
             entry.segment = segment
             segment.live[seq] = entry
             entries.append(entry)
+        segment.count = len(segment.live)
         if segment.live:
             segments.append(segment)
         else:
