@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 
 from warrenmq import Broker, Message, ProtocolConnection, Queue
@@ -18,13 +19,16 @@ from warrenmq.auth import LoginRefused, User
 from warrenmq.errors import BrokerError
 from warrenmq.failures import log_failure
 from warrenmq.message import Properties
-from warrenmq.queue import ACK, Entry
+from warrenmq.queue import ACK, Entry, StoredEntry
 from warrenmq.session import Session, SessionConsumer
 from warrenmq.vhost import VirtualHost
 from warrenmq.views import ConnectionView
 
 from . import packets as p
 from .state import (
+    COMP,
+    PUB,
+    REL,
     TOPIC_HEADER,
     MQTTState,
     SessionState,
@@ -126,12 +130,16 @@ class MQTTConnection(ProtocolConnection):
         self.user: User | None = None
         self.vhost: VirtualHost | None = None
         self.mqtt: MQTTState | None = None
-        self.state = SessionState()
+        self.state = SessionState("")
         self.session = MQTTSession(self)
         #: subscription queue consumers by QoS
         self.consumers: dict[int, MQTTConsumer] = {}
-        #: outbound packet id -> (delivery tag, QoS) of deliveries awaiting PUBACK/PUBREC
-        self.inflight: dict[int, tuple[int, int]] = {}
+        #: outbound packet id -> (delivery tag, QoS, message id) of deliveries awaiting
+        #: PUBACK/PUBREC
+        self.inflight: dict[int, tuple[int, int, int]] = {}
+        #: acknowledgements waiting for the store's fsync: (store's ``written`` mark, packet)
+        self._unsynced: deque[tuple[int, bytes]] = deque()
+        self._sync_waiting = False
         self._next_packet_id = 0
         #: (topic, payload, qos, retain) published if the connection drops
         self.will: tuple[str, bytes, int, bool] | None = None
@@ -328,10 +336,19 @@ class MQTTConnection(ProtocolConnection):
             self._pubrec(reader.u16())
         elif kind == p.PUBREL and flags == 2:
             packet_id = reader.u16()
-            self.state.awaiting_rel.discard(packet_id)
+            state = self.state
+            if packet_id in state.awaiting_rel:
+                state.awaiting_rel.discard(packet_id)
+                if not self.clean and self.mqtt is not None:
+                    self.mqtt.remove_record(state, REL, packet_id)
             self.write(p.ack(p.PUBCOMP, packet_id))
         elif kind == p.PUBCOMP and not flags:
-            self.state.awaiting_comp.discard(reader.u16())
+            packet_id = reader.u16()
+            state = self.state
+            if packet_id in state.awaiting_comp:
+                state.awaiting_comp.discard(packet_id)
+                if not self.clean and self.mqtt is not None:
+                    self.mqtt.remove_record(state, COMP, packet_id)
         elif kind == p.SUBSCRIBE and flags == 2:
             self._subscribe(reader)
         elif kind == p.UNSUBSCRIBE and flags == 2:
@@ -448,7 +465,7 @@ class MQTTConnection(ProtocolConnection):
         mqtt.connections[self.client_id] = self
         names = [subscription_queue_name(self.client_id, qos) for qos in range(3)]
         if self.clean:
-            mqtt.sessions.pop(self.client_id, None)
+            mqtt.discard_session(self.client_id)
             for name in names:
                 queue = vhost.queues.get(name)
                 if queue is not None:
@@ -456,7 +473,7 @@ class MQTTConnection(ProtocolConnection):
             present = False
         else:
             present = self.client_id in mqtt.sessions or any(n in vhost.queues for n in names)
-            self.state = mqtt.sessions.setdefault(self.client_id, SessionState())
+            self.state = mqtt.keep_session(self.client_id)
         self._state = CONNECTED
         self.timers_changed = True
         self.write(p.connack(present, p.ACCEPTED))
@@ -499,8 +516,11 @@ class MQTTConnection(ProtocolConnection):
             raise p.MalformedPacket(f"payload of {len(payload)} bytes is too large")
         self.messages_in += 1
         self.has_published = True
+        store = self.broker.store
+        written = store.written
         if qos == 2 and packet_id in self.state.awaiting_rel:
-            self.write(p.ack(p.PUBREC, packet_id))  # a resend: published once already
+            # a resend: published once already
+            self._reply(p.ack(p.PUBREC, packet_id), written)
             return
         user = self.user.name if self.user else ""
         assert self.vhost is not None
@@ -511,10 +531,39 @@ class MQTTConnection(ProtocolConnection):
             return
         self.publish(topic, payload, qos, bool(flags & 1))
         if qos == 1:
-            self.write(p.ack(p.PUBACK, packet_id))
+            self._reply(p.ack(p.PUBACK, packet_id), written)
         elif qos == 2:
             self.state.awaiting_rel.add(packet_id)
-            self.write(p.ack(p.PUBREC, packet_id))
+            if not self.clean and self.mqtt is not None:
+                self.mqtt.add_record(self.state, REL, packet_id)
+            self._reply(p.ack(p.PUBREC, packet_id), written)
+
+    def _reply(self, packet: bytes, written: int) -> None:
+        """Send the acknowledgement of a publish once the store's fsync covers what the
+        publish wrote (``written``: the store's count before it), as publisher confirms wait;
+        acknowledgements keep their order (MQTT 3.1.1 4.6)."""
+        store = self.broker.store
+        if store.written == written and not self._unsynced:
+            self.write(packet)
+            return
+        self._unsynced.append((store.written, packet))
+        if not self._sync_waiting:
+            self._sync_waiting = True
+            store.when_synced(self._store_synced)
+
+    def _store_synced(self) -> None:
+        self._sync_waiting = False
+        waits = self._unsynced
+        if self._closed:
+            waits.clear()
+            return
+        store = self.broker.store
+        synced = store.synced
+        while waits and waits[0][0] <= synced:
+            self.write(waits.popleft()[1])
+        if waits:
+            self._sync_waiting = True
+            store.when_synced(self._store_synced)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         assert self.vhost is not None and self.mqtt is not None
@@ -626,9 +675,12 @@ class MQTTConnection(ProtocolConnection):
             self.write(p.publish_head(topic, 0, 0, retain, False, len(body)))
         else:
             assert entry is not None
-            packet_id = self._packet_id()
+            if qos == 2 and not self.clean:
+                packet_id = self._persistent_packet_id(queue, message, entry)
+            else:
+                packet_id = self._packet_id()
             tag = self.session.track(queue, entry, consumer)
-            self.inflight[packet_id] = (tag, qos)
+            self.inflight[packet_id] = (tag, qos, message.id if qos == 2 else 0)
             head = p.publish_head(topic, qos, packet_id, retain, entry.deliveries > 1, len(body))
             self.write(head)
         self._out += body
@@ -639,12 +691,37 @@ class MQTTConnection(ProtocolConnection):
 
     def _packet_id(self) -> int:
         busy = self.inflight
-        waiting = self.state.awaiting_comp
+        state = self.state
+        waiting = state.awaiting_comp
+        sent = state.sent or state.sent_stored
         for _ in range(65535):
             packet_id = self._next_packet_id = self._next_packet_id % 65535 + 1
-            if packet_id not in busy and packet_id not in waiting:
+            if (
+                packet_id not in busy
+                and packet_id not in waiting
+                and (not sent or not state.packet_id_taken(packet_id))
+            ):
                 return packet_id
         raise RuntimeError("no free MQTT packet id")
+
+    def _persistent_packet_id(self, queue: Queue, message: Message, entry: Entry) -> int:
+        """The packet id of a QoS 2 delivery to a persistent session: the one it was sent
+        with before, if it was (a reconnect must not make it look new, MQTT 3.1.1 4.4), kept
+        by the store when the message is."""
+        state = self.state
+        position = entry.position if isinstance(entry, StoredEntry) else 0
+        packet_id = state.sent.get(message.id)
+        recorded = False
+        if packet_id is None and position and state.sent_stored:
+            packet_id = state.sent_stored.pop((queue.name, position), None)
+            recorded = packet_id is not None
+        if packet_id is None or packet_id in self.inflight:
+            packet_id = self._packet_id()
+            recorded = False
+        state.sent[message.id] = packet_id
+        if position and not recorded and self.mqtt is not None:
+            self.mqtt.add_record(state, PUB, packet_id, queue.name, position)
+        return packet_id
 
     def _puback(self, packet_id: int) -> None:
         found = self.inflight.get(packet_id)
@@ -654,13 +731,21 @@ class MQTTConnection(ProtocolConnection):
         self.session.settle(found[0], False, ACK)
 
     def _pubrec(self, packet_id: int) -> None:
+        state = self.state
+        written = self.broker.store.written
         found = self.inflight.get(packet_id)
         if found is not None and found[1] == 2:
             del self.inflight[packet_id]
+            state.awaiting_comp.add(packet_id)
+            if not self.clean and self.mqtt is not None:
+                state.sent.pop(found[2], None)
+                # the message leaves its queue in the same write as the record that says
+                # the client has it: after a restart PUBREL is sent again, not the message
+                self.mqtt.remove_record(state, PUB, packet_id)
+                self.mqtt.add_record(state, COMP, packet_id)
             self.session.settle(found[0], False, ACK)
-            self.state.awaiting_comp.add(packet_id)
-        if packet_id in self.state.awaiting_comp:
-            self.write(p.ack(p.PUBREL, packet_id))
+        if packet_id in state.awaiting_comp:
+            self._reply(p.ack(p.PUBREL, packet_id), written)
 
     # -- closing --------------------------------------------------------------------------
 
