@@ -9,6 +9,7 @@ deliveries are tracked there and settled by PUBACK (QoS 1) or PUBREC (QoS 2).
 from __future__ import annotations
 
 import logging
+import struct
 import time
 import uuid
 from collections import deque
@@ -20,7 +21,7 @@ from warrenmq.errors import BrokerError
 from warrenmq.failures import log_failure
 from warrenmq.message import Properties
 from warrenmq.queue import ACK, Entry, StoredEntry
-from warrenmq.session import Session, SessionConsumer
+from warrenmq.session import Delivery, Session, SessionConsumer
 from warrenmq.vhost import VirtualHost
 from warrenmq.views import ConnectionView
 
@@ -55,6 +56,17 @@ QOS_HEADER = "x-mqtt-publish-qos"
 RETAIN_HEADER = "x-mqtt-retain"
 
 AWAIT_CONNECT, LOGGING_IN, CONNECTED = range(3)
+#: topics remembered per connection (checked and mapped once) before the cache starts over
+TOPIC_CACHE_SIZE = 1024
+
+#: the properties of an MQTT publish of each QoS, shared by every such message (a message's
+#: properties are never changed once it is made: whoever needs others makes a copy)
+_PROPERTIES = tuple(
+    Properties(headers={QOS_HEADER: qos}, delivery_mode=2 if qos else 1) for qos in range(3)
+)
+#: (QoS, retain) of a message with one of those shared properties, by their id
+_SHARED = {id(properties): (qos, False) for qos, properties in enumerate(_PROPERTIES)}
+_U16 = struct.Struct(">H")
 
 
 class MQTTConsumer(SessionConsumer):
@@ -88,14 +100,20 @@ class MQTTSession(Session):
         self.connection.drop("a delivery failed")
 
 
-def _message_qos(message: Message) -> int:
-    """The QoS a message was published with; an AMQP publish does not cap it."""
-    headers = message.properties.headers
-    if headers:
-        qos = headers.get(QOS_HEADER)
-        if isinstance(qos, int) and 0 <= qos <= 2:
-            return qos
-    return 2
+def _message_qos(properties: Properties) -> tuple[int, bool]:
+    """The QoS a message was published with (an AMQP publish does not cap it: 2), and
+    whether it is the copy of a retained message."""
+    known = _SHARED.get(id(properties))
+    if known is not None:
+        return known
+    headers = properties.headers
+    if not headers:
+        return 2, False
+    qos = headers.get(QOS_HEADER)
+    retain = bool(headers.get(RETAIN_HEADER))
+    if isinstance(qos, int) and 0 <= qos <= 2:
+        return qos, retain
+    return 2, retain
 
 
 class MQTTConnection(ProtocolConnection):
@@ -140,6 +158,15 @@ class MQTTConnection(ProtocolConnection):
         #: acknowledgements waiting for the store's fsync: (store's ``written`` mark, packet)
         self._unsynced: deque[tuple[int, bytes]] = deque()
         self._sync_waiting = False
+        #: deliveries PUBACKed in the input being parsed, settled together at its end
+        self._acked: list[tuple[int, Delivery]] = []
+        #: PUBLISH topics seen: raw bytes -> (topic, routing key), checked once
+        self._topics: dict[bytes, tuple[str, str]] = {}
+        #: routing keys delivered: -> the MQTT topic, UTF-8 with its length in front
+        self._topics_out: dict[str, bytes] = {}
+        #: the user may publish (checked at the first publish, as AMQP channels do)
+        self._may_publish = False
+        self._limit = MAX_PACKET_UNAUTHENTICATED
         self._next_packet_id = 0
         #: (topic, payload, qos, retain) published if the connection drops
         self.will: tuple[str, bytes, int, bool] | None = None
@@ -301,23 +328,33 @@ class MQTTConnection(ProtocolConnection):
         data = self._buf
         start = 0
         end = len(data)
-        while start < end and not self._closed and self._state != LOGGING_IN:
-            header = p.parse_fixed_header(data, start)
-            if header is None:
-                break
-            first, length, body_start = header
-            limit = (
-                self.broker.settings.mqtt_max_packet_size
-                if self._state == CONNECTED
-                else MAX_PACKET_UNAUTHENTICATED
-            )
-            if body_start - start + length > limit:
-                raise p.MalformedPacket(f"packet of {length} bytes exceeds the limit of {limit}")
-            body_end = body_start + length
-            if body_end > end:
-                break
-            start = body_end
-            self._packet(first, p.Reader(data, body_start, body_end))
+        try:
+            while end - start >= 2 and not self._closed and self._state != LOGGING_IN:
+                first = data[start]
+                length = data[start + 1]
+                if length < 0x80:  # the usual one-byte remaining length, read inline
+                    body_start = start + 2
+                else:
+                    header = p.parse_fixed_header(data, start)
+                    if header is None:
+                        break
+                    first, length, body_start = header
+                if body_start - start + length > self._limit:
+                    raise p.MalformedPacket(
+                        f"packet of {length} bytes exceeds the limit of {self._limit}"
+                    )
+                body_end = body_start + length
+                if body_end > end:
+                    break
+                start = body_end
+                if first >> 4 == p.PUBLISH and self._state == CONNECTED:
+                    self._publish(first, data, body_start, body_end)
+                else:
+                    self._packet(first, p.Reader(data, body_start, body_end))
+        finally:
+            if self._acked:  # even if a bad packet follows: these go back or away, not lost
+                acked, self._acked = self._acked, []
+                self.session.apply(acked, ACK)
         if start:
             del data[:start]
 
@@ -328,9 +365,7 @@ class MQTTConnection(ProtocolConnection):
                 raise p.MalformedPacket("the first packet is not CONNECT")
             self._connect(reader)
             return
-        if kind == p.PUBLISH:
-            self._publish(flags, reader)
-        elif kind == p.PUBACK and not flags:
+        if kind == p.PUBACK and not flags:
             self._puback(reader.u16())
         elif kind == p.PUBREC and not flags:
             self._pubrec(reader.u16())
@@ -475,6 +510,7 @@ class MQTTConnection(ProtocolConnection):
             present = self.client_id in mqtt.sessions or any(n in vhost.queues for n in names)
             self.state = mqtt.keep_session(self.client_id)
         self._state = CONNECTED
+        self._limit = broker.settings.mqtt_max_packet_size
         self.timers_changed = True
         self.write(p.connack(present, p.ACCEPTED))
         log.info(
@@ -499,37 +535,53 @@ class MQTTConnection(ProtocolConnection):
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(self, flags: int, reader: p.Reader) -> None:
-        qos = (flags >> 1) & 3
+    def _publish(self, first: int, data: bytearray, start: int, end: int) -> None:
+        """A PUBLISH packet, parsed in place (the hot path: no ``Reader``, topics checked
+        and mapped once per connection)."""
+        qos = (first >> 1) & 3
         if qos == 3:
             raise p.MalformedPacket("PUBLISH with QoS 3")
-        topic = reader.text()
-        try:
-            check_topic(topic)
-        except BadTopic as exc:
-            raise p.MalformedPacket(str(exc)) from None
-        packet_id = reader.u16() if qos else 0
-        if qos and not packet_id:
-            raise p.MalformedPacket("PUBLISH with packet id 0")
-        payload = reader.rest()
-        if len(payload) > self.broker.settings.max_message_size:
-            raise p.MalformedPacket(f"payload of {len(payload)} bytes is too large")
+        if end - start < 2:
+            raise p.MalformedPacket("packet too short")
+        pos = start + 2 + (data[start] << 8 | data[start + 1])
+        if pos > end:
+            raise p.MalformedPacket("string longer than the packet")
+        raw = bytes(data[start + 2 : pos])
+        known = self._topics.get(raw)
+        if known is None:
+            known = self._learn_topic(raw)
+        packet_id = 0
+        if qos:
+            if pos + 2 > end:
+                raise p.MalformedPacket("packet too short")
+            packet_id = data[pos] << 8 | data[pos + 1]
+            if not packet_id:
+                raise p.MalformedPacket("PUBLISH with packet id 0")
+            pos += 2
+        payload = bytes(memoryview(data)[pos:end])
+        if end - pos > self.broker.settings.max_message_size:
+            raise p.MalformedPacket(f"payload of {end - pos} bytes is too large")
         self.messages_in += 1
         self.has_published = True
-        store = self.broker.store
-        written = store.written
+        written = self.broker.store.written
         if qos == 2 and packet_id in self.state.awaiting_rel:
             # a resend: published once already
             self._reply(p.ack(p.PUBREC, packet_id), written)
             return
-        user = self.user.name if self.user else ""
-        assert self.vhost is not None
-        try:
-            self.broker.access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
-        except BrokerError as exc:
-            self.drop(exc.reply_text)
-            return
-        self.publish(topic, payload, qos, bool(flags & 1))
+        if not self._may_publish:
+            user = self.user.name if self.user else ""
+            assert self.vhost is not None
+            try:
+                self.broker.access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
+            except BrokerError as exc:
+                self.drop(exc.reply_text)
+                return
+            self._may_publish = True
+        if first & 1:
+            self.publish(known[0], payload, qos, True)
+        else:
+            assert self.vhost is not None
+            self.vhost.publish(EXCHANGE, Message(EXCHANGE, known[1], payload, _PROPERTIES[qos]))
         if qos == 1:
             self._reply(p.ack(p.PUBACK, packet_id), written)
         elif qos == 2:
@@ -537,6 +589,23 @@ class MQTTConnection(ProtocolConnection):
             if not self.clean and self.mqtt is not None:
                 self.mqtt.add_record(self.state, REL, packet_id)
             self._reply(p.ack(p.PUBREC, packet_id), written)
+
+    def _learn_topic(self, raw: bytes) -> tuple[str, str]:
+        """Check a PUBLISH topic name seen for the first time; remember it and its key."""
+        try:
+            topic = raw.decode()
+        except UnicodeDecodeError:
+            raise p.MalformedPacket("string is not valid UTF-8") from None
+        if "\x00" in topic:
+            raise p.MalformedPacket("string contains U+0000")
+        try:
+            check_topic(topic)
+        except BadTopic as exc:
+            raise p.MalformedPacket(str(exc)) from None
+        if len(self._topics) >= TOPIC_CACHE_SIZE:
+            self._topics.clear()
+        known = self._topics[raw] = (topic, to_amqp(topic))
+        return known
 
     def _reply(self, packet: bytes, written: int) -> None:
         """Send the acknowledgement of a publish once the store's fsync covers what the
@@ -567,13 +636,11 @@ class MQTTConnection(ProtocolConnection):
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         assert self.vhost is not None and self.mqtt is not None
-        headers = {QOS_HEADER: qos}
-        properties = Properties(headers=headers, delivery_mode=2 if qos else 1)
-        message = Message(EXCHANGE, to_amqp(topic), payload, properties)
+        message = Message(EXCHANGE, to_amqp(topic), payload, _PROPERTIES[qos])
         if retain:
             if payload:
                 kept = Properties(
-                    headers={**headers, RETAIN_HEADER: True, TOPIC_HEADER: topic},
+                    headers={QOS_HEADER: qos, RETAIN_HEADER: True, TOPIC_HEADER: topic},
                     delivery_mode=2,
                 )
                 self.mqtt.retain(topic, Message(EXCHANGE, message.routing_key, payload, kept))
@@ -664,15 +731,21 @@ class MQTTConnection(ProtocolConnection):
     def deliver(
         self, consumer: MQTTConsumer, queue: Queue, message: Message, entry: Entry | None
     ) -> None:
-        qos = min(consumer.qos, _message_qos(message))
-        headers = message.properties.headers
-        retain = bool(headers and headers.get(RETAIN_HEADER))
-        topic = to_mqtt(message.routing_key).encode()
+        published_qos, retain = _message_qos(message.properties)
+        qos = consumer.qos if consumer.qos < published_qos else published_qos
+        key = message.routing_key
+        topic = self._topics_out.get(key)
+        if topic is None:
+            topic = self._topic_out(key)
         body = message.body
+        out = self._out
+        if not out and not self._receiving:
+            self._wake()
         if qos == 0:
             if entry is not None and consumer.acks:
                 queue.ack(entry)  # a QoS 0 message on a QoS 1 subscription: settled at once
-            self.write(p.publish_head(topic, 0, 0, retain, False, len(body)))
+            size = len(topic) + len(body)
+            first = 0x31 if retain else 0x30
         else:
             assert entry is not None
             if qos == 2 and not self.clean:
@@ -681,13 +754,28 @@ class MQTTConnection(ProtocolConnection):
                 packet_id = self._packet_id()
             tag = self.session.track(queue, entry, consumer)
             self.inflight[packet_id] = (tag, qos, message.id if qos == 2 else 0)
-            head = p.publish_head(topic, qos, packet_id, retain, entry.deliveries > 1, len(body))
-            self.write(head)
-        self._out += body
+            size = len(topic) + 2 + len(body)
+            first = 0x30 | qos << 1 | (8 if entry.deliveries > 1 else 0) | (1 if retain else 0)
+        if size < 0x80:
+            out.append(first)
+            out.append(size)
+        else:
+            out.append(first)
+            out += p.remaining_length(size)
+        out += topic
+        if qos:
+            out += _U16.pack(packet_id)
+        out += body
         self.messages_out += 1
-        if len(self._out) > OUT_LIMIT and not self._out_full:
+        if len(out) > OUT_LIMIT and not self._out_full:
             self._out_full = True
             self.session.pause()
+
+    def _topic_out(self, routing_key: str) -> bytes:
+        if len(self._topics_out) >= TOPIC_CACHE_SIZE:
+            self._topics_out.clear()
+        topic = self._topics_out[routing_key] = p.utf8(to_mqtt(routing_key))
+        return topic
 
     def _packet_id(self) -> int:
         busy = self.inflight
@@ -728,7 +816,9 @@ class MQTTConnection(ProtocolConnection):
         if found is None or found[1] != 1:
             return  # unknown or already settled: nothing to do
         del self.inflight[packet_id]
-        self.session.settle(found[0], False, ACK)
+        delivery = self.session.unacked.pop(found[0], None)
+        if delivery is not None:  # settled with the others of this read (_parse_packets)
+            self._acked.append((found[0], delivery))
 
     def _pubrec(self, packet_id: int) -> None:
         state = self.state
