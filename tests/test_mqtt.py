@@ -735,3 +735,33 @@ def test_memory_alarm_holds_mqtt_publishers_back_and_loses_nothing(unique: str) 
             publisher.close()
         finally:
             amqp.close()
+
+
+def test_a_puback_before_a_bad_packet_still_counts(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    """PUBACKs are settled together after each read: one followed by a malformed packet in
+    the same read still settles its message (it is not sent again), the other comes back."""
+    raw = RawClient(target.mqtt)
+    assert raw.connect(f"{unique}-raw", clean=False) == b"\x00\x00"
+    raw.send(subscribe_packet(1, (f"{unique}/a", 1)))
+    assert raw.read() == (0x90, b"\x00\x01\x01")
+    pub = connected(target, clients, f"{unique}-p")
+    pub.publish(f"{unique}/a", b"acked", qos=1)
+    pub.publish(f"{unique}/a", b"not acked", qos=1)
+    first, body = raw.read()
+    assert body.endswith(b"acked")
+    assert raw.read()[1].endswith(b"not acked")
+    raw.send(ack_packet(4, packet_id_of(body)) + b"\xf0\x00")  # PUBACK, then type 15
+    assert raw.closed_by_server()
+    again = RawClient(target.mqtt)
+    assert again.connect(f"{unique}-raw", clean=False) == b"\x01\x00"
+    first, body = again.read()
+    assert first == 0x3A and body.endswith(b"not acked")  # DUP, and only this one
+    again.send(ack_packet(4, packet_id_of(body)))
+    pub.publish(f"{unique}/a", b"marker", qos=1)
+    assert again.read()[1].endswith(b"marker")
+    again.close()
+    cleanup = RawClient(target.mqtt)
+    assert cleanup.connect(f"{unique}-raw", clean=True) == b"\x00\x00"
+    cleanup.close()

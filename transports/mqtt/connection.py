@@ -67,6 +67,8 @@ _PROPERTIES = tuple(
 #: (QoS, retain) of a message with one of those shared properties, by their id
 _SHARED = {id(properties): (qos, False) for qos, properties in enumerate(_PROPERTIES)}
 _U16 = struct.Struct(">H")
+#: a PUBACK: first byte and remaining length (0x4002), packet id
+_PUBACK = struct.Struct(">HH")
 
 
 class MQTTConsumer(SessionConsumer):
@@ -167,6 +169,8 @@ class MQTTConnection(ProtocolConnection):
         #: the user may publish (checked at the first publish, as AMQP channels do)
         self._may_publish = False
         self._limit = MAX_PACKET_UNAUTHENTICATED
+        self._max_payload = broker.settings.max_message_size
+        self._store = broker.store
         self._next_packet_id = 0
         #: (topic, payload, qos, retain) published if the connection drops
         self.will: tuple[str, bytes, int, bool] | None = None
@@ -349,6 +353,14 @@ class MQTTConnection(ProtocolConnection):
                 start = body_end
                 if first >> 4 == p.PUBLISH and self._state == CONNECTED:
                     self._publish(first, data, body_start, body_end)
+                elif first == 0x40 and length == 2:  # PUBACK, inline
+                    packet_id = data[body_start] << 8 | data[body_start + 1]
+                    found = self.inflight.get(packet_id)
+                    if found is not None and found[1] == 1:  # else unknown, or not QoS 1
+                        del self.inflight[packet_id]
+                        delivery = self.session.unacked.pop(found[0], None)
+                        if delivery is not None:  # settled with the rest of this input
+                            self._acked.append((found[0], delivery))
                 else:
                     self._packet(first, p.Reader(data, body_start, body_end))
         finally:
@@ -558,12 +570,13 @@ class MQTTConnection(ProtocolConnection):
             if not packet_id:
                 raise p.MalformedPacket("PUBLISH with packet id 0")
             pos += 2
-        payload = bytes(memoryview(data)[pos:end])
-        if end - pos > self.broker.settings.max_message_size:
+        if end - pos > self._max_payload:
             raise p.MalformedPacket(f"payload of {end - pos} bytes is too large")
+        payload = bytes(memoryview(data)[pos:end])
         self.messages_in += 1
         self.has_published = True
-        written = self.broker.store.written
+        store = self._store
+        written = store.written
         if qos == 2 and packet_id in self.state.awaiting_rel:
             # a resend: published once already
             self._reply(p.ack(p.PUBREC, packet_id), written)
@@ -583,7 +596,13 @@ class MQTTConnection(ProtocolConnection):
             assert self.vhost is not None
             self.vhost.publish(EXCHANGE, Message(EXCHANGE, known[1], payload, _PROPERTIES[qos]))
         if qos == 1:
-            self._reply(p.ack(p.PUBACK, packet_id), written)
+            if store.written == written and not self._unsynced:
+                out = self._out
+                if not out and not self._receiving:
+                    self._wake()
+                out += _PUBACK.pack(0x4002, packet_id)
+            else:
+                self._reply(p.ack(p.PUBACK, packet_id), written)
         elif qos == 2:
             self.state.awaiting_rel.add(packet_id)
             if not self.clean and self.mqtt is not None:
@@ -731,7 +750,8 @@ class MQTTConnection(ProtocolConnection):
     def deliver(
         self, consumer: MQTTConsumer, queue: Queue, message: Message, entry: Entry | None
     ) -> None:
-        published_qos, retain = _message_qos(message.properties)
+        known = _SHARED.get(id(message.properties))
+        published_qos, retain = known if known is not None else _message_qos(message.properties)
         qos = consumer.qos if consumer.qos < published_qos else published_qos
         key = message.routing_key
         topic = self._topics_out.get(key)
@@ -748,12 +768,16 @@ class MQTTConnection(ProtocolConnection):
             first = 0x31 if retain else 0x30
         else:
             assert entry is not None
+            inflight = self.inflight
+            state = self.state
             if qos == 2 and not self.clean:
                 packet_id = self._persistent_packet_id(queue, message, entry)
             else:
-                packet_id = self._packet_id()
+                packet_id = self._next_packet_id = self._next_packet_id % 65535 + 1
+                if packet_id in inflight or state.awaiting_comp or state.sent or state.sent_stored:
+                    packet_id = self._packet_id()  # the thorough search
             tag = self.session.track(queue, entry, consumer)
-            self.inflight[packet_id] = (tag, qos, message.id if qos == 2 else 0)
+            inflight[packet_id] = (tag, qos, message.id if qos == 2 else 0)
             size = len(topic) + 2 + len(body)
             first = 0x30 | qos << 1 | (8 if entry.deliveries > 1 else 0) | (1 if retain else 0)
         if size < 0x80:
