@@ -5,6 +5,10 @@ broker on the same data directory."""
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,6 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from line_reader import LineReader
 from mqtt_helpers import TIMEOUT, Client, MQTTAddress, RawClient, ack_packet, publish_packet
 from mqtt_helpers import subscribe_packet as subscribe
 
@@ -288,3 +293,71 @@ def test_qos2_exactly_once_end_to_end_across_a_restart(tmp_path: Path, unique: s
     duplicated = {payload: n for payload, n in sub.received.items() if n != 1}
     assert not duplicated
     assert set(sub.received) == {b"%d" % n for n in range(total)} | {b"marker"}
+
+
+# -- kill -9 -------------------------------------------------------------------------------
+
+
+@contextmanager
+def killable_broker(data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], MQTTAddress]]:
+    """``warrenmq run`` in a subprocess, so that the test can SIGKILL it."""
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "warrenmq", "run", "--port", "0", "--mqtt-port", "0",
+            "--data-dir", str(data_dir), "--log-level", "info",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        line = LineReader(process.stderr).wait_for("listening for mqtt", 20.0)
+        found = re.search(r":(\d+)\s*$", line)
+        assert found, line
+        yield process, MQTTAddress("127.0.0.1", int(found.group(1)))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(TIMEOUT)
+
+
+def test_qos2_acknowledgements_survive_kill_9(tmp_path: Path, unique: str) -> None:
+    """PUBREC and PUBREL are sent only once the store has made durable what they promise:
+    the broker killed right after each still knows, after a restart, the packet id it
+    PUBREC'd (the resent PUBLISH is not routed again) and the delivery the client PUBREC'd
+    (PUBREL comes again, not the message)."""
+    with killable_broker(tmp_path) as (process, mqtt):
+        sub = RawClient(mqtt)
+        assert sub.connect(f"{unique}-s", clean=False) == b"\x00\x00"
+        sub.send(subscribe(1, (f"{unique}/#", 2)))
+        assert sub.read() == (0x90, b"\x00\x01\x02")
+        pub = RawClient(mqtt)
+        assert pub.connect(f"{unique}-p", clean=False) == b"\x00\x00"
+        pub.send(publish_packet(f"{unique}/once", b"once", qos=2, packet_id=9))
+        assert pub.read() == (0x50, ident(9))  # PUBREC
+        first, body = sub.read()
+        assert first == 0x34 and body.endswith(b"once")
+        delivered_id = packet_id_of(body)
+        sub.send(ack_packet(PUBREC, delivered_id))
+        assert sub.read() == (0x62, ident(delivered_id))  # PUBREL
+        process.send_signal(signal.SIGKILL)
+        process.wait(TIMEOUT)
+    with killable_broker(tmp_path) as (process, mqtt):
+        sub = RawClient(mqtt)
+        assert sub.connect(f"{unique}-s", clean=False) == b"\x01\x00"
+        assert sub.read() == (0x62, ident(delivered_id))  # PUBREL again, not the PUBLISH
+        sub.send(ack_packet(PUBCOMP, delivered_id))
+        pub = RawClient(mqtt)
+        assert pub.connect(f"{unique}-p", clean=False) == b"\x01\x00"
+        pub.send(publish_packet(f"{unique}/once", b"once", qos=2, packet_id=9, dup=True))
+        assert pub.read() == (0x50, ident(9))  # acknowledged, not routed again
+        pub.send(ack_packet(PUBREL, 9))
+        assert pub.read() == (0x70, ident(9))
+        pub.send(publish_packet(f"{unique}/marker", b"marker", qos=1, packet_id=10))
+        assert pub.read() == (0x40, ident(10))
+        first, body = sub.read()
+        assert first == 0x32 and body.endswith(b"marker")  # QoS 1, and nothing before it
+        sub.close()
+        pub.close()
