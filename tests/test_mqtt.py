@@ -765,3 +765,42 @@ def test_a_puback_before_a_bad_packet_still_counts(
     cleanup = RawClient(target.mqtt)
     assert cleanup.connect(f"{unique}-raw", clean=True) == b"\x00\x00"
     cleanup.close()
+
+
+def test_qos2_deliveries_keep_their_packet_ids_across_a_reconnect(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    """A QoS 2 PUBLISH not yet PUBREC'd is sent again with the packet id it had (MQTT 3.1.1
+    4.4): a receiver that stored that id must recognise the resend."""
+    raw = RawClient(target.mqtt)
+    assert raw.connect(f"{unique}-raw", clean=False) == b"\x00\x00"
+    raw.send(subscribe_packet(1, (f"{unique}/q2", 2)))
+    assert raw.read() == (0x90, b"\x00\x01\x02")
+    pub = connected(target, clients, f"{unique}-p")
+    pub.publish(f"{unique}/q2", b"finished", qos=2)
+    _, body = raw.read()  # one exchange finished first, so the next ids are not 1, 2
+    raw.send(ack_packet(5, packet_id_of(body)))
+    assert raw.read()[0] == 0x62
+    raw.send(ack_packet(7, packet_id_of(body)))
+    pub.publish(f"{unique}/q2", b"one", qos=2)
+    pub.publish(f"{unique}/q2", b"two", qos=2)
+    ids = []
+    for payload in (b"one", b"two"):
+        first, body = raw.read()
+        assert first == 0x34 and body.endswith(payload)
+        ids.append(packet_id_of(body))
+    raw.close()  # neither PUBREC'd
+    again = RawClient(target.mqtt)
+    assert again.connect(f"{unique}-raw", clean=False) == b"\x01\x00"
+    for payload, packet_id in zip((b"one", b"two"), ids, strict=True):
+        first, body = again.read()
+        assert first == 0x3C and body.endswith(payload)  # DUP
+        assert packet_id_of(body) == packet_id
+    for packet_id in ids:
+        again.send(ack_packet(5, packet_id))
+        assert again.read() == (0x62, packet_id.to_bytes(2, "big"))
+        again.send(ack_packet(7, packet_id))
+    again.close()
+    cleanup = RawClient(target.mqtt)
+    assert cleanup.connect(f"{unique}-raw", clean=True) == b"\x00\x00"
+    cleanup.close()
