@@ -84,7 +84,52 @@ class MQTTConsumer(SessionConsumer):
         self.qos = qos
 
     def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
-        self.connection.deliver(self, queue, message, entry)
+        """Write a PUBLISH for ``message`` into the connection's output (here rather than in
+        the connection: one call less per delivery)."""
+        c = self.connection
+        known = _SHARED.get(id(message.properties))
+        published_qos, retain = known if known is not None else _message_qos(message.properties)
+        qos = self.qos if self.qos < published_qos else published_qos
+        key = message.routing_key
+        topic = c._topics_out.get(key)
+        if topic is None:
+            topic = c._topic_out(key)
+        body = message.body
+        out = c._out
+        if not out and not c._receiving:
+            c._wake()
+        if qos == 0:
+            if entry is not None and self.acks:
+                queue.ack(entry)  # a QoS 0 message on a QoS 1 subscription: settled at once
+            size = len(topic) + len(body)
+            first = 0x31 if retain else 0x30
+        else:
+            assert entry is not None
+            inflight = c.inflight
+            state = c.state
+            if qos == 2 and not c.clean:
+                packet_id = c._persistent_packet_id(queue, message, entry)
+            else:
+                packet_id = c._next_packet_id = c._next_packet_id % 65535 + 1
+                if packet_id in inflight or state.awaiting_comp or state.sent or state.sent_stored:
+                    packet_id = c._packet_id()  # the thorough search
+            tag = c.session.track(queue, entry, self)
+            inflight[packet_id] = (tag, qos, message.id if qos == 2 else 0)
+            size = len(topic) + 2 + len(body)
+            first = 0x30 | qos << 1 | (8 if entry.deliveries > 1 else 0) | (1 if retain else 0)
+        out.append(first)
+        if size < 0x80:
+            out.append(size)
+        else:
+            out += p.remaining_length(size)
+        out += topic
+        if qos:
+            out += _U16.pack(packet_id)
+        out += body
+        c.messages_out += 1
+        if len(out) > OUT_LIMIT and not c._out_full:
+            c._out_full = True
+            c.session.pause()
 
     def cancelled_by_broker(self, queue: Queue) -> None:
         """The queue was deleted (by an AMQP client, say): a later SUBSCRIBE makes a new one.
@@ -164,6 +209,10 @@ class MQTTConnection(ProtocolConnection):
         self._acked: list[tuple[int, Delivery]] = []
         #: PUBLISH topics seen: raw bytes -> (topic, routing key), checked once
         self._topics: dict[bytes, tuple[str, str]] = {}
+        #: the topic of the last PUBLISH (raw), its size (-1: none yet) and what it maps to
+        self._last_topic = b""
+        self._last_size = -1
+        self._last_known = ("", "")
         #: routing keys delivered: -> the MQTT topic, UTF-8 with its length in front
         self._topics_out: dict[str, bytes] = {}
         #: the user may publish (checked at the first publish, as AMQP channels do)
@@ -558,10 +607,15 @@ class MQTTConnection(ProtocolConnection):
         pos = start + 2 + (data[start] << 8 | data[start + 1])
         if pos > end:
             raise p.MalformedPacket("string longer than the packet")
-        raw = bytes(data[start + 2 : pos])
-        known = self._topics.get(raw)
-        if known is None:
-            known = self._learn_topic(raw)
+        # most publishers send to one topic after another: compare in place, copy nothing
+        if pos - start - 2 == self._last_size and data.startswith(self._last_topic, start + 2):
+            known = self._last_known
+        else:
+            raw = bytes(data[start + 2 : pos])
+            known = self._topics.get(raw)
+            if known is None:
+                known = self._learn_topic(raw)
+            self._last_topic, self._last_size, self._last_known = raw, len(raw), known
         packet_id = 0
         if qos:
             if pos + 2 > end:
@@ -572,7 +626,8 @@ class MQTTConnection(ProtocolConnection):
             pos += 2
         if end - pos > self._max_payload:
             raise p.MalformedPacket(f"payload of {end - pos} bytes is too large")
-        payload = bytes(memoryview(data)[pos:end])
+        # a small slice is copied faster directly, a large one once through a memoryview
+        payload = bytes(data[pos:end]) if end - pos < 4096 else bytes(memoryview(data)[pos:end])
         self.messages_in += 1
         self.has_published = True
         store = self._store
@@ -746,54 +801,6 @@ class MQTTConnection(ProtocolConnection):
         self.write(p.ack(p.UNSUBACK, packet_id))
 
     # -- delivering -----------------------------------------------------------------------
-
-    def deliver(
-        self, consumer: MQTTConsumer, queue: Queue, message: Message, entry: Entry | None
-    ) -> None:
-        known = _SHARED.get(id(message.properties))
-        published_qos, retain = known if known is not None else _message_qos(message.properties)
-        qos = consumer.qos if consumer.qos < published_qos else published_qos
-        key = message.routing_key
-        topic = self._topics_out.get(key)
-        if topic is None:
-            topic = self._topic_out(key)
-        body = message.body
-        out = self._out
-        if not out and not self._receiving:
-            self._wake()
-        if qos == 0:
-            if entry is not None and consumer.acks:
-                queue.ack(entry)  # a QoS 0 message on a QoS 1 subscription: settled at once
-            size = len(topic) + len(body)
-            first = 0x31 if retain else 0x30
-        else:
-            assert entry is not None
-            inflight = self.inflight
-            state = self.state
-            if qos == 2 and not self.clean:
-                packet_id = self._persistent_packet_id(queue, message, entry)
-            else:
-                packet_id = self._next_packet_id = self._next_packet_id % 65535 + 1
-                if packet_id in inflight or state.awaiting_comp or state.sent or state.sent_stored:
-                    packet_id = self._packet_id()  # the thorough search
-            tag = self.session.track(queue, entry, consumer)
-            inflight[packet_id] = (tag, qos, message.id if qos == 2 else 0)
-            size = len(topic) + 2 + len(body)
-            first = 0x30 | qos << 1 | (8 if entry.deliveries > 1 else 0) | (1 if retain else 0)
-        if size < 0x80:
-            out.append(first)
-            out.append(size)
-        else:
-            out.append(first)
-            out += p.remaining_length(size)
-        out += topic
-        if qos:
-            out += _U16.pack(packet_id)
-        out += body
-        self.messages_out += 1
-        if len(out) > OUT_LIMIT and not self._out_full:
-            self._out_full = True
-            self.session.pause()
 
     def _topic_out(self, routing_key: str) -> bytes:
         if len(self._topics_out) >= TOPIC_CACHE_SIZE:
