@@ -148,6 +148,15 @@ def test_a_client_that_never_sends_connect_is_dropped(strict: Target, target: Ta
     assert raw.closed_by_server()
 
 
+@pytest.mark.parametrize(
+    "first", [ack_packet(4, 1), publish_packet("a/b", b"x", qos=1, packet_id=1)]
+)
+def test_a_first_packet_other_than_connect_is_refused(target: Target, first: bytes) -> None:
+    raw = RawClient(target.mqtt)
+    raw.send(first)
+    assert raw.closed_by_server(timeout=5.0)  # at once, not at the handshake timeout (10 s)
+
+
 # -- subscribe and publish ------------------------------------------------------------------
 
 

@@ -402,7 +402,7 @@ class MQTTConnection(ProtocolConnection):
                 start = body_end
                 if first >> 4 == p.PUBLISH and self._state == CONNECTED:
                     self._publish(first, data, body_start, body_end)
-                elif first == 0x40 and length == 2:  # PUBACK, inline
+                elif first == 0x40 and length == 2 and self._state == CONNECTED:  # PUBACK
                     packet_id = data[body_start] << 8 | data[body_start + 1]
                     found = self.inflight.get(packet_id)
                     if found is not None and found[1] == 1:  # else unknown, or not QoS 1
