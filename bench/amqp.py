@@ -44,19 +44,30 @@ class BrokerError(Exception):
 
 @dataclass(frozen=True)
 class BrokerURL:
-    """Parsed ``amqp://user:password@host:port/vhost``."""
+    """Parsed ``amqp://user:password@host:port/vhost``, or ``mqtt://[user:password@]host:port``
+    for the MQTT scenarios (no user name: the broker's anonymous login)."""
 
     host: str
     port: int
     user: str
     password: str
     vhost: str
+    scheme: str = "amqp"
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
         parts = urlsplit(url)
+        if parts.scheme == "mqtt":
+            return cls(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 1883,
+                user=unquote(parts.username or ""),
+                password=unquote(parts.password or ""),
+                vhost="-",
+                scheme="mqtt",
+            )
         if parts.scheme != "amqp":
-            raise ValueError(f"not an amqp:// URL: {url}")
+            raise ValueError(f"not an amqp:// or mqtt:// URL: {url}")
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         return cls(
             host=parts.hostname or "127.0.0.1",

@@ -10,23 +10,31 @@ from typing import Any
 
 from bench.amqp import BrokerURL
 from bench.config import DEFAULT_MESSAGES, DEFAULT_URL, Options, Target
+from bench.mqtt_scenarios import DEFAULT_WINDOW, MQTT_BY_NAME, MQTT_SCENARIOS, run_mqtt_scenario
 from bench.procfs import listening_pid
 from bench.report import table
 from bench.scenarios import BY_NAME, DEFAULT_SET, SCENARIOS, run_scenario
 from bench.stats import Result
 
-_WIDTH = max(len(s.name) for s in SCENARIOS)
+_WIDTH = max(len(s.name) for s in (*SCENARIOS, *MQTT_SCENARIOS))
 EPILOG = (
     "scenarios:\n"
     + "\n".join(
         f"  {s.name:<{_WIDTH}} {s.summary}" + ("" if s.in_default else " (only with --scenario)")
         for s in SCENARIOS
     )
+    + "\n"
+    + "\n".join(f"  {s.name:<{_WIDTH}} {s.summary}" for s in MQTT_SCENARIOS)
     + """
+
+The MQTT scenarios run against mqtt:// URLs (the default set when every --url is one), the
+others against amqp:// URLs.
 
 Compare brokers side by side (one table column each):
   python -m bench --url warrenmq=amqp://guest:guest@127.0.0.1:5673/%2F --broker-pid auto \\
                   --url rabbitmq=amqp://guest:guest@127.0.0.1:5672/%2F --broker-pid auto
+  python -m bench --url warrenmq=mqtt://127.0.0.1:1885 --broker-pid auto \\
+                  --url mosquitto=mqtt://127.0.0.1:1883 --broker-pid auto
 """
 )
 
@@ -76,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         action="append",
-        choices=list(BY_NAME),
+        choices=[*BY_NAME, *MQTT_BY_NAME],
         metavar="NAME",
         help="scenario to run; repeatable (default: all but backlog, see below)",
     )
@@ -103,8 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--window",
         type=int,
-        default=d.window,
-        help=f"max messages published but not yet consumed (default {d.window:,})",
+        help=f"max messages published but not yet consumed (default {d.window:,}; MQTT "
+        f"scenarios: {DEFAULT_WINDOW:,})",
     )
     p.add_argument(
         "--confirm-window",
@@ -201,7 +209,10 @@ async def _run_all(targets: list[Target], scenarios: list[str], opts: Options) -
     results = []
     for name in scenarios:  # scenario-major, so brokers see similar machine conditions
         for target in targets:
-            results.append(await run_scenario(target, BY_NAME[name], opts, _log))
+            if name in MQTT_BY_NAME:
+                results.append(await run_mqtt_scenario(target, MQTT_BY_NAME[name], opts, _log))
+            else:
+                results.append(await run_scenario(target, BY_NAME[name], opts, _log))
     return results
 
 
@@ -227,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     targets = _targets(getattr(args, "targets", None) or [], parser)
+    window_given = args.window is not None
+    if not window_given:
+        args.window = Options().window
     if (
         (args.messages is not None and args.messages < 1)
         or args.window < 1
@@ -245,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration=args.duration,
         rate=args.rate,
         window=args.window,
+        window_given=window_given,
         confirm_window=args.confirm_window,
         prefetch=args.prefetch,
         body_size=args.body_size,
@@ -253,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         idle_consumers=args.idle_consumers,
         timeout=args.timeout,
     )
-    scenarios = list(dict.fromkeys(args.scenario or DEFAULT_SET))
+    all_mqtt = all(t.url.scheme == "mqtt" for t in targets)
+    default = [s.name for s in MQTT_SCENARIOS] if all_mqtt else DEFAULT_SET
+    scenarios = list(dict.fromkeys(args.scenario or default))
     for t in targets:
         pid = f" (pid {t.pid})" if t.pid else ""
         _log(f"{t.label}: {t.url.host}:{t.url.port} vhost {t.url.vhost}{pid}")
@@ -271,9 +288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         amount = f"{DEFAULT_MESSAGES:,} messages (" + ", ".join(own) + ")"
     if opts.rate:
         amount += f" at {opts.rate:,.0f} msg/s"
+    window = f"{opts.window:,}"
+    if not window_given and any(name in MQTT_BY_NAME for name in scenarios):
+        window += f" (MQTT: {DEFAULT_WINDOW:,})"
     print(
         f"{amount} per scenario, {opts.body_size}-byte bodies, in-flight window "
-        f"{opts.window:,}; msg/s counts deliveries over all queues; CPU is per delivery.\n"
+        f"{window}; msg/s counts deliveries over all queues (or subscribers); CPU is per "
+        "delivery.\n"
     )
     print(table(results, [t.label for t in targets], scenarios))
     return 0 if all(r.ok for r in results) else 1

@@ -27,6 +27,8 @@ class Options:
     duration: float | None = None
     rate: float | None = None  # messages per second (None: each scenario's own, or flat out)
     window: int = 10_000
+    #: --window was given (the MQTT scenarios have a smaller default window of their own)
+    window_given: bool = False
     confirm_window: int = 1_000
     prefetch: int = 100
     body_size: int = 64

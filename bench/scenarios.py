@@ -344,6 +344,10 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
     """Run ``sc`` once against ``target``; never raises for broker trouble (see problems)."""
     result = Result(broker=target.label, scenario=sc.name)
     prefix = f"[{target.label}] {sc.name}:"
+    if target.url.scheme != "amqp":
+        result.not_applicable = "an AMQP scenario needs an amqp:// URL"
+        log(f"{prefix} not applicable: {result.not_applicable}")
+        return result
     names = f"warrenmq-bench.{secrets.token_hex(4)}.{sc.name}"
     exchange = f"{names}.x" if sc.exchange_type else ""
     source = f"{names}.dead" if sc.dead_letter else ""  # dead-letters into the exchange

@@ -148,6 +148,15 @@ def test_a_client_that_never_sends_connect_is_dropped(strict: Target, target: Ta
     assert raw.closed_by_server()
 
 
+@pytest.mark.parametrize(
+    "first", [ack_packet(4, 1), publish_packet("a/b", b"x", qos=1, packet_id=1)]
+)
+def test_a_first_packet_other_than_connect_is_refused(target: Target, first: bytes) -> None:
+    raw = RawClient(target.mqtt)
+    raw.send(first)
+    assert raw.closed_by_server(timeout=5.0)  # at once, not at the handshake timeout (10 s)
+
+
 # -- subscribe and publish ------------------------------------------------------------------
 
 
@@ -735,3 +744,72 @@ def test_memory_alarm_holds_mqtt_publishers_back_and_loses_nothing(unique: str) 
             publisher.close()
         finally:
             amqp.close()
+
+
+def test_a_puback_before_a_bad_packet_still_counts(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    """PUBACKs are settled together after each read: one followed by a malformed packet in
+    the same read still settles its message (it is not sent again), the other comes back."""
+    raw = RawClient(target.mqtt)
+    assert raw.connect(f"{unique}-raw", clean=False) == b"\x00\x00"
+    raw.send(subscribe_packet(1, (f"{unique}/a", 1)))
+    assert raw.read() == (0x90, b"\x00\x01\x01")
+    pub = connected(target, clients, f"{unique}-p")
+    pub.publish(f"{unique}/a", b"acked", qos=1)
+    pub.publish(f"{unique}/a", b"not acked", qos=1)
+    first, body = raw.read()
+    assert body.endswith(b"acked")
+    assert raw.read()[1].endswith(b"not acked")
+    raw.send(ack_packet(4, packet_id_of(body)) + b"\xf0\x00")  # PUBACK, then type 15
+    assert raw.closed_by_server()
+    again = RawClient(target.mqtt)
+    assert again.connect(f"{unique}-raw", clean=False) == b"\x01\x00"
+    first, body = again.read()
+    assert first == 0x3A and body.endswith(b"not acked")  # DUP, and only this one
+    again.send(ack_packet(4, packet_id_of(body)))
+    pub.publish(f"{unique}/a", b"marker", qos=1)
+    assert again.read()[1].endswith(b"marker")
+    again.close()
+    cleanup = RawClient(target.mqtt)
+    assert cleanup.connect(f"{unique}-raw", clean=True) == b"\x00\x00"
+    cleanup.close()
+
+
+def test_qos2_deliveries_keep_their_packet_ids_across_a_reconnect(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    """A QoS 2 PUBLISH not yet PUBREC'd is sent again with the packet id it had (MQTT 3.1.1
+    4.4): a receiver that stored that id must recognise the resend."""
+    raw = RawClient(target.mqtt)
+    assert raw.connect(f"{unique}-raw", clean=False) == b"\x00\x00"
+    raw.send(subscribe_packet(1, (f"{unique}/q2", 2)))
+    assert raw.read() == (0x90, b"\x00\x01\x02")
+    pub = connected(target, clients, f"{unique}-p")
+    pub.publish(f"{unique}/q2", b"finished", qos=2)
+    _, body = raw.read()  # one exchange finished first, so the next ids are not 1, 2
+    raw.send(ack_packet(5, packet_id_of(body)))
+    assert raw.read()[0] == 0x62
+    raw.send(ack_packet(7, packet_id_of(body)))
+    pub.publish(f"{unique}/q2", b"one", qos=2)
+    pub.publish(f"{unique}/q2", b"two", qos=2)
+    ids = []
+    for payload in (b"one", b"two"):
+        first, body = raw.read()
+        assert first == 0x34 and body.endswith(payload)
+        ids.append(packet_id_of(body))
+    raw.close()  # neither PUBREC'd
+    again = RawClient(target.mqtt)
+    assert again.connect(f"{unique}-raw", clean=False) == b"\x01\x00"
+    for payload, packet_id in zip((b"one", b"two"), ids, strict=True):
+        first, body = again.read()
+        assert first == 0x3C and body.endswith(payload)  # DUP
+        assert packet_id_of(body) == packet_id
+    for packet_id in ids:
+        again.send(ack_packet(5, packet_id))
+        assert again.read() == (0x62, packet_id.to_bytes(2, "big"))
+        again.send(ack_packet(7, packet_id))
+    again.close()
+    cleanup = RawClient(target.mqtt)
+    assert cleanup.connect(f"{unique}-raw", clean=True) == b"\x00\x00"
+    cleanup.close()

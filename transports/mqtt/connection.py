@@ -9,8 +9,10 @@ deliveries are tracked there and settled by PUBACK (QoS 1) or PUBREC (QoS 2).
 from __future__ import annotations
 
 import logging
+import struct
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 
 from warrenmq import Broker, Message, ProtocolConnection, Queue
@@ -18,13 +20,16 @@ from warrenmq.auth import LoginRefused, User
 from warrenmq.errors import BrokerError
 from warrenmq.failures import log_failure
 from warrenmq.message import Properties
-from warrenmq.queue import ACK, Entry
-from warrenmq.session import Session, SessionConsumer
+from warrenmq.queue import ACK, Entry, StoredEntry
+from warrenmq.session import Delivery, Session, SessionConsumer
 from warrenmq.vhost import VirtualHost
 from warrenmq.views import ConnectionView
 
 from . import packets as p
 from .state import (
+    COMP,
+    PUB,
+    REL,
     TOPIC_HEADER,
     MQTTState,
     SessionState,
@@ -51,6 +56,19 @@ QOS_HEADER = "x-mqtt-publish-qos"
 RETAIN_HEADER = "x-mqtt-retain"
 
 AWAIT_CONNECT, LOGGING_IN, CONNECTED = range(3)
+#: topics remembered per connection (checked and mapped once) before the cache starts over
+TOPIC_CACHE_SIZE = 1024
+
+#: the properties of an MQTT publish of each QoS, shared by every such message (a message's
+#: properties are never changed once it is made: whoever needs others makes a copy)
+_PROPERTIES = tuple(
+    Properties(headers={QOS_HEADER: qos}, delivery_mode=2 if qos else 1) for qos in range(3)
+)
+#: (QoS, retain) of a message with one of those shared properties, by their id
+_SHARED = {id(properties): (qos, False) for qos, properties in enumerate(_PROPERTIES)}
+_U16 = struct.Struct(">H")
+#: a PUBACK: first byte and remaining length (0x4002), packet id
+_PUBACK = struct.Struct(">HH")
 
 
 class MQTTConsumer(SessionConsumer):
@@ -66,7 +84,52 @@ class MQTTConsumer(SessionConsumer):
         self.qos = qos
 
     def deliver(self, queue: Queue, message: Message, entry: Entry | None) -> None:
-        self.connection.deliver(self, queue, message, entry)
+        """Write a PUBLISH for ``message`` into the connection's output (here rather than in
+        the connection: one call less per delivery)."""
+        c = self.connection
+        known = _SHARED.get(id(message.properties))
+        published_qos, retain = known if known is not None else _message_qos(message.properties)
+        qos = self.qos if self.qos < published_qos else published_qos
+        key = message.routing_key
+        topic = c._topics_out.get(key)
+        if topic is None:
+            topic = c._topic_out(key)
+        body = message.body
+        out = c._out
+        if not out and not c._receiving:
+            c._wake()
+        if qos == 0:
+            if entry is not None and self.acks:
+                queue.ack(entry)  # a QoS 0 message on a QoS 1 subscription: settled at once
+            size = len(topic) + len(body)
+            first = 0x31 if retain else 0x30
+        else:
+            assert entry is not None
+            inflight = c.inflight
+            state = c.state
+            if qos == 2 and not c.clean:
+                packet_id = c._persistent_packet_id(queue, message, entry)
+            else:
+                packet_id = c._next_packet_id = c._next_packet_id % 65535 + 1
+                if packet_id in inflight or state.awaiting_comp or state.sent or state.sent_stored:
+                    packet_id = c._packet_id()  # the thorough search
+            tag = c.session.track(queue, entry, self)
+            inflight[packet_id] = (tag, qos, message.id if qos == 2 else 0)
+            size = len(topic) + 2 + len(body)
+            first = 0x30 | qos << 1 | (8 if entry.deliveries > 1 else 0) | (1 if retain else 0)
+        out.append(first)
+        if size < 0x80:
+            out.append(size)
+        else:
+            out += p.remaining_length(size)
+        out += topic
+        if qos:
+            out += _U16.pack(packet_id)
+        out += body
+        c.messages_out += 1
+        if len(out) > OUT_LIMIT and not c._out_full:
+            c._out_full = True
+            c.session.pause()
 
     def cancelled_by_broker(self, queue: Queue) -> None:
         """The queue was deleted (by an AMQP client, say): a later SUBSCRIBE makes a new one.
@@ -84,14 +147,20 @@ class MQTTSession(Session):
         self.connection.drop("a delivery failed")
 
 
-def _message_qos(message: Message) -> int:
-    """The QoS a message was published with; an AMQP publish does not cap it."""
-    headers = message.properties.headers
-    if headers:
-        qos = headers.get(QOS_HEADER)
-        if isinstance(qos, int) and 0 <= qos <= 2:
-            return qos
-    return 2
+def _message_qos(properties: Properties) -> tuple[int, bool]:
+    """The QoS a message was published with (an AMQP publish does not cap it: 2), and
+    whether it is the copy of a retained message."""
+    known = _SHARED.get(id(properties))
+    if known is not None:
+        return known
+    headers = properties.headers
+    if not headers:
+        return 2, False
+    qos = headers.get(QOS_HEADER)
+    retain = bool(headers.get(RETAIN_HEADER))
+    if isinstance(qos, int) and 0 <= qos <= 2:
+        return qos, retain
+    return 2, retain
 
 
 class MQTTConnection(ProtocolConnection):
@@ -126,12 +195,31 @@ class MQTTConnection(ProtocolConnection):
         self.user: User | None = None
         self.vhost: VirtualHost | None = None
         self.mqtt: MQTTState | None = None
-        self.state = SessionState()
+        self.state = SessionState("")
         self.session = MQTTSession(self)
         #: subscription queue consumers by QoS
         self.consumers: dict[int, MQTTConsumer] = {}
-        #: outbound packet id -> (delivery tag, QoS) of deliveries awaiting PUBACK/PUBREC
-        self.inflight: dict[int, tuple[int, int]] = {}
+        #: outbound packet id -> (delivery tag, QoS, message id) of deliveries awaiting
+        #: PUBACK/PUBREC
+        self.inflight: dict[int, tuple[int, int, int]] = {}
+        #: acknowledgements waiting for the store's fsync: (store's ``written`` mark, packet)
+        self._unsynced: deque[tuple[int, bytes]] = deque()
+        self._sync_waiting = False
+        #: deliveries PUBACKed in the input being parsed, settled together at its end
+        self._acked: list[tuple[int, Delivery]] = []
+        #: PUBLISH topics seen: raw bytes -> (topic, routing key), checked once
+        self._topics: dict[bytes, tuple[str, str]] = {}
+        #: the topic of the last PUBLISH (raw), its size (-1: none yet) and what it maps to
+        self._last_topic = b""
+        self._last_size = -1
+        self._last_known = ("", "")
+        #: routing keys delivered: -> the MQTT topic, UTF-8 with its length in front
+        self._topics_out: dict[str, bytes] = {}
+        #: the user may publish (checked at the first publish, as AMQP channels do)
+        self._may_publish = False
+        self._limit = MAX_PACKET_UNAUTHENTICATED
+        self._max_payload = broker.settings.max_message_size
+        self._store = broker.store
         self._next_packet_id = 0
         #: (topic, payload, qos, retain) published if the connection drops
         self.will: tuple[str, bytes, int, bool] | None = None
@@ -293,23 +381,41 @@ class MQTTConnection(ProtocolConnection):
         data = self._buf
         start = 0
         end = len(data)
-        while start < end and not self._closed and self._state != LOGGING_IN:
-            header = p.parse_fixed_header(data, start)
-            if header is None:
-                break
-            first, length, body_start = header
-            limit = (
-                self.broker.settings.mqtt_max_packet_size
-                if self._state == CONNECTED
-                else MAX_PACKET_UNAUTHENTICATED
-            )
-            if body_start - start + length > limit:
-                raise p.MalformedPacket(f"packet of {length} bytes exceeds the limit of {limit}")
-            body_end = body_start + length
-            if body_end > end:
-                break
-            start = body_end
-            self._packet(first, p.Reader(data, body_start, body_end))
+        try:
+            while end - start >= 2 and not self._closed and self._state != LOGGING_IN:
+                first = data[start]
+                length = data[start + 1]
+                if length < 0x80:  # the usual one-byte remaining length, read inline
+                    body_start = start + 2
+                else:
+                    header = p.parse_fixed_header(data, start)
+                    if header is None:
+                        break
+                    first, length, body_start = header
+                if body_start - start + length > self._limit:
+                    raise p.MalformedPacket(
+                        f"packet of {length} bytes exceeds the limit of {self._limit}"
+                    )
+                body_end = body_start + length
+                if body_end > end:
+                    break
+                start = body_end
+                if first >> 4 == p.PUBLISH and self._state == CONNECTED:
+                    self._publish(first, data, body_start, body_end)
+                elif first == 0x40 and length == 2 and self._state == CONNECTED:  # PUBACK
+                    packet_id = data[body_start] << 8 | data[body_start + 1]
+                    found = self.inflight.get(packet_id)
+                    if found is not None and found[1] == 1:  # else unknown, or not QoS 1
+                        del self.inflight[packet_id]
+                        delivery = self.session.unacked.pop(found[0], None)
+                        if delivery is not None:  # settled with the rest of this input
+                            self._acked.append((found[0], delivery))
+                else:
+                    self._packet(first, p.Reader(data, body_start, body_end))
+        finally:
+            if self._acked:  # even if a bad packet follows: these go back or away, not lost
+                acked, self._acked = self._acked, []
+                self.session.apply(acked, ACK)
         if start:
             del data[:start]
 
@@ -320,18 +426,25 @@ class MQTTConnection(ProtocolConnection):
                 raise p.MalformedPacket("the first packet is not CONNECT")
             self._connect(reader)
             return
-        if kind == p.PUBLISH:
-            self._publish(flags, reader)
-        elif kind == p.PUBACK and not flags:
+        if kind == p.PUBACK and not flags:
             self._puback(reader.u16())
         elif kind == p.PUBREC and not flags:
             self._pubrec(reader.u16())
         elif kind == p.PUBREL and flags == 2:
             packet_id = reader.u16()
-            self.state.awaiting_rel.discard(packet_id)
+            state = self.state
+            if packet_id in state.awaiting_rel:
+                state.awaiting_rel.discard(packet_id)
+                if not self.clean and self.mqtt is not None:
+                    self.mqtt.remove_record(state, REL, packet_id)
             self.write(p.ack(p.PUBCOMP, packet_id))
         elif kind == p.PUBCOMP and not flags:
-            self.state.awaiting_comp.discard(reader.u16())
+            packet_id = reader.u16()
+            state = self.state
+            if packet_id in state.awaiting_comp:
+                state.awaiting_comp.discard(packet_id)
+                if not self.clean and self.mqtt is not None:
+                    self.mqtt.remove_record(state, COMP, packet_id)
         elif kind == p.SUBSCRIBE and flags == 2:
             self._subscribe(reader)
         elif kind == p.UNSUBSCRIBE and flags == 2:
@@ -448,7 +561,7 @@ class MQTTConnection(ProtocolConnection):
         mqtt.connections[self.client_id] = self
         names = [subscription_queue_name(self.client_id, qos) for qos in range(3)]
         if self.clean:
-            mqtt.sessions.pop(self.client_id, None)
+            mqtt.discard_session(self.client_id)
             for name in names:
                 queue = vhost.queues.get(name)
                 if queue is not None:
@@ -456,8 +569,9 @@ class MQTTConnection(ProtocolConnection):
             present = False
         else:
             present = self.client_id in mqtt.sessions or any(n in vhost.queues for n in names)
-            self.state = mqtt.sessions.setdefault(self.client_id, SessionState())
+            self.state = mqtt.keep_session(self.client_id)
         self._state = CONNECTED
+        self._limit = broker.settings.mqtt_max_packet_size
         self.timers_changed = True
         self.write(p.connack(present, p.ACCEPTED))
         log.info(
@@ -482,49 +596,125 @@ class MQTTConnection(ProtocolConnection):
 
     # -- publishing -----------------------------------------------------------------------
 
-    def _publish(self, flags: int, reader: p.Reader) -> None:
-        qos = (flags >> 1) & 3
+    def _publish(self, first: int, data: bytearray, start: int, end: int) -> None:
+        """A PUBLISH packet, parsed in place (the hot path: no ``Reader``, topics checked
+        and mapped once per connection)."""
+        qos = (first >> 1) & 3
         if qos == 3:
             raise p.MalformedPacket("PUBLISH with QoS 3")
-        topic = reader.text()
+        if end - start < 2:
+            raise p.MalformedPacket("packet too short")
+        pos = start + 2 + (data[start] << 8 | data[start + 1])
+        if pos > end:
+            raise p.MalformedPacket("string longer than the packet")
+        # most publishers send to one topic after another: compare in place, copy nothing
+        if pos - start - 2 == self._last_size and data.startswith(self._last_topic, start + 2):
+            known = self._last_known
+        else:
+            raw = bytes(data[start + 2 : pos])
+            known = self._topics.get(raw)
+            if known is None:
+                known = self._learn_topic(raw)
+            self._last_topic, self._last_size, self._last_known = raw, len(raw), known
+        packet_id = 0
+        if qos:
+            if pos + 2 > end:
+                raise p.MalformedPacket("packet too short")
+            packet_id = data[pos] << 8 | data[pos + 1]
+            if not packet_id:
+                raise p.MalformedPacket("PUBLISH with packet id 0")
+            pos += 2
+        if end - pos > self._max_payload:
+            raise p.MalformedPacket(f"payload of {end - pos} bytes is too large")
+        # a small slice is copied faster directly, a large one once through a memoryview
+        payload = bytes(data[pos:end]) if end - pos < 4096 else bytes(memoryview(data)[pos:end])
+        self.messages_in += 1
+        self.has_published = True
+        store = self._store
+        written = store.written
+        if qos == 2 and packet_id in self.state.awaiting_rel:
+            # a resend: published once already
+            self._reply(p.ack(p.PUBREC, packet_id), written)
+            return
+        if not self._may_publish:
+            user = self.user.name if self.user else ""
+            assert self.vhost is not None
+            try:
+                self.broker.access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
+            except BrokerError as exc:
+                self.drop(exc.reply_text)
+                return
+            self._may_publish = True
+        if first & 1:
+            self.publish(known[0], payload, qos, True)
+        else:
+            assert self.vhost is not None
+            self.vhost.publish(EXCHANGE, Message(EXCHANGE, known[1], payload, _PROPERTIES[qos]))
+        if qos == 1:
+            if store.written == written and not self._unsynced:
+                out = self._out
+                if not out and not self._receiving:
+                    self._wake()
+                out += _PUBACK.pack(0x4002, packet_id)
+            else:
+                self._reply(p.ack(p.PUBACK, packet_id), written)
+        elif qos == 2:
+            self.state.awaiting_rel.add(packet_id)
+            if not self.clean and self.mqtt is not None:
+                self.mqtt.add_record(self.state, REL, packet_id)
+            self._reply(p.ack(p.PUBREC, packet_id), written)
+
+    def _learn_topic(self, raw: bytes) -> tuple[str, str]:
+        """Check a PUBLISH topic name seen for the first time; remember it and its key."""
+        try:
+            topic = raw.decode()
+        except UnicodeDecodeError:
+            raise p.MalformedPacket("string is not valid UTF-8") from None
+        if "\x00" in topic:
+            raise p.MalformedPacket("string contains U+0000")
         try:
             check_topic(topic)
         except BadTopic as exc:
             raise p.MalformedPacket(str(exc)) from None
-        packet_id = reader.u16() if qos else 0
-        if qos and not packet_id:
-            raise p.MalformedPacket("PUBLISH with packet id 0")
-        payload = reader.rest()
-        if len(payload) > self.broker.settings.max_message_size:
-            raise p.MalformedPacket(f"payload of {len(payload)} bytes is too large")
-        self.messages_in += 1
-        self.has_published = True
-        if qos == 2 and packet_id in self.state.awaiting_rel:
-            self.write(p.ack(p.PUBREC, packet_id))  # a resend: published once already
+        if len(self._topics) >= TOPIC_CACHE_SIZE:
+            self._topics.clear()
+        known = self._topics[raw] = (topic, to_amqp(topic))
+        return known
+
+    def _reply(self, packet: bytes, written: int) -> None:
+        """Send the acknowledgement of a publish once the store's fsync covers what the
+        publish wrote (``written``: the store's count before it), as publisher confirms wait;
+        acknowledgements keep their order (MQTT 3.1.1 4.6)."""
+        store = self.broker.store
+        if store.written == written and not self._unsynced:
+            self.write(packet)
             return
-        user = self.user.name if self.user else ""
-        assert self.vhost is not None
-        try:
-            self.broker.access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
-        except BrokerError as exc:
-            self.drop(exc.reply_text)
+        self._unsynced.append((store.written, packet))
+        if not self._sync_waiting:
+            self._sync_waiting = True
+            store.when_synced(self._store_synced)
+
+    def _store_synced(self) -> None:
+        self._sync_waiting = False
+        waits = self._unsynced
+        if self._closed:
+            waits.clear()
             return
-        self.publish(topic, payload, qos, bool(flags & 1))
-        if qos == 1:
-            self.write(p.ack(p.PUBACK, packet_id))
-        elif qos == 2:
-            self.state.awaiting_rel.add(packet_id)
-            self.write(p.ack(p.PUBREC, packet_id))
+        store = self.broker.store
+        synced = store.synced
+        while waits and waits[0][0] <= synced:
+            self.write(waits.popleft()[1])
+        if waits:
+            self._sync_waiting = True
+            store.when_synced(self._store_synced)
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         assert self.vhost is not None and self.mqtt is not None
-        headers = {QOS_HEADER: qos}
-        properties = Properties(headers=headers, delivery_mode=2 if qos else 1)
-        message = Message(EXCHANGE, to_amqp(topic), payload, properties)
+        message = Message(EXCHANGE, to_amqp(topic), payload, _PROPERTIES[qos])
         if retain:
             if payload:
                 kept = Properties(
-                    headers={**headers, RETAIN_HEADER: True, TOPIC_HEADER: topic},
+                    headers={QOS_HEADER: qos, RETAIN_HEADER: True, TOPIC_HEADER: topic},
                     delivery_mode=2,
                 )
                 self.mqtt.retain(topic, Message(EXCHANGE, message.routing_key, payload, kept))
@@ -612,55 +802,71 @@ class MQTTConnection(ProtocolConnection):
 
     # -- delivering -----------------------------------------------------------------------
 
-    def deliver(
-        self, consumer: MQTTConsumer, queue: Queue, message: Message, entry: Entry | None
-    ) -> None:
-        qos = min(consumer.qos, _message_qos(message))
-        headers = message.properties.headers
-        retain = bool(headers and headers.get(RETAIN_HEADER))
-        topic = to_mqtt(message.routing_key).encode()
-        body = message.body
-        if qos == 0:
-            if entry is not None and consumer.acks:
-                queue.ack(entry)  # a QoS 0 message on a QoS 1 subscription: settled at once
-            self.write(p.publish_head(topic, 0, 0, retain, False, len(body)))
-        else:
-            assert entry is not None
-            packet_id = self._packet_id()
-            tag = self.session.track(queue, entry, consumer)
-            self.inflight[packet_id] = (tag, qos)
-            head = p.publish_head(topic, qos, packet_id, retain, entry.deliveries > 1, len(body))
-            self.write(head)
-        self._out += body
-        self.messages_out += 1
-        if len(self._out) > OUT_LIMIT and not self._out_full:
-            self._out_full = True
-            self.session.pause()
+    def _topic_out(self, routing_key: str) -> bytes:
+        if len(self._topics_out) >= TOPIC_CACHE_SIZE:
+            self._topics_out.clear()
+        topic = self._topics_out[routing_key] = p.utf8(to_mqtt(routing_key))
+        return topic
 
     def _packet_id(self) -> int:
         busy = self.inflight
-        waiting = self.state.awaiting_comp
+        state = self.state
+        waiting = state.awaiting_comp
+        sent = state.sent or state.sent_stored
         for _ in range(65535):
             packet_id = self._next_packet_id = self._next_packet_id % 65535 + 1
-            if packet_id not in busy and packet_id not in waiting:
+            if (
+                packet_id not in busy
+                and packet_id not in waiting
+                and (not sent or not state.packet_id_taken(packet_id))
+            ):
                 return packet_id
         raise RuntimeError("no free MQTT packet id")
+
+    def _persistent_packet_id(self, queue: Queue, message: Message, entry: Entry) -> int:
+        """The packet id of a QoS 2 delivery to a persistent session: the one it was sent
+        with before, if it was (a reconnect must not make it look new, MQTT 3.1.1 4.4), kept
+        by the store when the message is."""
+        state = self.state
+        position = entry.position if isinstance(entry, StoredEntry) else 0
+        packet_id = state.sent.get(message.id)
+        recorded = False
+        if packet_id is None and position and state.sent_stored:
+            packet_id = state.sent_stored.pop((queue.name, position), None)
+            recorded = packet_id is not None
+        if packet_id is None or packet_id in self.inflight:
+            packet_id = self._packet_id()
+            recorded = False
+        state.sent[message.id] = packet_id
+        if position and not recorded and self.mqtt is not None:
+            self.mqtt.add_record(state, PUB, packet_id, queue.name, position)
+        return packet_id
 
     def _puback(self, packet_id: int) -> None:
         found = self.inflight.get(packet_id)
         if found is None or found[1] != 1:
             return  # unknown or already settled: nothing to do
         del self.inflight[packet_id]
-        self.session.settle(found[0], False, ACK)
+        delivery = self.session.unacked.pop(found[0], None)
+        if delivery is not None:  # settled with the others of this read (_parse_packets)
+            self._acked.append((found[0], delivery))
 
     def _pubrec(self, packet_id: int) -> None:
+        state = self.state
+        written = self.broker.store.written
         found = self.inflight.get(packet_id)
         if found is not None and found[1] == 2:
             del self.inflight[packet_id]
+            state.awaiting_comp.add(packet_id)
+            if not self.clean and self.mqtt is not None:
+                state.sent.pop(found[2], None)
+                # the message leaves its queue in the same write as the record that says
+                # the client has it: after a restart PUBREL is sent again, not the message
+                self.mqtt.remove_record(state, PUB, packet_id)
+                self.mqtt.add_record(state, COMP, packet_id)
             self.session.settle(found[0], False, ACK)
-            self.state.awaiting_comp.add(packet_id)
-        if packet_id in self.state.awaiting_comp:
-            self.write(p.ack(p.PUBREL, packet_id))
+        if packet_id in state.awaiting_comp:
+            self._reply(p.ack(p.PUBREL, packet_id), written)
 
     # -- closing --------------------------------------------------------------------------
 

@@ -132,12 +132,3 @@ def ack(kind: int, packet_id: int) -> bytes:
 
 def suback(packet_id: int, codes: list[int]) -> bytes:
     return packet(SUBACK << 4, _U16.pack(packet_id) + bytes(codes))
-
-
-def publish_head(
-    topic: bytes, qos: int, packet_id: int, retain: bool, dup: bool, size: int
-) -> bytes:
-    """A PUBLISH packet up to its payload (``topic`` already UTF-8 encoded)."""
-    first = PUBLISH << 4 | qos << 1 | (8 if dup else 0) | (1 if retain else 0)
-    variable = _U16.pack(len(topic)) + topic + (_U16.pack(packet_id) if qos else b"")
-    return bytes((first,)) + remaining_length(len(variable) + size) + variable
