@@ -70,7 +70,7 @@ def _hash(password_hash: str, algorithm: str, where: str) -> None:
 
 def users_from_toml(table: Any, where: str = "users") -> dict[str, UserRecord]:
     """``[users.NAME]`` tables: ``password`` (hashed here, never kept) or ``password_hash``
-    (with ``hashing_algorithm``, default ``pbkdf2_sha256``), and ``tags``."""
+    (with ``hashing_algorithm``, default ``pbkdf2_sha256``; ``""`` for none), and ``tags``."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: expected a table of users, got {_shown(table)}")
     users: dict[str, UserRecord] = {}
@@ -94,8 +94,9 @@ def users_from_toml(table: Any, where: str = "users") -> dict[str, UserRecord]:
             algorithm = _expect_str(
                 entry.get("hashing_algorithm", PBKDF2_SHA256), f"{here}.hashing_algorithm"
             )
-            _hash(password_hash, algorithm, here)
-            users[name] = UserRecord(name, password_hash, algorithm, tags)
+            if password_hash:  # "": no password, as in RabbitMQ's definitions (certificate login)
+                _hash(password_hash, algorithm, here)
+            users[name] = UserRecord(name, password_hash or None, algorithm, tags)
         else:
             raise ConfigError(f"{here}: expected password or password_hash")
     return users

@@ -22,6 +22,7 @@ from typing import Any
 
 from .access import Access
 from .access_config import permissions_from_toml, users_from_toml
+from .auth import AUTH_MECHANISMS
 from .broker import Settings
 from .definitions import Definitions, DefinitionsError
 from .definitions import load as load_definitions
@@ -30,7 +31,7 @@ from .errors import ConfigError, PluginError
 from .limits import L, LimitsError, UserLimits, VhostLimits
 from .plugin_loader import ESSENTIAL, GROUP, Plugins, load_plugins
 from .policy import Policy, PolicyError
-from .tls import AMQPS_PORT, TLSOptions
+from .tls import CERT_LOGIN_SOURCES, TLSOptions
 
 MAX_SHORT = 65535
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -255,6 +256,21 @@ BROKER_KEYS: dict[str, Key] = {
     ),
     "mqtt_default_user": Key(str, "guest", "the user anonymous MQTT clients log in as"),
     "mqtt_default_password": Key(str, "guest", "that user's password"),
+    "mqtt_ssl_cert_login": Key(
+        bool, False, "an MQTT client over TLS that sends no user name logs in as the user its "
+        "verified client certificate names (see `ssl_cert_login_from`)",
+    ),
+    "auth_mechanisms": Key(
+        list, ["PLAIN", "AMQPLAIN"], "SASL mechanisms offered to AMQP clients; `EXTERNAL` (log "
+        "in by client certificate) is offered on TLS listeners with `verify_peer` only",
+        "a list of PLAIN, AMQPLAIN, EXTERNAL",
+        lambda v: bool(v) and all(item in AUTH_MECHANISMS for item in v),
+    ),
+    "ssl_cert_login_from": Key(
+        str, "distinguished_name", "what user a client certificate logs in as: "
+        "`distinguished_name` (`CN=app,O=Acme`) or `common_name` (`app`)",
+        "one of: " + ", ".join(CERT_LOGIN_SOURCES), lambda v: v in CERT_LOGIN_SOURCES,
+    ),
 }  # fmt: skip
 
 TLS_KEYS: dict[str, Key] = {
@@ -272,7 +288,8 @@ LISTENER_KEYS: dict[str, Key] = {
     "protocol": Key(str, "amqp", "a registered protocol"),
     "host": Key(str, "127.0.0.1", "address to listen on"),
     "port": Key(
-        int, None, "port; default: the protocol's (5672 for AMQP, 5671 with TLS)",
+        int, None, "port; default: the protocol's (AMQP 5672, or 5671 with TLS; MQTT 1883, "
+        "or 8883 with TLS)",
         "an integer from 0 to 65535", _range(0, MAX_SHORT),
     ),
     "tls": Key(dict, None, "TLS settings (a table, see below)"),
@@ -542,6 +559,9 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         mqtt_allow_anonymous=broker["mqtt_allow_anonymous"],
         mqtt_default_user=broker["mqtt_default_user"],
         mqtt_default_password=broker["mqtt_default_password"],
+        mqtt_ssl_cert_login=broker["mqtt_ssl_cert_login"],
+        auth_mechanisms=tuple(broker["auth_mechanisms"]),
+        ssl_cert_login_from=broker["ssl_cert_login_from"],
     )
     config = Config(path, settings, broker["log_level"])
     loaded = settings.loaded_plugins = _plugins(data.get("plugins", {}), settings, extra_plugins)
@@ -696,9 +716,8 @@ def _listeners(value: Any, base: Path, loaded: Plugins) -> list[Any]:
         tls = None if values["tls"] is None else _tls(values["tls"], base, (*where, "tls"))
         port = values["port"]
         if port is None:
-            port = protocols[values["protocol"]].default_port
-            if tls is not None and values["protocol"] == "amqp":
-                port = AMQPS_PORT
+            protocol = protocols[values["protocol"]]
+            port = protocol.default_port if tls is None else protocol.default_tls_port
             if not port:
                 raise ConfigProblem(where, f"missing key 'port' ({LISTENER_KEYS['port'].expected})")
         specs.append(
