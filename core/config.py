@@ -7,7 +7,8 @@ does not report lines for values, so the line is found by scanning the text for 
 
 Top-level sections: ``broker``, ``listeners``, ``plugins``, ``vhosts``, ``policies``,
 ``exchanges``, ``queues``, ``bindings``, plus those in ``SECTION_HANDLERS`` (``users`` and
-``permissions``, built into ``Settings.access`` by ``warrenmq.access_config``).
+``permissions`` and ``topic_permissions``, built into ``Settings.access`` by
+``warrenmq.access_config``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .access import Access
-from .access_config import permissions_from_toml, users_from_toml
+from .access_config import permissions_from_toml, topic_permissions_from_toml, users_from_toml
 from .auth import AUTH_MECHANISMS
 from .broker import Settings
 from .definitions import Definitions, DefinitionsError
@@ -390,14 +391,6 @@ def _permissions(value: Any, settings: Settings, path: KeyPath) -> None:
     of the default guest when there are none) in vhosts that the config or those files make."""
     items = _array(value, path, "a list of [[permissions]]")
     access = settings.access = settings.access or Access()
-    from_files = [
-        str(user.get("name"))
-        for item in settings.definitions
-        for user in item.extras.get("users", [])
-    ]
-    users = [*access.users, *from_files] or ["guest"]
-    vhosts = list(settings.vhosts)
-    vhosts += [name for item in settings.definitions for name in item.vhosts]
     for index, entry in enumerate(items):
         where = (*path, index)
         if isinstance(entry, dict) and "user" not in entry:
@@ -406,26 +399,69 @@ def _permissions(value: Any, settings: Settings, path: KeyPath) -> None:
             ((user, vhost), permission), *_ = permissions_from_toml([entry], "permissions").items()
         except ConfigError as error:
             raise _access_problem(error, "permissions[0]", where) from None
-        if user not in users:
-            raise ConfigProblem(
-                (*where, "user"),
-                f"no user '{user}' in [users] or the definitions files (known: "
-                f"{', '.join(sorted(users))}); users of the access file get their permissions "
-                "with `warrenmq permission set`",
-            )
-        if vhost not in vhosts:
-            raise ConfigProblem(
-                (*where, "vhost"),
-                f"no virtual host '{vhost}' (add it to [[vhosts]]; known: {', '.join(vhosts)})",
-            )
+        _check_user_and_vhost(settings, where, user, vhost, "permission set")
         if (user, vhost) in access.permissions:
             raise ConfigProblem(where, f"user '{user}' already has permissions in vhost '{vhost}'")
         access.permissions[(user, vhost)] = permission
 
 
+def _topic_permissions(value: Any, settings: Settings, path: KeyPath) -> None:
+    """``[[topic_permissions]]``, of the same users and vhosts as ``[[permissions]]``."""
+    items = _array(value, path, "a list of [[topic_permissions]]")
+    access = settings.access = settings.access or Access()
+    for index, entry in enumerate(items):
+        where = (*path, index)
+        for key in ("user", "exchange"):
+            if isinstance(entry, dict) and key not in entry:
+                raise ConfigProblem(where, f"missing key '{key}' in [[topic_permissions]]")
+        try:
+            ((key, permission),) = topic_permissions_from_toml([entry], "topic").items()
+        except ConfigError as error:
+            raise _access_problem(error, "topic[0]", where) from None
+        _check_user_and_vhost(settings, where, key[0], key[1], "permission topic set")
+        if key in access.topic_permissions:
+            raise ConfigProblem(
+                where,
+                f"user '{key[0]}' already has topic permissions on exchange '{key[2]}' in "
+                f"vhost '{key[1]}'",
+            )
+        access.topic_permissions[key] = permission
+
+
+def _check_user_and_vhost(
+    settings: Settings, where: KeyPath, user: str, vhost: str, command: str
+) -> None:
+    """A permission's user is in ``[users]`` or the config's definitions files (or is the
+    default guest when there are none), and its vhost one that the config or those make."""
+    from_files = [
+        str(item.get("name"))
+        for definitions in settings.definitions
+        for item in definitions.extras.get("users", [])
+    ]
+    users = [*(settings.access.users if settings.access else ()), *from_files] or ["guest"]
+    if user not in users:
+        raise ConfigProblem(
+            (*where, "user"),
+            f"no user '{user}' in [users] or the definitions files (known: "
+            f"{', '.join(sorted(users))}); users of the access file get their permissions "
+            f"with `warrenmq {command}`",
+        )
+    vhosts = list(settings.vhosts)
+    vhosts += [name for definitions in settings.definitions for name in definitions.vhosts]
+    if vhost not in vhosts:
+        raise ConfigProblem(
+            (*where, "vhost"),
+            f"no virtual host '{vhost}' (add it to [[vhosts]]; known: {', '.join(vhosts)})",
+        )
+
+
 #: top-level section name -> handler, called in this order after the other sections; any
 #: other unknown top-level key is an error.
-SECTION_HANDLERS: dict[str, SectionHandler] = {"users": _users, "permissions": _permissions}
+SECTION_HANDLERS: dict[str, SectionHandler] = {
+    "users": _users,
+    "permissions": _permissions,
+    "topic_permissions": _topic_permissions,
+}
 
 TOP_LEVEL = (
     "broker",

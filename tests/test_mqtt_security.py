@@ -393,3 +393,48 @@ def test_ssl_cert_login_of_an_unknown_user_gets_4(
     with running_broker(settings) as running:
         context = certificates.client_context()
         assert connect(clients, mqtt_address(running), unique, tls=context) == 4
+
+
+# -- topic permissions ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def topics() -> Iterator[RunningBroker]:
+    """``sensor`` may publish under its own client id and read sensors and alarms only."""
+    access = Access.default()
+    add_user(access, "sensor", "pw")
+    access.set_permissions("sensor", "/", ".*", ".*", ".*")
+    write, read = "^sensors\\.{client_id}\\.", "^(sensors|alarms)\\."
+    access.set_topic_permissions("sensor", "/", "amq.topic", write, read)
+    with running_broker(Settings(amqp_port=0, mqtt_port=0, access=access)) as running:
+        yield running
+
+
+def test_topic_permissions_apply_to_mqtt_topics_in_their_amqp_form(
+    topics: RunningBroker, clients: list[Client], unique: str
+) -> None:
+    address = mqtt_address(topics)
+    assert connect(clients, address, unique, username="sensor", password="pw") == 0
+    client = clients[-1]
+    # read: "alarms/#" is "alarms.#"; {client_id} in write is this client's id
+    assert client.subscribe(("alarms/#", 1), ("billing/#", 1), (f"sensors/{unique}/+", 1)) == [
+        1,
+        0x80,
+        1,
+    ]
+    client.publish(f"sensors/{unique}/temp", b"21.5", qos=1)
+    assert client.next().payload == b"21.5"
+    assert not client.disconnected.is_set()
+    client.paho.publish("sensors/someone-else/temp", b"forged", qos=1)
+    assert client.disconnected.wait(TIMEOUT)  # as a publish without write permission
+
+
+def test_topic_permissions_are_per_exchange(
+    topics: RunningBroker, clients: list[Client], unique: str
+) -> None:
+    """Another user, without topic permissions, publishes and subscribes anywhere."""
+    assert connect(clients, mqtt_address(topics), unique) == 0  # anonymous: guest
+    client = clients[-1]
+    assert client.subscribe(("billing/#", 1)) == [1]
+    client.publish("billing/x", b"any topic", qos=1)
+    assert client.next().payload == b"any topic"

@@ -18,7 +18,7 @@ from pamqp import commands, decode
 
 import warrenmq
 from warrenmq import Broker, ProtocolConnection
-from warrenmq.access import Kind
+from warrenmq.access import TOPIC_EXCHANGE_TYPE, Kind, TopicKind
 from warrenmq.auth import LoginRefused, User
 from warrenmq.errors import (
     AccessRefused,
@@ -987,6 +987,22 @@ class AMQPConnection(ProtocolConnection):
         user = self.user.name if self.user is not None else ""
         self.broker.access.check(user, self.vhost.name, kind, resource, name)
 
+    def check_topic(self, kind: TopicKind, exchange_name: str, routing_key: str) -> bool:
+        """403 unless the user's topic permission on the topic exchange allows ``routing_key``
+        (RabbitMQ's check on publish, and on binding from the exchange). True if no topic
+        permission applies to that exchange, so the answer holds for every routing key."""
+        access = self.broker.access
+        user = self.user.name if self.user is not None else ""
+        if access.topic_permission(user, self.vhost.name, exchange_name) is None:
+            return True
+        exchange = self.vhost.exchanges.get(exchange_name)
+        if exchange is None:
+            return False  # 404 comes next; it may be declared a topic exchange later
+        if exchange.type_name != TOPIC_EXCHANGE_TYPE:
+            return True
+        access.check_topic(user, self.vhost.name, kind, exchange_name, routing_key)
+        return False
+
     # -- errors and closing ---------------------------------------------------------------
 
     def _error(self, error: BrokerError, number: int, class_id: int, method_id: int) -> None:
@@ -1110,6 +1126,7 @@ def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any)
     if method.destination == "" or method.source == "":
         raise AccessRefused("operation not permitted on the default exchange")
     connection.check("read", "exchange", method.source)
+    connection.check_topic("read", method.source, method.routing_key)
     if isinstance(method, commands.Exchange.Bind):
         destination = vhost.get_exchange(method.destination)
         vhost.bind(destination, method.source, method.routing_key, method.arguments)
@@ -1164,6 +1181,7 @@ def _check_queue_binding(connection: AMQPConnection, channel: Channel, method: A
     if method.exchange == "":
         raise AccessRefused("operation not permitted on the default exchange")
     connection.check("read", "exchange", method.exchange)
+    connection.check_topic("read", method.exchange, method.routing_key)
     return name
 
 

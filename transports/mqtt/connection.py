@@ -517,7 +517,12 @@ class MQTTConnection(ProtocolConnection):
         user = self.user.name if self.user else ""
         assert self.vhost is not None
         try:
-            self.broker.access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
+            access = self.broker.access
+            access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
+            if access.topic_permissions:  # on the topic in its AMQP form, as RabbitMQ
+                variables = {"client_id": self.client_id}
+                key = to_amqp(topic)
+                access.check_topic(user, self.vhost.name, "write", EXCHANGE, key, variables)
         except BrokerError as exc:
             self.drop(exc.reply_text)
             return
@@ -584,6 +589,8 @@ class MQTTConnection(ProtocolConnection):
         name = subscription_queue_name(self.client_id, qos)
         access = self.broker.access
         access.check(self.user.name, vhost.name, "read", "exchange", EXCHANGE)
+        variables = {"client_id": self.client_id}
+        access.check_topic(self.user.name, vhost.name, "read", EXCHANGE, key, variables)
         access.check(self.user.name, vhost.name, "write", "queue", name)
         queue = vhost.queues.get(name)
         if queue is None or qos not in self.consumers:  # RabbitMQ declares the queue then
