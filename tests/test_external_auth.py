@@ -21,6 +21,7 @@ from warrenmq import ListenerSpec, Settings, TLSOptions, config
 from warrenmq.access import Access
 from warrenmq.errors import ConfigError
 from warrenmq.testing import RunningBroker, running_broker
+from warrenmq.tls import TLSPeer
 
 pytestmark = pytest.mark.warrenmq_only
 
@@ -198,3 +199,18 @@ def test_the_config_file_keys(tmp_path: Path) -> None:
     path.write_text('[broker]\nssl_cert_login_from = "subject"\n')
     with pytest.raises(ConfigError, match="expected one of: distinguished_name, common_name"):
         config.load(path)
+
+
+def test_the_user_name_of_a_certificate_subject_is_rabbitmq_s() -> None:
+    """RabbitMQ's form of the distinguished name, that of ``openssl x509 -noout -subject
+    -nameopt RFC2253``: most specific first, special characters escaped."""
+    subject = (
+        (("countryName", "FR"),),
+        (("organizationName", "Acme, Inc"),),
+        (("organizationalUnitName", "billing"),),
+        (("commonName", "app"),),
+    )
+    peer = TLSPeer(verifies=True, subject=subject)
+    assert peer.login_name("distinguished_name") == "CN=app,OU=billing,O=Acme\\, Inc,C=FR"
+    assert peer.login_name("common_name") == "app"
+    assert TLSPeer(verifies=True).login_name() is None  # no certificate, no name
