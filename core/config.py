@@ -411,9 +411,9 @@ def _topic_permissions(value: Any, settings: Settings, path: KeyPath) -> None:
     access = settings.access = settings.access or Access()
     for index, entry in enumerate(items):
         where = (*path, index)
-        for key in ("user", "exchange"):
-            if isinstance(entry, dict) and key not in entry:
-                raise ConfigProblem(where, f"missing key '{key}' in [[topic_permissions]]")
+        for required in ("user", "exchange"):
+            if isinstance(entry, dict) and required not in entry:
+                raise ConfigProblem(where, f"missing key '{required}' in [[topic_permissions]]")
         try:
             ((key, permission),) = topic_permissions_from_toml([entry], "topic").items()
         except ConfigError as error:
