@@ -398,8 +398,8 @@ class MQTTConnection(ProtocolConnection):
         if username is None and certified is not None:  # RabbitMQ's mqtt.ssl_cert_login
             username, login_password = certified, None
         elif username is None:
-            if not settings.mqtt_allow_anonymous:
-                self._refuse(p.NOT_AUTHORIZED, "anonymous login is not allowed")
+            if not settings.mqtt_allow_anonymous:  # 4, as RabbitMQ's "no credentials provided"
+                self._refuse(p.BAD_USERNAME_OR_PASSWORD, "no credentials provided")
                 return
             username = settings.mqtt_default_user
             login_password = settings.mqtt_default_password
