@@ -1,7 +1,7 @@
 """Users, virtual hosts and permissions from configuration: the TOML config file's ``users``
-table and ``permissions`` list, and RabbitMQ's definitions JSON (``rabbitmqctl
-export_definitions``), whose ``users``, ``vhosts`` and ``permissions`` lists the data
-directory's ``access.json`` also uses.
+table and ``permissions`` and ``topic_permissions`` lists, and RabbitMQ's definitions JSON
+(``rabbitmqctl export_definitions``), whose ``users``, ``vhosts``, ``permissions`` and
+``topic_permissions`` lists the data directory's ``access.json`` also uses.
 
 Every function is pure: it takes parsed data and returns the model, or raises ``ConfigError``
 naming the key (``users.alice.tags``, ``permissions[2].write``) and what was expected.
@@ -15,9 +15,11 @@ from typing import Any
 from .access import (
     DEFAULT_VHOST,
     PERMISSION_KINDS,
+    TOPIC_KINDS,
     Access,
     AccessError,
     Permission,
+    TopicPermission,
     UserRecord,
 )
 from .errors import ConfigError
@@ -25,6 +27,8 @@ from .passwords import ALGORITHMS, PBKDF2_SHA256, RABBIT_SHA256, check_hash, has
 
 _TOML_USER_KEYS = ("password", "password_hash", "hashing_algorithm", "tags")
 _PERMISSION_KEYS = ("user", "vhost", *PERMISSION_KINDS)
+_TOPIC_PERMISSION_KEYS = ("user", "vhost", "exchange", *TOPIC_KINDS)
+TopicKey = tuple[str, str, str]
 
 
 def _expect_str(value: Any, where: str, *, empty: bool = True) -> str:
@@ -70,7 +74,7 @@ def _hash(password_hash: str, algorithm: str, where: str) -> None:
 
 def users_from_toml(table: Any, where: str = "users") -> dict[str, UserRecord]:
     """``[users.NAME]`` tables: ``password`` (hashed here, never kept) or ``password_hash``
-    (with ``hashing_algorithm``, default ``pbkdf2_sha256``), and ``tags``."""
+    (with ``hashing_algorithm``, default ``pbkdf2_sha256``; ``""`` for none), and ``tags``."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where}: expected a table of users, got {_shown(table)}")
     users: dict[str, UserRecord] = {}
@@ -94,8 +98,9 @@ def users_from_toml(table: Any, where: str = "users") -> dict[str, UserRecord]:
             algorithm = _expect_str(
                 entry.get("hashing_algorithm", PBKDF2_SHA256), f"{here}.hashing_algorithm"
             )
-            _hash(password_hash, algorithm, here)
-            users[name] = UserRecord(name, password_hash, algorithm, tags)
+            if password_hash:  # "": no password, as in RabbitMQ's definitions (certificate login)
+                _hash(password_hash, algorithm, here)
+            users[name] = UserRecord(name, password_hash or None, algorithm, tags)
         else:
             raise ConfigError(f"{here}: expected password or password_hash")
     return users
@@ -141,6 +146,49 @@ def permissions_from_toml(
     return permissions
 
 
+def _topic_permission(entry: Any, where: str) -> tuple[TopicKey, TopicPermission]:
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a table, got {_shown(entry)}")
+    user = _expect_str(entry.get("user"), f"{where}.user", empty=False)
+    vhost = _expect_str(entry.get("vhost", DEFAULT_VHOST), f"{where}.vhost", empty=False)
+    exchange = _expect_str(entry.get("exchange"), f"{where}.exchange", empty=False)
+    expressions = []
+    for kind in TOPIC_KINDS:
+        if kind not in entry:
+            raise ConfigError(f'{where}.{kind}: missing (a regular expression; "" for none)')
+        expressions.append(_expect_str(entry[kind], f"{where}.{kind}"))
+    try:
+        permission = TopicPermission(*expressions)
+    except AccessError as exc:
+        raise ConfigError(f"{where}.{exc}") from None  # AccessError starts with the kind
+    return (user, vhost, exchange), permission
+
+
+def topic_permissions_from_toml(
+    items: Any, where: str = "topic_permissions"
+) -> dict[TopicKey, TopicPermission]:
+    """``[[topic_permissions]]`` entries (RabbitMQ's ``topic_permissions``): ``user``,
+    ``vhost`` (default ``/``), ``exchange``, ``write``, ``read``. A second entry for the same
+    user, vhost and exchange is an error."""
+    if not isinstance(items, list):
+        raise ConfigError(
+            f"{where}: expected a list of tables ([[topic_permissions]]), got {_shown(items)}"
+        )
+    permissions: dict[TopicKey, TopicPermission] = {}
+    for index, entry in enumerate(items):
+        here = f"{where}[{index}]"
+        if isinstance(entry, Mapping):
+            _unknown_keys(entry, _TOPIC_PERMISSION_KEYS, here)
+        key, permission = _topic_permission(entry, here)
+        if key in permissions:
+            raise ConfigError(
+                f"{here}: user '{key[0]}' already has topic permissions on exchange "
+                f"'{key[2]}' in vhost '{key[1]}'"
+            )
+        permissions[key] = permission
+    return permissions
+
+
 def access_from_config(
     users: Any = None,
     permissions: Any = None,
@@ -165,8 +213,8 @@ def access_from_config(
 
 
 def access_from_definitions(data: Any, source: str = "definitions") -> Access:
-    """``users``, ``vhosts`` and ``permissions`` of RabbitMQ's definitions JSON (other keys
-    are ignored). Users keep their ``password_hash`` and ``hashing_algorithm``
+    """``users``, ``vhosts``, ``permissions`` and ``topic_permissions`` of RabbitMQ's
+    definitions JSON (other keys are ignored). Users keep their ``password_hash`` and ``hashing_algorithm``
     (``rabbit_password_hashing_sha256`` when absent, as RabbitMQ); an empty hash means no
     password. Without a ``vhosts`` list, the vhosts the permissions name are created."""
     if not isinstance(data, Mapping):
@@ -208,6 +256,17 @@ def access_from_definitions(data: Any, source: str = "definitions") -> Access:
                 raise ConfigError(f"{where}.vhost: no vhost '{vhost}' in vhosts")
             access.vhosts[vhost] = ""
         access.permissions[key] = permission
+    for index, entry in enumerate(_list(data, "topic_permissions", source)):
+        where = f"{source}: topic_permissions[{index}]"
+        topic_key, topic_permission = _topic_permission(entry, where)
+        user, vhost, _ = topic_key
+        if user not in access.users:
+            raise ConfigError(f"{where}.user: no user '{user}' in users")
+        if vhost not in access.vhosts:
+            if declared_vhosts:
+                raise ConfigError(f"{where}.vhost: no vhost '{vhost}' in vhosts")
+            access.vhosts[vhost] = ""
+        access.topic_permissions[topic_key] = topic_permission
     return access
 
 

@@ -38,7 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("warrenmq.auth")
 
+#: the SASL mechanisms the AMQP engine knows (RabbitMQ's, with rabbitmq_auth_mechanism_ssl)
+AUTH_MECHANISMS = ("PLAIN", "AMQPLAIN", "EXTERNAL")
+
 __all__ = [
+    "AUTH_MECHANISMS",
     "AuthBackend",
     "LoginRefused",
     "LoginThrottle",
@@ -73,9 +77,12 @@ class LoginRefused(Exception):
     that the login was refused, as in RabbitMQ). A backend may raise it instead of returning
     None, which is logged as invalid credentials."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, bad_credentials: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        #: False: the credentials were good but the user may not log in so (from afar, say);
+        #: MQTT answers 5 (not authorized) then, and 4 (bad user name or password) otherwise
+        self.bad_credentials = bad_credentials
 
 
 class AuthBackend(ABC):
@@ -114,8 +121,13 @@ class UserDatabase(AuthBackend):
             raise LoginRefused(f"user '{username}' - invalid credentials (user has no password)")
         if not verified:
             raise LoginRefused(f"user '{username}' - invalid credentials (wrong password)")
+        return self.admit(record, peer_host)
+
+    def admit(self, record: UserRecord, peer_host: str | None) -> User:
+        """The user whose identity is established, unless it may not come from ``peer_host``."""
+        username = record.name
         if username in self.loopback_users and not is_loopback(peer_host):
-            raise LoginRefused(f"user '{username}' can only connect via localhost")
+            raise LoginRefused(f"user '{username}' can only connect via localhost", False)
         return User(record.name, record.tags)
 
     def verify(self, record: UserRecord | None, password: str) -> bool:
@@ -221,12 +233,19 @@ class Logins:
     def login(
         self,
         username: str,
-        password: str,
+        password: str | None,
         peer_host: str | None,
         done: Callable[[LoginResult], None],
     ) -> None:
         """Check the credentials and call ``done`` with the ``User`` or a ``LoginRefused``,
-        at once or later on the event loop's thread (never from another thread)."""
+        at once or later on the event loop's thread (never from another thread).
+
+        ``password`` None: the transport proved who the client is (a client certificate that
+        the TLS handshake verified, RabbitMQ's EXTERNAL); the user must exist, and the
+        loopback rule and the slow-down of failing addresses apply as to a password."""
+        if password is None:
+            self._login_proven(username, peer_host, done)
+            return
         broker = self.broker
         broker.refresh_access()
         users = broker.users
@@ -286,6 +305,40 @@ class Logins:
             loop.call_later(wait, verify_off_loop)
         else:
             verify_off_loop()
+
+    def _login_proven(
+        self, username: str, peer_host: str | None, done: Callable[[LoginResult], None]
+    ) -> None:
+        self.broker.refresh_access()
+        users = self.broker.users
+        address = peer_host or "local"
+
+        def finish() -> None:
+            record = users.lookup(username)
+            result: LoginResult
+            if record is None:
+                result = LoginRefused(f"user '{username}' - invalid credentials (no such user)")
+            else:
+                try:
+                    result = users.admit(record, peer_host)
+                except LoginRefused as refused:
+                    result = refused
+            if isinstance(result, LoginRefused):
+                self._failed(address)
+            else:
+                self.throttle.succeeded(address)
+            done(result)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            finish()
+            return
+        wait = self.throttle.wait(address, time.monotonic())
+        if wait:
+            loop.call_later(wait, finish)
+        else:
+            finish()
 
     def _decide(
         self,

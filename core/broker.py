@@ -120,6 +120,8 @@ class Settings:
     loopback_users: frozenset[str] = frozenset({"guest"})
     #: MQTT over TCP on this port (0: any free port), beside the AMQP listeners; None: off
     mqtt_port: int | None = None
+    #: MQTT over TLS (RabbitMQ's 8883) on this port, with ``tls``, for the default listeners
+    mqtt_tls_port: int | None = None
     #: largest MQTT packet accepted from a logged-in client (RabbitMQ's mqtt.max_packet_size)
     mqtt_max_packet_size: int = 256 * 1024 * 1024
     #: the vhost of MQTT clients whose user name has no "vhost:" prefix
@@ -129,6 +131,15 @@ class Settings:
     mqtt_allow_anonymous: bool = True
     mqtt_default_user: str = "guest"
     mqtt_default_password: str = "guest"
+    #: an MQTT client over TLS that sends no user name logs in by its verified client
+    #: certificate (RabbitMQ's mqtt.ssl_cert_login), as the user ``ssl_cert_login_from`` names
+    mqtt_ssl_cert_login: bool = False
+    #: SASL mechanisms AMQP clients may use (RabbitMQ's auth_mechanisms); EXTERNAL (log in by
+    #: client certificate) is offered only on TLS listeners that verify client certificates
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "AMQPLAIN")
+    #: the user name a client certificate stands for (RabbitMQ's ssl_cert_login_from):
+    #: "distinguished_name" (``CN=app,O=Acme``) or "common_name" (``app``)
+    ssl_cert_login_from: str = "distinguished_name"
     #: seconds a refused address's next login waits once it failed twice (doubling after)
     login_failure_delay: float = 0.25
     #: the longest such wait
@@ -144,6 +155,12 @@ class Settings:
             listeners.append(ListenerSpec("tcp", "amqp", self.host, self.tls_port, tls=self.tls))
         if self.mqtt_port is not None:
             listeners.append(ListenerSpec("tcp", "mqtt", self.host, self.mqtt_port))
+        if self.mqtt_tls_port is not None:
+            if self.tls is None:
+                raise ConfigError("an MQTT TLS port needs a certificate and key (tls options)")
+            listeners.append(
+                ListenerSpec("tcp", "mqtt", self.host, self.mqtt_tls_port, tls=self.tls)
+            )
         return listeners
 
 
@@ -258,7 +275,7 @@ class Broker:
     def login(
         self,
         username: str,
-        password: str,
+        password: str | None,
         peer_host: str | None,
         done: Callable[[LoginResult], None],
     ) -> None:

@@ -25,7 +25,7 @@ from .errors import ConfigError, PluginError, StoreError
 from .limits import MAX_MESSAGE_SIZE, LimitsError, UserLimits, VhostLimits
 from .store import default_data_dir
 from .testing import _backend_options, _leaves
-from .tls import AMQPS_PORT
+from .tls import AMQPS_PORT, MQTTS_PORT
 
 log = logging.getLogger("warrenmq")
 
@@ -238,8 +238,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     tls = run.add_argument_group(
         "TLS",
-        "AMQP over TLS on a second port (given a certificate and key). Each flag replaces "
-        "its key of the config file's TLS listener; without one in the file, one is added.",
+        "AMQP over TLS on a second port (given a certificate and key), and MQTT over TLS "
+        "with --mqtt-tls-port. Each flag replaces its key of the config file's TLS listener; "
+        "without one in the file, one is added.",
     )
     tls.add_argument(
         "--tls-port",
@@ -247,6 +248,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"AMQP over TLS port, by convention {AMQPS_PORT} (default: the config's, or "
         f"{AMQPS_PORT} when --tls-cert is given)",
+    )
+    tls.add_argument(
+        "--mqtt-tls-port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        default=None,
+        help=f"MQTT over TLS port, by convention {MQTTS_PORT}, with the certificate of "
+        "--tls-cert (or of the config's TLS listener) (default: no MQTT over TLS)",
     )
     tls.add_argument("--tls-cert", type=Path, metavar="FILE", help="certificate chain (PEM)")
     tls.add_argument(

@@ -1,4 +1,5 @@
-"""``warrenmq user|vhost|permission``: manage the data directory's access file.
+"""``warrenmq user|vhost|permission``: manage the data directory's access file (users, virtual
+hosts, permissions and topic permissions).
 
 There is no admin channel to a running broker yet, so these commands edit
 ``DATA_DIR/access.json`` (replaced atomically) and a broker started with the same
@@ -98,10 +99,37 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     for sub in (set_, clear):
         sub.add_argument("--vhost", "-p", default=DEFAULT_VHOST, help="(default: %(default)s)")
     listing.add_argument("--vhost", "-p", help="only this vhost's")
+    topic = permissions.add_parser(
+        "topic",
+        help="manage topic permissions",
+        description="Manage topic permissions: write and read regular expressions on the "
+        "routing keys of a topic exchange, per user, virtual host and exchange, as "
+        "RabbitMQ's set_topic_permissions. {username}, {vhost} and {client_id} (MQTT) in "
+        "an expression are replaced by their values.",
+    )
+    topics = topic.add_subparsers(dest="topic_action", metavar="ACTION", required=True)
+    topic_set = topics.add_parser(
+        "set", help="set a user's topic permissions on an exchange ('' allows no key)"
+    )
+    topic_set.add_argument("user")
+    topic_set.add_argument("exchange")
+    topic_set.add_argument("write")
+    topic_set.add_argument("read")
+    topic_clear = topics.add_parser(
+        "clear", help="remove a user's topic permissions in a vhost (on one exchange, or all)"
+    )
+    topic_clear.add_argument("user")
+    topic_clear.add_argument("exchange", nargs="?")
+    topic_list = topics.add_parser("list", help="list topic permissions")
+    topic_list.add_argument("--user", help="only this user's")
+    for sub in (topic_set, topic_clear):
+        sub.add_argument("--vhost", "-p", default=DEFAULT_VHOST, help="(default: %(default)s)")
+    topic_list.add_argument("--vhost", "-p", help="only this vhost's")
     for parser in (
         *users.choices.values(),
         *vhosts.choices.values(),
-        *permissions.choices.values(),
+        *(p for name, p in permissions.choices.items() if name != "topic"),
+        *topics.choices.values(),
     ):
         _data_dir_option(parser)
 
@@ -166,6 +194,8 @@ def _vhosts(access: Access, args: argparse.Namespace) -> str | None:
 
 
 def _permissions(access: Access, args: argparse.Namespace) -> str | None:
+    if args.action == "topic":
+        return _topic_permissions(access, args)
     if args.action == "set":
         access.set_permissions(args.user, args.vhost, args.configure, args.write, args.read)
         return f"set the permissions of user '{args.user}' in vhost '{args.vhost}'"
@@ -178,6 +208,28 @@ def _permissions(access: Access, args: argparse.Namespace) -> str | None:
         if (args.vhost is None or vhost == args.vhost) and (args.user is None or user == args.user)
     ]
     _table([("VHOST", "USER", "CONFIGURE", "WRITE", "READ"), *rows])
+    return None
+
+
+def _topic_permissions(access: Access, args: argparse.Namespace) -> str | None:
+    if args.topic_action == "set":
+        access.set_topic_permissions(args.user, args.vhost, args.exchange, args.write, args.read)
+        return (
+            f"set the topic permissions of user '{args.user}' on exchange '{args.exchange}' "
+            f"in vhost '{args.vhost}'"
+        )
+    if args.topic_action == "clear":
+        access.clear_topic_permissions(args.user, args.vhost, args.exchange)
+        on = "" if args.exchange is None else f" on exchange '{args.exchange}'"
+        return f"cleared the topic permissions of user '{args.user}'{on} in vhost '{args.vhost}'"
+    rows = [
+        (vhost, user, exchange, p.write, p.read)
+        for (user, vhost, exchange), p in sorted(
+            access.topic_permissions.items(), key=lambda item: (item[0][1], item[0][0], item[0][2])
+        )
+        if (args.vhost is None or vhost == args.vhost) and (args.user is None or user == args.user)
+    ]
+    _table([("VHOST", "USER", "EXCHANGE", "WRITE", "READ"), *rows])
     return None
 
 
@@ -199,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
             store.save(access)
             print(done)
     except (AccessError, ConfigError, OSError) as exc:
-        print(f"warrenmq {args.command} {args.action}: {exc}", file=sys.stderr)
+        action = " ".join(filter(None, (args.action, getattr(args, "topic_action", None))))
+        print(f"warrenmq {args.command} {action}: {exc}", file=sys.stderr)
         return 1
     return 0

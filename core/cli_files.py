@@ -156,6 +156,7 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
     override_mqtt_port(settings, getattr(args, "mqtt_port", None))
     override_tls(settings, args)
+    override_mqtt_tls_port(settings, getattr(args, "mqtt_tls_port", None))
     if settings.data_dir is None:  # the store's and the plugins' directory, named for all
         settings.data_dir = default_data_dir()
     settings.data_dir = Path(settings.data_dir).absolute()  # logged and locked as it is
@@ -253,6 +254,28 @@ def override_tls(settings: Settings, args: argparse.Namespace) -> None:
             (spec.host for spec in listeners if _is_amqp_tcp(spec)), settings.host
         )
         listeners.append(ListenerSpec("tcp", "amqp", host, port, tls=options))
+
+
+def override_mqtt_tls_port(settings: Settings, port: int | None) -> None:
+    """--mqtt-tls-port sets the port of the first MQTT listener over TLS; without one, one is
+    added with the TLS options of the first TLS listener (``--tls-cert``'s, or the config's),
+    as RabbitMQ's MQTT TLS listener uses the broker's ``ssl_options``."""
+    if port is None:
+        return
+    if settings.listeners is None:
+        if settings.tls is None:
+            raise ConfigError("--mqtt-tls-port needs --tls-cert (or a TLS listener in the config)")
+        settings.mqtt_tls_port = port
+        return
+    listeners = settings.listeners
+    for index, spec in enumerate(listeners):
+        if (spec.transport, spec.protocol) == ("tcp", "mqtt") and spec.tls is not None:
+            listeners[index] = dataclasses.replace(spec, port=port)
+            return
+    model = next((spec for spec in listeners if spec.tls is not None), None)
+    if model is None:
+        raise ConfigError("--mqtt-tls-port needs --tls-cert (or a TLS listener in the config)")
+    listeners.append(ListenerSpec("tcp", "mqtt", model.host, port, tls=model.tls))
 
 
 def _is_amqp_tcp(spec: ListenerSpec) -> bool:

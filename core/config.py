@@ -7,7 +7,8 @@ does not report lines for values, so the line is found by scanning the text for 
 
 Top-level sections: ``broker``, ``listeners``, ``plugins``, ``vhosts``, ``policies``,
 ``exchanges``, ``queues``, ``bindings``, plus those in ``SECTION_HANDLERS`` (``users`` and
-``permissions``, built into ``Settings.access`` by ``warrenmq.access_config``).
+``permissions`` and ``topic_permissions``, built into ``Settings.access`` by
+``warrenmq.access_config``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .access import Access
-from .access_config import permissions_from_toml, users_from_toml
+from .access_config import permissions_from_toml, topic_permissions_from_toml, users_from_toml
+from .auth import AUTH_MECHANISMS
 from .broker import Settings
 from .definitions import Definitions, DefinitionsError
 from .definitions import load as load_definitions
@@ -30,7 +32,7 @@ from .errors import ConfigError, PluginError
 from .limits import L, LimitsError, UserLimits, VhostLimits
 from .plugin_loader import ESSENTIAL, GROUP, Plugins, load_plugins
 from .policy import Policy, PolicyError
-from .tls import AMQPS_PORT, TLSOptions
+from .tls import CERT_LOGIN_SOURCES, TLSOptions
 
 MAX_SHORT = 65535
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -275,6 +277,21 @@ BROKER_KEYS: dict[str, Key] = {
     ),
     "mqtt_default_user": Key(str, "guest", "the user anonymous MQTT clients log in as"),
     "mqtt_default_password": Key(str, "guest", "that user's password"),
+    "mqtt_ssl_cert_login": Key(
+        bool, False, "an MQTT client over TLS that sends no user name logs in as the user its "
+        "verified client certificate names (see `ssl_cert_login_from`)",
+    ),
+    "auth_mechanisms": Key(
+        list, ["PLAIN", "AMQPLAIN"], "SASL mechanisms offered to AMQP clients; `EXTERNAL` (log "
+        "in by client certificate) is offered on TLS listeners with `verify_peer` only",
+        "a list of PLAIN, AMQPLAIN, EXTERNAL",
+        lambda v: bool(v) and all(item in AUTH_MECHANISMS for item in v),
+    ),
+    "ssl_cert_login_from": Key(
+        str, "distinguished_name", "what user a client certificate logs in as: "
+        "`distinguished_name` (`CN=app,O=Acme`) or `common_name` (`app`)",
+        "one of: " + ", ".join(CERT_LOGIN_SOURCES), lambda v: v in CERT_LOGIN_SOURCES,
+    ),
 }  # fmt: skip
 
 TLS_KEYS: dict[str, Key] = {
@@ -292,7 +309,8 @@ LISTENER_KEYS: dict[str, Key] = {
     "protocol": Key(str, "amqp", "a registered protocol"),
     "host": Key(str, "127.0.0.1", "address to listen on"),
     "port": Key(
-        int, None, "port; default: the protocol's (5672 for AMQP, 5671 with TLS)",
+        int, None, "port; default: the protocol's (AMQP 5672, or 5671 with TLS; MQTT 1883, "
+        "or 8883 with TLS)",
         "an integer from 0 to 65535", _range(0, MAX_SHORT),
     ),
     "tls": Key(dict, None, "TLS settings (a table, see below)"),
@@ -393,14 +411,6 @@ def _permissions(value: Any, settings: Settings, path: KeyPath) -> None:
     of the default guest when there are none) in vhosts that the config or those files make."""
     items = _array(value, path, "a list of [[permissions]]")
     access = settings.access = settings.access or Access()
-    from_files = [
-        str(user.get("name"))
-        for item in settings.definitions
-        for user in item.extras.get("users", [])
-    ]
-    users = [*access.users, *from_files] or ["guest"]
-    vhosts = list(settings.vhosts)
-    vhosts += [name for item in settings.definitions for name in item.vhosts]
     for index, entry in enumerate(items):
         where = (*path, index)
         if isinstance(entry, dict) and "user" not in entry:
@@ -409,26 +419,69 @@ def _permissions(value: Any, settings: Settings, path: KeyPath) -> None:
             ((user, vhost), permission), *_ = permissions_from_toml([entry], "permissions").items()
         except ConfigError as error:
             raise _access_problem(error, "permissions[0]", where) from None
-        if user not in users:
-            raise ConfigProblem(
-                (*where, "user"),
-                f"no user '{user}' in [users] or the definitions files (known: "
-                f"{', '.join(sorted(users))}); users of the access file get their permissions "
-                "with `warrenmq permission set`",
-            )
-        if vhost not in vhosts:
-            raise ConfigProblem(
-                (*where, "vhost"),
-                f"no virtual host '{vhost}' (add it to [[vhosts]]; known: {', '.join(vhosts)})",
-            )
+        _check_user_and_vhost(settings, where, user, vhost, "permission set")
         if (user, vhost) in access.permissions:
             raise ConfigProblem(where, f"user '{user}' already has permissions in vhost '{vhost}'")
         access.permissions[(user, vhost)] = permission
 
 
+def _topic_permissions(value: Any, settings: Settings, path: KeyPath) -> None:
+    """``[[topic_permissions]]``, of the same users and vhosts as ``[[permissions]]``."""
+    items = _array(value, path, "a list of [[topic_permissions]]")
+    access = settings.access = settings.access or Access()
+    for index, entry in enumerate(items):
+        where = (*path, index)
+        for required in ("user", "exchange"):
+            if isinstance(entry, dict) and required not in entry:
+                raise ConfigProblem(where, f"missing key '{required}' in [[topic_permissions]]")
+        try:
+            ((key, permission),) = topic_permissions_from_toml([entry], "topic").items()
+        except ConfigError as error:
+            raise _access_problem(error, "topic[0]", where) from None
+        _check_user_and_vhost(settings, where, key[0], key[1], "permission topic set")
+        if key in access.topic_permissions:
+            raise ConfigProblem(
+                where,
+                f"user '{key[0]}' already has topic permissions on exchange '{key[2]}' in "
+                f"vhost '{key[1]}'",
+            )
+        access.topic_permissions[key] = permission
+
+
+def _check_user_and_vhost(
+    settings: Settings, where: KeyPath, user: str, vhost: str, command: str
+) -> None:
+    """A permission's user is in ``[users]`` or the config's definitions files (or is the
+    default guest when there are none), and its vhost one that the config or those make."""
+    from_files = [
+        str(item.get("name"))
+        for definitions in settings.definitions
+        for item in definitions.extras.get("users", [])
+    ]
+    users = [*(settings.access.users if settings.access else ()), *from_files] or ["guest"]
+    if user not in users:
+        raise ConfigProblem(
+            (*where, "user"),
+            f"no user '{user}' in [users] or the definitions files (known: "
+            f"{', '.join(sorted(users))}); users of the access file get their permissions "
+            f"with `warrenmq {command}`",
+        )
+    vhosts = list(settings.vhosts)
+    vhosts += [name for definitions in settings.definitions for name in definitions.vhosts]
+    if vhost not in vhosts:
+        raise ConfigProblem(
+            (*where, "vhost"),
+            f"no virtual host '{vhost}' (add it to [[vhosts]]; known: {', '.join(vhosts)})",
+        )
+
+
 #: top-level section name -> handler, called in this order after the other sections; any
 #: other unknown top-level key is an error.
-SECTION_HANDLERS: dict[str, SectionHandler] = {"users": _users, "permissions": _permissions}
+SECTION_HANDLERS: dict[str, SectionHandler] = {
+    "users": _users,
+    "permissions": _permissions,
+    "topic_permissions": _topic_permissions,
+}
 
 TOP_LEVEL = (
     "broker",
@@ -565,6 +618,9 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         mqtt_allow_anonymous=broker["mqtt_allow_anonymous"],
         mqtt_default_user=broker["mqtt_default_user"],
         mqtt_default_password=broker["mqtt_default_password"],
+        mqtt_ssl_cert_login=broker["mqtt_ssl_cert_login"],
+        auth_mechanisms=tuple(broker["auth_mechanisms"]),
+        ssl_cert_login_from=broker["ssl_cert_login_from"],
     )
     config = Config(path, settings, broker["log_level"])
     loaded = settings.loaded_plugins = _plugins(
@@ -723,9 +779,8 @@ def _listeners(value: Any, base: Path, loaded: Plugins) -> list[Any]:
         tls = None if values["tls"] is None else _tls(values["tls"], base, (*where, "tls"))
         port = values["port"]
         if port is None:
-            port = protocols[values["protocol"]].default_port
-            if tls is not None and values["protocol"] == "amqp":
-                port = AMQPS_PORT
+            protocol = protocols[values["protocol"]]
+            port = protocol.default_port if tls is None else protocol.default_tls_port
             if not port:
                 raise ConfigProblem(where, f"missing key 'port' ({LISTENER_KEYS['port'].expected})")
         specs.append(

@@ -9,8 +9,8 @@ between them.
 
 Users and permissions are handed to the handlers in ``SECTION_IMPORTERS`` /
 ``SECTION_EXPORTERS``, which put them in the broker's access model (``Broker.import_access``)
-and write them back with their hashes. A section without a handler (topic permissions,
-parameters) is kept as data in ``broker.definition_extras`` and written back unchanged.
+and write them back with their hashes (topic permissions too). A section without a handler
+(parameters) is kept as data in ``broker.definition_extras`` and written back unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .access import Access
-from .access_config import access_from_definitions, permissions_from_toml
+from .access_config import (
+    access_from_definitions,
+    permissions_from_toml,
+    topic_permissions_from_toml,
+)
 from .errors import BrokerError, ConfigError
 from .limits import LimitsError, UserLimits, VhostLimits
 from .policy import Policy, PolicyError
@@ -74,6 +78,20 @@ def _import_permissions(broker: Broker, items: list[dict[str, Any]]) -> None:
     broker.import_access(Access(permissions=access.permissions))
 
 
+def _import_topic_permissions(broker: Broker, items: list[dict[str, Any]]) -> None:
+    """Topic permissions of users and vhosts that exist by now, as ``_import_permissions``."""
+    known = {
+        "users": [{"name": name} for name in broker.access.users],
+        "vhosts": [{"name": name} for name in broker.vhosts],
+        "topic_permissions": items,
+    }
+    try:
+        access = access_from_definitions(known, "the broker")
+    except ConfigError as error:
+        raise DefinitionsError(str(error).removeprefix("the broker: ")) from None
+    broker.import_access(Access(topic_permissions=access.topic_permissions))
+
+
 def _export_users(broker: Broker) -> list[dict[str, Any]]:
     """As RabbitMQ exports them: the hash and its algorithm, tags as a list, no limits."""
     users: list[dict[str, Any]] = broker.access.to_json()["users"]
@@ -85,6 +103,11 @@ def _export_permissions(broker: Broker) -> list[dict[str, Any]]:
     return permissions
 
 
+def _export_topic_permissions(broker: Broker) -> list[dict[str, Any]]:
+    permissions: list[dict[str, Any]] = broker.access.to_json()["topic_permissions"]
+    return permissions
+
+
 # -- the extension point for users and permissions ---------------------------------------------
 
 #: section name ("users", "permissions", "topic_permissions") -> function taking the broker and
@@ -93,11 +116,13 @@ def _export_permissions(broker: Broker) -> list[dict[str, Any]]:
 SECTION_IMPORTERS: dict[str, Callable[[Broker, list[dict[str, Any]]], None]] = {
     "users": _import_users,
     "permissions": _import_permissions,
+    "topic_permissions": _import_topic_permissions,
 }
 #: section name -> function returning the section's items for ``export``.
 SECTION_EXPORTERS: dict[str, Callable[[Broker], list[dict[str, Any]]]] = {
     "users": _export_users,
     "permissions": _export_permissions,
+    "topic_permissions": _export_topic_permissions,
 }
 
 
@@ -239,6 +264,9 @@ def _check_access(data: Mapping[str, Any], source: str) -> None:
     try:
         access_from_definitions({"users": data.get("users", [])}, source)
         permissions_from_toml(data.get("permissions", []), f"{source}: permissions")
+        topic_permissions_from_toml(
+            data.get("topic_permissions", []), f"{source}: topic_permissions"
+        )
     except ConfigError as error:
         raise DefinitionsError(str(error)) from None
 

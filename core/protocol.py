@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .tls import TLSOptions
+from .tls import TLSOptions, TLSPeer
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -32,6 +32,9 @@ class ProtocolConnection(ABC):
     #: set by the engine when the deadline ``tick`` would return has changed (a heartbeat was
     #: negotiated, a close started); the transport calls ``tick`` again and clears it
     timers_changed: bool = False
+    #: set by a TLS transport before it feeds any data: the handshake's outcome, the client
+    #: certificate included (``TLSPeer.from_handshake``); None on a plain connection
+    tls: TLSPeer | None = None
 
     @abstractmethod
     def receive_data(self, data: bytes) -> None:
@@ -94,8 +97,9 @@ class Protocol(ABC):
     """A protocol: makes engines for new connections."""
 
     name: ClassVar[str]
-    #: the port a listener of this protocol uses by default
+    #: the port a listener of this protocol uses by default, and over TLS
     default_port: ClassVar[int] = 0
+    default_tls_port: ClassVar[int] = 0
 
     @abstractmethod
     def create_connection(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -46,6 +47,7 @@ class Client:
         password: str | None = None,
         will: tuple[str, bytes, int] | None = None,
         keepalive: int = 60,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.address = address
         self.keepalive = keepalive
@@ -55,6 +57,8 @@ class Client:
             clean_session=clean,
             protocol=paho.MQTTv311,
         )
+        if tls is not None:
+            self.paho.tls_set_context(tls)
         if username is not None:
             self.paho.username_pw_set(username, password)
         if will is not None:
@@ -188,8 +192,9 @@ def ack_packet(kind: int, packet_id: int) -> bytes:
 class RawClient:
     """A socket that sends bytes and reads whole MQTT packets with a deadline."""
 
-    def __init__(self, address: MQTTAddress) -> None:
-        self.sock = socket.create_connection((address.host, address.port), timeout=TIMEOUT)
+    def __init__(self, address: MQTTAddress, tls: ssl.SSLContext | None = None) -> None:
+        sock = socket.create_connection((address.host, address.port), timeout=TIMEOUT)
+        self.sock = sock if tls is None else tls.wrap_socket(sock, server_hostname="localhost")
         self._buf = b""
 
     def send(self, data: bytes) -> None:

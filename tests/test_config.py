@@ -198,7 +198,8 @@ def test_every_section_composes_a_broker_that_pika_uses(tmp_path: Path) -> None:
         ("[broker]\nheartbeat = 70000\n", 2, "broker.heartbeat: expected an integer from 0 to"),
         ("[broker]\nheartbeat = true\n", 2, "broker.heartbeat: expected an integer"),
         ("[broker]\n\nhartbeat = 5\n", 3,
-         "broker.hartbeat: unknown key in [broker] (expected one of: channel_max,"),
+         "broker.hartbeat: unknown key in [broker] (expected one of: auth_mechanisms, "
+         "channel_max,"),
         ("[broker]\nmemory_high_watermark = 2\n", 2,
          "broker.memory_high_watermark: expected a number from 0 to 1, got 2"),
         ("[broker]\n\ndisk_free_limit = 'lots'\n", 3,
@@ -614,6 +615,7 @@ def test_every_settings_field_has_a_config_key() -> None:
         # TLS in the file is a [[listeners]] table with a tls table, as host and amqp_port
         "tls_port": "listeners",
         "mqtt_port": "listeners",
+        "mqtt_tls_port": "listeners",
         "tls": "listeners.tls",
         "access": "users and permissions",
     }
@@ -622,7 +624,10 @@ def test_every_settings_field_has_a_config_key() -> None:
     assert not missing, f"Settings fields without a config key: {missing}"
     # a broker made from a file (or by `warrenmq run`) keeps its state on disk by default;
     # Settings() in code (tests, embedding) keeps nothing unless asked
-    different = {"store": ("disk", "memory")}
+    different = {
+        "store": ("disk", "memory"),
+        "auth_mechanisms": (["PLAIN", "AMQPLAIN"], ("PLAIN", "AMQPLAIN")),  # a TOML list
+    }
     for name, key in config.BROKER_KEYS.items():
         if name in different:
             assert (key.default, getattr(Settings(), name)) == different[name]

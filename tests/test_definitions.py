@@ -85,8 +85,8 @@ def test_a_rabbitmq_export_imports_and_pika_uses_its_topology() -> None:
         assert list(access.users) == ["guest", "fixture-user"]  # imported, no default guest
         assert access.users["fixture-user"].tags == ("monitoring",)
         assert access.permissions[("fixture-user", "shop")].configure == "^orders"
-        kept = running.call(lambda: dict(broker.definition_extras))
-        assert kept["topic_permissions"][0]["exchange"] == "amq.topic"  # kept as data
+        topic = access.topic_permissions[("fixture-user", "shop", "amq.topic")]
+        assert (topic.write, topic.read) == ("^orders", "^orders")
 
 
 def test_the_rabbitmq_policy_limit_applies_to_imported_queues() -> None:

@@ -15,7 +15,7 @@ import pytest
 from access_helpers import TEST_ITERATIONS, LocalAdmin
 from pika.exceptions import AMQPConnectionError, ChannelClosedByBroker, ProbableAccessDeniedError
 from test_access_model import RABBIT_DEFINITIONS
-from test_auth import non_loopback_address
+from test_auth import require_non_loopback_address
 
 from warrenmq import Settings
 from warrenmq.access_config import access_from_config, access_from_definitions
@@ -53,10 +53,7 @@ def everywhere(data_dir: Path) -> Iterator[RunningBroker]:
 
 @pytest.fixture
 def remote_address() -> str:
-    address = non_loopback_address()
-    if address is None:
-        pytest.skip("this machine has no non-loopback address")
-    return address
+    return require_non_loopback_address()
 
 
 def connect(

@@ -21,7 +21,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from warrenmq import Broker, ListenerSpec, Protocol, ProtocolConnection, Transport, hookimpl
-from warrenmq.tls import TLS_HANDSHAKE_TIMEOUT
+from warrenmq.tls import TLS_HANDSHAKE_TIMEOUT, TLSOptions, TLSPeer
 
 log = logging.getLogger("warrenmq.tcp")
 
@@ -90,6 +90,10 @@ class _Link(asyncio.Protocol):
         self.engine = listener.protocol.create_connection(
             listener.broker, (peer[0], peer[1]) if peer else None, transport_name=listener.name
         )
+        if listener.tls is not None:  # asyncio calls connection_made after the handshake
+            self.engine.tls = TLSPeer.from_handshake(
+                transport.get_extra_info("ssl_object"), listener.tls
+            )
         self.engine.wakeup = self._wakeup
         self.engine.transport_buffer = self.transport.get_write_buffer_size
         listener.links.add(self)
@@ -237,8 +241,10 @@ class _Listener:
         protocol: Protocol,
         loop: asyncio.AbstractEventLoop,
         name: str = "tcp",
+        tls: TLSOptions | None = None,
     ) -> None:
         self.broker = broker
+        self.tls = tls
         self.protocol = protocol
         self.loop = loop
         #: the transport's name as connections show it ("tcp", or "tls" over TLS)
@@ -261,7 +267,11 @@ class TCPTransport(Transport):
         loop = asyncio.get_running_loop()
         context = spec.tls.server_context() if spec.tls is not None else None
         listener = _Listener(
-            broker, broker.protocol(spec.protocol), loop, "tcp" if context is None else "tls"
+            broker,
+            broker.protocol(spec.protocol),
+            loop,
+            "tcp" if context is None else "tls",
+            spec.tls,
         )
         try:
             server = await loop.create_server(

@@ -149,9 +149,11 @@ class Channel(Session):
         """A complete basic.publish: its method's fields, content header and body."""
         if exchange_name not in self.writable:
             self.connection.check("write", "exchange", exchange_name)
-            if len(self.writable) >= WRITABLE_CACHE_SIZE:
-                self.writable.clear()
-            self.writable.add(exchange_name)
+            # an exchange whose routing keys a topic permission limits is checked every time
+            if self.connection.check_topic("write", exchange_name, routing_key):
+                if len(self.writable) >= WRITABLE_CACHE_SIZE:
+                    self.writable.clear()
+                self.writable.add(exchange_name)
         message = Message(exchange_name, routing_key, body, None, header, AMQP_CODEC, route)
         self.connection.messages_in += 1
         if header[13] & USER_ID_FLAG:

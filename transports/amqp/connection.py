@@ -18,7 +18,7 @@ from pamqp import commands, decode
 
 import warrenmq
 from warrenmq import Broker, ProtocolConnection
-from warrenmq.access import Kind
+from warrenmq.access import TOPIC_EXCHANGE_TYPE, Kind, TopicKind
 from warrenmq.auth import LoginRefused, User
 from warrenmq.errors import (
     AccessRefused,
@@ -36,6 +36,7 @@ from warrenmq.errors import (
 )
 from warrenmq.failures import log_failure
 from warrenmq.limits import MAX_MESSAGE_SIZE
+from warrenmq.tls import TLSPeer
 from warrenmq.vhost import VirtualHost, server_generated_name
 from warrenmq.views import ConnectionView
 
@@ -164,6 +165,7 @@ class AMQPConnection(ProtocolConnection):
         "_next_memory_check",
         "wakeup",
         "transport_buffer",
+        "tls",
     )
 
     def __init__(
@@ -223,6 +225,7 @@ class AMQPConnection(ProtocolConnection):
         self._next_memory_check = MEMORY_CHECK_BYTES
         self.wakeup: Callable[[], None] | None = None
         self.transport_buffer: Callable[[], int] | None = None
+        self.tls: TLSPeer | None = None
         broker.connections.add(self)
 
     # -- transport-facing API -------------------------------------------------------------
@@ -459,7 +462,7 @@ class AMQPConnection(ProtocolConnection):
             version_major=0,
             version_minor=9,
             server_properties=_server_properties(),
-            mechanisms="PLAIN AMQPLAIN",
+            mechanisms=" ".join(self.mechanisms()),
             locales="en_US",
         )
         self.write(method_frame(0, start))
@@ -816,6 +819,14 @@ class AMQPConnection(ProtocolConnection):
         else:  # as RabbitMQ, for any method out of place on channel 0
             raise ChannelError(f"unexpected method in connection state {STATE_NAMES[state]}")
 
+    def mechanisms(self) -> list[str]:
+        """The SASL mechanisms offered: the configured ones, EXTERNAL only over TLS with
+        client certificates verified (RabbitMQ offers it over any TLS, then refuses it there)."""
+        verifies = self.tls is not None and self.tls.verifies
+        return [
+            name for name in self.broker.settings.auth_mechanisms if name != "EXTERNAL" or verifies
+        ]
+
     def _start_ok(self, method: commands.Connection.StartOk) -> None:
         properties = method.client_properties or {}
         self.client_properties = properties
@@ -826,6 +837,8 @@ class AMQPConnection(ProtocolConnection):
         mechanism = method.mechanism
         host = self.peer[0] if self.peer else None
         try:
+            if mechanism not in self.mechanisms():
+                raise LoginRefused(f"unknown authentication mechanism '{mechanism}'")
             username, password = self._credentials(mechanism, _text(method.response or b""))
         except LoginRefused as refused:
             self._refuse_login(mechanism, refused.reason, capabilities)
@@ -866,9 +879,16 @@ class AMQPConnection(ProtocolConnection):
         self._closed = True  # without the capability, RabbitMQ just closes the socket
         self._release_all()
 
-    @staticmethod
-    def _credentials(mechanism: str, response: bytes) -> tuple[str, str]:
-        """User name and password from a SASL response (LoginRefused if it has none)."""
+    def _credentials(self, mechanism: str, response: bytes) -> tuple[str, str | None]:
+        """User name and password from a SASL response (LoginRefused if it has none); for
+        EXTERNAL, the client certificate's user name and None (no password to check)."""
+        if mechanism == "EXTERNAL":  # the response (an authorization identity) is ignored
+            name = (
+                self.tls.login_name(self.broker.settings.ssl_cert_login_from) if self.tls else None
+            )
+            if name is None:
+                raise LoginRefused("no peer certificate")
+            return name, None
         if mechanism == "PLAIN":
             # authzid NUL authcid NUL passwd (RFC 4616). As RabbitMQ, no authorization
             # identity: a client may not ask to act as another user than it logs in as.
@@ -966,6 +986,22 @@ class AMQPConnection(ProtocolConnection):
         """403 unless the user may ``kind`` (configure, write, read) the resource ``name``."""
         user = self.user.name if self.user is not None else ""
         self.broker.access.check(user, self.vhost.name, kind, resource, name)
+
+    def check_topic(self, kind: TopicKind, exchange_name: str, routing_key: str) -> bool:
+        """403 unless the user's topic permission on the topic exchange allows ``routing_key``
+        (RabbitMQ's check on publish, and on binding from the exchange). True if no topic
+        permission applies to that exchange, so the answer holds for every routing key."""
+        access = self.broker.access
+        user = self.user.name if self.user is not None else ""
+        if access.topic_permission(user, self.vhost.name, exchange_name) is None:
+            return True
+        exchange = self.vhost.exchanges.get(exchange_name)
+        if exchange is None:
+            return False  # 404 comes next; it may be declared a topic exchange later
+        if exchange.type_name != TOPIC_EXCHANGE_TYPE:
+            return True
+        access.check_topic(user, self.vhost.name, kind, exchange_name, routing_key)
+        return False
 
     # -- errors and closing ---------------------------------------------------------------
 
@@ -1090,6 +1126,7 @@ def _exchange_binding(connection: AMQPConnection, channel: Channel, method: Any)
     if method.destination == "" or method.source == "":
         raise AccessRefused("operation not permitted on the default exchange")
     connection.check("read", "exchange", method.source)
+    connection.check_topic("read", method.source, method.routing_key)
     if isinstance(method, commands.Exchange.Bind):
         destination = vhost.get_exchange(method.destination)
         vhost.bind(destination, method.source, method.routing_key, method.arguments)
@@ -1144,6 +1181,7 @@ def _check_queue_binding(connection: AMQPConnection, channel: Channel, method: A
     if method.exchange == "":
         raise AccessRefused("operation not permitted on the default exchange")
     connection.check("read", "exchange", method.exchange)
+    connection.check_topic("read", method.exchange, method.routing_key)
     return name
 
 

@@ -12,6 +12,7 @@ from .connection import MQTTConnection
 class MQTTProtocol(Protocol):
     name = "mqtt"
     default_port = 1883
+    default_tls_port = 8883
 
     def create_connection(
         self, broker: Broker, peer: tuple[str, int] | None, *, transport_name: str

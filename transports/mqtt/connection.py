@@ -502,25 +502,36 @@ class MQTTConnection(ProtocolConnection):
         self.client_id = client_id
         settings = self.broker.settings
         vhost_name = settings.mqtt_vhost
-        if username is None:
-            if not settings.mqtt_allow_anonymous:
-                self._refuse(p.NOT_AUTHORIZED, "anonymous login is not allowed")
+        certified = (
+            self.tls.login_name(settings.ssl_cert_login_from)
+            if self.tls is not None and settings.mqtt_ssl_cert_login
+            else None
+        )
+        login_password: str | None = password
+        if username is None and certified is not None:  # RabbitMQ's mqtt.ssl_cert_login
+            username, login_password = certified, None
+        elif username is None:
+            if not settings.mqtt_allow_anonymous:  # 4, as RabbitMQ's "no credentials provided"
+                self._refuse(p.BAD_USERNAME_OR_PASSWORD, "no credentials provided")
                 return
-            username, password = settings.mqtt_default_user, settings.mqtt_default_password
+            username = settings.mqtt_default_user
+            login_password = settings.mqtt_default_password
         elif ":" in username:  # RabbitMQ's "vhost:user"
             vhost_name, username = username.split(":", 1)
         self._state = LOGGING_IN
         self.timers_changed = True
         host = self.peer[0] if self.peer else None
         self.broker.login(
-            username, password, host, lambda result: self._login_done(result, vhost_name)
+            username, login_password, host, lambda result: self._login_done(result, vhost_name)
         )
 
     def _login_done(self, result: User | LoginRefused, vhost_name: str) -> None:
         if self._closed or self._state != LOGGING_IN:
             return
         if isinstance(result, LoginRefused):
-            self._refuse(p.BAD_USERNAME_OR_PASSWORD, result.reason)
+            # as RabbitMQ's MQTT plugin: 5 for a user who may not come from this address
+            code = p.BAD_USERNAME_OR_PASSWORD if result.bad_credentials else p.NOT_AUTHORIZED
+            self._refuse(code, result.reason)
         else:
             self.user = result
             self._open(vhost_name)
@@ -540,13 +551,14 @@ class MQTTConnection(ProtocolConnection):
         assert self.user is not None
         broker = self.broker
         vhost = broker.vhosts.get(vhost_name)
-        if vhost is None:
-            self._refuse(p.NOT_AUTHORIZED, f"no vhost '{vhost_name}'")
+        if vhost is None:  # RabbitMQ's MQTT plugin answers 4 here too
+            self._refuse(p.BAD_USERNAME_OR_PASSWORD, f"vhost '{vhost_name}' does not exist")
             return
         try:
             broker.access.check_vhost(self.user.name, vhost.name)
-        except BrokerError as exc:
-            self._refuse(p.NOT_AUTHORIZED, exc.reply_text)
+        except BrokerError:  # logged in the words of the AMQP engine's log
+            reason = f"user '{self.user.name}' has no access to vhost '{vhost.name}'"
+            self._refuse(p.NOT_AUTHORIZED, reason)
             return
         try:
             broker.limits.open_connection(self, self.user.name, vhost.name)
@@ -639,12 +651,19 @@ class MQTTConnection(ProtocolConnection):
         if not self._may_publish:
             user = self.user.name if self.user else ""
             assert self.vhost is not None
+            access = self.broker.access
             try:
-                self.broker.access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
+                access.check(user, self.vhost.name, "write", "exchange", EXCHANGE)
+                if access.topic_permissions:  # on the topic in its AMQP form, as RabbitMQ
+                    variables = {"client_id": self.client_id}
+                    access.check_topic(
+                        user, self.vhost.name, "write", EXCHANGE, known[1], variables
+                    )
             except BrokerError as exc:
                 self.drop(exc.reply_text)
                 return
-            self._may_publish = True
+            # with topic permissions every publish is checked; without, the first one only
+            self._may_publish = not access.topic_permissions
         if first & 1:
             self.publish(known[0], payload, qos, True)
         else:
@@ -762,10 +781,13 @@ class MQTTConnection(ProtocolConnection):
         name = subscription_queue_name(self.client_id, qos)
         access = self.broker.access
         access.check(self.user.name, vhost.name, "read", "exchange", EXCHANGE)
+        variables = {"client_id": self.client_id}
+        access.check_topic(self.user.name, vhost.name, "read", EXCHANGE, key, variables)
         access.check(self.user.name, vhost.name, "write", "queue", name)
         queue = vhost.queues.get(name)
-        if queue is None:
+        if queue is None or qos not in self.consumers:  # RabbitMQ declares the queue then
             access.check(self.user.name, vhost.name, "configure", "queue", name)
+        if queue is None:
             queue = vhost.declare_queue(name, durable=not self.clean)
         # a filter lives in one queue only: a new QoS moves it
         for other in range(3):
