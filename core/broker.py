@@ -112,6 +112,11 @@ class Settings:
     loopback_users: frozenset[str] = frozenset({"guest"})
     #: MQTT over TCP on this port (0: any free port), beside the AMQP listeners; None: off
     mqtt_port: int | None = None
+    #: MQTT and AMQP over WebSocket on this port (0: any free port; RabbitMQ's Web-MQTT uses
+    #: 15675), beside the other listeners; None: off
+    ws_port: int | None = None
+    #: the WebSocket endpoint's path (RabbitMQ's Web-MQTT: /ws)
+    ws_path: str = "/ws"
     #: largest MQTT packet accepted from a logged-in client (RabbitMQ's mqtt.max_packet_size)
     mqtt_max_packet_size: int = 256 * 1024 * 1024
     #: the vhost of MQTT clients whose user name has no "vhost:" prefix
@@ -136,7 +141,16 @@ class Settings:
             listeners.append(ListenerSpec("tcp", "amqp", self.host, self.tls_port, tls=self.tls))
         if self.mqtt_port is not None:
             listeners.append(ListenerSpec("tcp", "mqtt", self.host, self.mqtt_port))
+        if self.ws_port is not None:
+            listeners.append(self.websocket_listener(self.host))
         return listeners
+
+    def websocket_listener(self, host: str) -> ListenerSpec:
+        """The ``--ws-port`` listener: every protocol that has a WebSocket subprotocol."""
+        assert self.ws_port is not None
+        return ListenerSpec(
+            "websocket", "mqtt", host, self.ws_port, options={"path": self.ws_path}
+        )
 
 
 def _loop_delay(seconds: float) -> float:

@@ -282,6 +282,10 @@ LISTENER_KEYS: dict[str, Key] = {
         "an integer from 0 to 65535", _range(0, MAX_SHORT),
     ),
     "tls": Key(dict, None, "TLS settings (a table, see below)"),
+    "path": Key(
+        str, "/ws", "WebSocket listeners only: the endpoint's path, as RabbitMQ's Web-MQTT",
+        "a path starting with /", lambda v: v.startswith("/"),
+    ),
 }  # fmt: skip
 
 PLUGINS_KEYS: dict[str, Key] = {
@@ -704,17 +708,49 @@ def _listeners(value: Any, base: Path, loaded: Plugins) -> list[Any]:
                     f"(registered: {', '.join(sorted(registry)) or 'none'})",
                 )
         tls = None if values["tls"] is None else _tls(values["tls"], base, (*where, "tls"))
+        options: dict[str, Any] = {}
+        if values["transport"] == "websocket":
+            values["protocol"], options = _websocket_options(item, values, protocols, where)
+        elif "path" in item:
+            raise ConfigProblem((*where, "path"), "only a websocket listener has a path")
         port = values["port"]
         if port is None:
-            port = protocols[values["protocol"]].default_port
-            if tls is not None and values["protocol"] == "amqp":
+            port = transports[values["transport"]].default_port
+            port = port or protocols[values["protocol"]].default_port
+            if tls is not None and values["protocol"] == "amqp" and not options:
                 port = AMQPS_PORT
             if not port:
                 raise ConfigProblem(where, f"missing key 'port' ({LISTENER_KEYS['port'].expected})")
         specs.append(
-            ListenerSpec(values["transport"], values["protocol"], values["host"], port, tls=tls)
+            ListenerSpec(
+                values["transport"], values["protocol"], values["host"], port, options, tls
+            )
         )
     return specs
+
+
+def _websocket_options(
+    item: Mapping[str, Any], values: Mapping[str, Any], protocols: Any, where: KeyPath
+) -> tuple[str, dict[str, Any]]:
+    """A websocket listener's protocol and options: its path, and the protocols it offers
+    (the one ``protocol`` names, or every one with a WebSocket subprotocol)."""
+    offered = sorted(
+        (name for name, protocol in protocols.items() if protocol.websocket_subprotocols),
+        key=lambda name: name != "mqtt",  # mqtt first, as RabbitMQ's Web-MQTT
+    )
+    options: dict[str, Any] = {"path": values["path"]}
+    if "protocol" in item:
+        if values["protocol"] not in offered:
+            raise ConfigProblem(
+                (*where, "protocol"),
+                f"protocol '{values['protocol']}' has no WebSocket subprotocol "
+                f"(over WebSocket: {', '.join(offered) or 'none'})",
+            )
+        options["protocols"] = (values["protocol"],)
+        return values["protocol"], options
+    if not offered:
+        raise ConfigProblem(where, "no registered protocol has a WebSocket subprotocol")
+    return offered[0], options
 
 
 def _tls(table: Any, base: Path, where: KeyPath) -> TLSOptions:

@@ -96,6 +96,9 @@ class Protocol(ABC):
     name: ClassVar[str]
     #: the port a listener of this protocol uses by default
     default_port: ClassVar[int] = 0
+    #: WebSocket subprotocols (``Sec-WebSocket-Protocol``) that carry this protocol; none:
+    #: not offered over WebSocket
+    websocket_subprotocols: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def create_connection(
@@ -119,6 +122,8 @@ class Transport(ABC):
     """A listener implementation (TCP, WebSocket, ...)."""
 
     name: ClassVar[str]
+    #: the port a listener of this transport uses by default; 0: its protocol's
+    default_port: ClassVar[int] = 0
 
     @abstractmethod
     async def serve(

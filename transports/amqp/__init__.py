@@ -12,6 +12,7 @@ from .connection import AMQPConnection
 class AMQPProtocol(Protocol):
     name = "amqp"
     default_port = 5672
+    websocket_subprotocols = ("amqp",)
 
     def create_connection(
         self, broker: Broker, peer: tuple[str, int] | None, *, transport_name: str
