@@ -148,9 +148,7 @@ class Settings:
     def websocket_listener(self, host: str) -> ListenerSpec:
         """The ``--ws-port`` listener: every protocol that has a WebSocket subprotocol."""
         assert self.ws_port is not None
-        return ListenerSpec(
-            "websocket", "mqtt", host, self.ws_port, options={"path": self.ws_path}
-        )
+        return ListenerSpec("websocket", "mqtt", host, self.ws_port, options={"path": self.ws_path})
 
 
 def _loop_delay(seconds: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -23,6 +24,10 @@ class MQTTAddress:
     port: int
     #: another broker (mosquitto, say) given by WARRENMQ_TEST_MQTT_EXTERNAL
     external: bool = False
+    #: MQTT over WebSocket at this path (paho's transport="websockets"); None: over TCP
+    websocket_path: str | None = None
+    #: TLS (wss or mqtts) with this client context
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -54,7 +59,12 @@ class Client:
             client_id=client_id,
             clean_session=clean,
             protocol=paho.MQTTv311,
+            transport="tcp" if address.websocket_path is None else "websockets",
         )
+        if address.websocket_path is not None:
+            self.paho.ws_set_options(path=address.websocket_path)
+        if address.tls is not None:
+            self.paho.tls_set_context(address.tls)
         if username is not None:
             self.paho.username_pw_set(username, password)
         if will is not None:

@@ -233,8 +233,8 @@ def test_every_section_composes_a_broker_that_pika_uses(tmp_path: Path) -> None:
         ("[[permissions]]\nvhost = '/'\n", 1, "permissions[0]: missing key 'user'"),
         ("[[listeners]]\nport = 1\n[[listeners]]\nport = 99999\n", 4,
          "listeners[1].port: expected an integer from 0 to 65535, got 99999"),
-        ("[[listeners]]\ntransport = 'websocket'\n", 2,
-         "listeners[0].transport: no transport 'websocket' is registered (registered: tcp)"),
+        ("[[listeners]]\ntransport = 'quic'\n", 2,
+         "listeners[0].transport: no transport 'quic' is registered (registered: tcp, websocket)"),
         ("[[listeners]]\n[listeners.tls]\nkeyfile = 'k.pem'\n", 2,
          "listeners[0].tls: missing key 'certfile' in [listeners.tls]"),
         ("[[listeners]]\n[listeners.tls]\n\ncertfile = 'c.pem'\n", 4,
@@ -614,6 +614,8 @@ def test_every_settings_field_has_a_config_key() -> None:
         # TLS in the file is a [[listeners]] table with a tls table, as host and amqp_port
         "tls_port": "listeners",
         "mqtt_port": "listeners",
+        "ws_port": "listeners",
+        "ws_path": "listeners[].path",
         "tls": "listeners.tls",
         "access": "users and permissions",
     }

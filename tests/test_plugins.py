@@ -176,7 +176,8 @@ def test_plugins_command_lists_each_kind_by_name(tmp_path: Path) -> None:
     assert exchange_types == ["direct", "fanout", "headers", "topic", "x-loud-fanout"]
     assert rows[4] == ["exchange type", "x-loud-fanout", "loud-fanout", "warrenmq-loud-fanout 0.3"]
     kinds = [kind for kind, _, _, _ in rows]
-    assert kinds[-4:] == ["store", "protocol", "protocol", "transport"]  # amqp, mqtt
+    # protocols amqp and mqtt, transports tcp and websocket
+    assert kinds[-5:] == ["store", "protocol", "protocol", "transport", "transport"]
 
 
 def test_plugins_command_honours_block_plugin() -> None:

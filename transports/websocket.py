@@ -93,7 +93,9 @@ class WebSocketLink(Link):
             return
         path = urlsplit(request.path).path
         if path != self.listener.path:
-            response = ws.reject(404, f"no WebSocket endpoint at {path}: try {self.listener.path}\n")
+            response = ws.reject(
+                404, f"no WebSocket endpoint at {path}: try {self.listener.path}\n"
+            )
         else:
             response = ws.accept(request)
         ws.send_response(response)
@@ -148,9 +150,9 @@ class WebSocketLink(Link):
                 break
         if payload:
             self.receive(payload[0] if len(payload) == 1 else b"".join(payload))
+        self._pump()
         if ws.state is not State.OPEN:
             self.receive(b"")  # the peer closed, or its framing was bad
-        self._pump()
 
     def eof_received(self) -> bool:
         self.ws.receive_eof()
@@ -182,7 +184,7 @@ class WebSocketLink(Link):
     def _close(self) -> None:
         if self.ws.state is State.OPEN:
             self.ws.send_close(NORMAL_CLOSURE)
-            self._pump()
+        self._pump()  # a close frame (ours, or the answer to the peer's) goes out first
         if self.transport is not None:
             self.transport.close()
 
