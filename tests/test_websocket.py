@@ -10,9 +10,11 @@ tests are skipped then. Differences from RabbitMQ 3.10 are noted where a test al
 from __future__ import annotations
 
 import os
+import socket
 import struct
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pika
@@ -32,6 +34,7 @@ from tls_helpers import Certificates, make_certificates
 from ws_helpers import AMQPOverWebSocket, RawWebSocket
 
 from warrenmq import ListenerSpec
+from warrenmq.access import Access
 from warrenmq.broker import Settings
 from warrenmq.testing import RunningBroker, running_broker
 from warrenmq.tls import TLSOptions
@@ -265,10 +268,8 @@ def test_connections_show_the_websocket_transport(
 def test_handshake_timeout_and_mqtt_keepalive() -> None:
     """Timers run as over TCP: a socket that never upgrades is closed after the handshake
     timeout, an MQTT client silent for 1.5 times its keepalive is closed too."""
-    for target in _serve(handshake_timeout=0.5):
+    with contextmanager(_serve)(handshake_timeout=0.5) as target:
         host, port = target.mqtt.host, target.mqtt.port
-        import socket
-
         silent = socket.create_connection((host, port), timeout=TIMEOUT)
         started = time.monotonic()
         assert silent.recv(100) == b""  # closed by the broker
@@ -501,3 +502,110 @@ def test_ws_port_flag(unique: str) -> None:
             assert client.connect() == (0, False)
         finally:
             client.close()
+
+
+# -- users, vhosts, resource alarms, churn ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Target]:
+    """A user of a second vhost only, who may log in from anywhere."""
+    access = Access.default()
+    access.add_vhost("staging")
+    access.add_user("app", "s3cret")
+    access.set_permissions("app", "staging", ".*", ".*", ".*")
+    yield from _serve(access=access, loopback_users=frozenset())
+
+
+@only
+def test_the_same_users_and_vhosts_as_over_tcp(
+    guarded: Target, clients: list[Client], unique: str
+) -> None:
+    # MQTT: "vhost:user" as over TCP; a user without access to the default vhost is not
+    # authorised (CONNACK 5, paho's 135); a wrong password is CONNACK 4 (paho's 134)
+    app = connected(guarded, clients, unique, username="staging:app", password="s3cret")
+    app.subscribe((f"ws/{unique}", 1))
+    app.publish(f"ws/{unique}", b"in staging", 1)
+    assert app.next().payload == b"in staging"
+    for username, password, code in (("app", "s3cret", 135), ("staging:app", "nope", 134)):
+        refused = Client(guarded.mqtt, f"{unique}-{code}", username=username, password=password)
+        try:
+            assert refused.connect()[0] == code
+        finally:
+            refused.paho.loop_stop()
+    # AMQP over WebSocket: the same user and vhost, and RabbitMQ's refusal elsewhere
+    with _amqp(guarded) as client:
+        client.handshake(username="app", password="s3cret", vhost="staging")
+        client.close_gracefully()
+    with _amqp(guarded) as client:
+        client.handshake(username="app", password="s3cret", open_connection=False)
+        client.send_frame(commands.Connection.Open(virtual_host="/"))
+        close = client.expect_connection_close()
+        assert close.reply_code == 530 and "access to vhost '/' refused" in close.reply_text
+
+
+@only
+def test_memory_alarm_holds_a_websocket_publisher_back(unique: str) -> None:
+    """Above the memory limit an MQTT publisher over WebSocket is not read (no PUBACK) until
+    consumers drain the queue, as over TCP; nothing is lost."""
+    settings = dict(memory_limit=1_000_000, memory_gauge=lambda: 0, memory_check_interval=0.02)
+    with contextmanager(_serve)(**settings) as target:
+        running = target.broker
+        amqp = pika.BlockingConnection(pika.URLParameters(running.url))
+        try:
+            channel = amqp.channel()
+            channel.queue_declare(unique)
+            channel.queue_bind(unique, "amq.topic", f"{unique}.held")
+            publisher = Client(target.mqtt, unique)
+            assert publisher.connect() == (0, False)
+            sent = [
+                publisher.paho.publish(f"{unique}/held", b"x" * 300_000, qos=1) for _ in range(40)
+            ]
+            wait_until(
+                amqp,
+                lambda: running.broker.memory_alarm and not all(m.is_published() for m in sent),
+                "the alarm to hold the publisher back",
+            )
+            bodies: list[bytes] = []
+            wait_until(
+                amqp,
+                lambda: bodies.extend(get_bodies(channel, unique)) or len(bodies) == 40,
+                "every message, once consumers drained the queue",
+            )
+            for message in sent:
+                message.wait_for_publish(TIMEOUT)
+            publisher.close()
+        finally:
+            amqp.close()
+
+
+@only
+def test_half_finished_handshakes_leave_nothing_behind(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    """Sockets that send part of an upgrade request, or a bad one, or upgrade and send half
+    a CONNECT, then go: the broker keeps serving and holds no connection for any of them."""
+    host, port = target.mqtt.host, target.mqtt.port
+    running = target.broker
+    before = running.call(lambda: len(running.broker.connections))
+    for index in range(100):
+        sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        if index % 3 == 0:
+            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: webs")
+        elif index % 3 == 1:
+            sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        sock.close()
+    for _ in range(50):
+        link = raw(target, "mqtt")
+        link.send_binary(connect_packet(unique)[:5])
+        link.shut()
+    client = connected(target, clients, unique)  # still serving
+    client.subscribe((f"ws/{unique}", 0))
+
+    def settled() -> bool:
+        return running.call(lambda: len(running.broker.connections)) == before + 1
+
+    deadline = time.monotonic() + TIMEOUT
+    while not settled():
+        assert time.monotonic() < deadline, "connections left behind"
+        time.sleep(0.05)
