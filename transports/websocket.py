@@ -25,8 +25,10 @@ from websockets.frames import Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from warrenmq import Broker, ListenerSpec, Transport, hookimpl
+from warrenmq.errors import PluginError
 
 from .driver import Link, Listener
 
@@ -57,7 +59,7 @@ class WebSocketLink(Link):
         self.protocol_name: str | None = None
         self.ws = ServerProtocol(
             # the library binds this to the ServerProtocol: a plain function, not a method
-            select_subprotocol=lambda ws, offered: self._select_subprotocol(offered),
+            select_subprotocol=lambda ws, offered: Subprotocol(self._select_subprotocol(offered)),
             max_size=HANDSHAKE_MAX_SIZE,
             logger=_frames_log,
         )
@@ -200,14 +202,21 @@ class WebSocketListener(Listener):
         self.transport_name = "ws" if spec.tls is None else "wss"
         #: subprotocol -> protocol name, in the order they are preferred
         self.subprotocols: dict[str, str] = {}
-        names = spec.options.get("protocols") or [
-            name for name, protocol in broker.protocols.items() if protocol.websocket_subprotocols
-        ]
+        names = spec.options.get("protocols") or sorted(
+            (
+                name
+                for name, protocol in broker.protocols.items()
+                if protocol.websocket_subprotocols
+            ),
+            key=lambda name: name != "mqtt",  # mqtt first, as RabbitMQ's Web-MQTT
+        )
         for name in names:
             for subprotocol in broker.protocol(name).websocket_subprotocols:
                 self.subprotocols.setdefault(subprotocol, name)
         if not self.subprotocols:
-            raise ValueError(f"no protocol of {', '.join(names)} has a WebSocket subprotocol")
+            raise PluginError(
+                f"no protocol of {', '.join(names) or 'those loaded'} has a WebSocket subprotocol"
+            )
 
     def max_message_size(self, protocol: str) -> int:
         """Largest WebSocket message taken from a client of ``protocol``: its largest packet
