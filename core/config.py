@@ -448,9 +448,11 @@ class Config:
         lines = [f"{self.path}: ok"]
         for spec in settings.effective_listeners():
             tls = " (tls)" if spec.tls is not None else ""
-            lines.append(
-                f"  listener: {spec.protocol} on {spec.transport} {spec.host}:{spec.port}{tls}"
-            )
+            what = ", ".join(spec.options.get("protocols") or [spec.protocol])
+            if spec.transport == "websocket" and "protocols" not in spec.options:
+                what = "mqtt, amqp (by subprotocol)"
+            where = f"{spec.host}:{spec.port}{spec.options.get('path', '')}"
+            lines.append(f"  listener: {what} on {spec.transport} {where}{tls}")
         lines.append(f"  vhosts: {', '.join(settings.vhosts)}")
         if settings.blocked_plugins:
             lines.append(f"  blocked plugins: {', '.join(sorted(settings.blocked_plugins))}")

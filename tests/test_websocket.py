@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pika_helpers import get_bodies, wait_until
 from raw_amqp import (
     FRAME_BODY,
     PROTOCOL_HEADER,
+    ConnectionClosedByPeer,
     plain_response,
     publish_frames,
     start_ok_frame,
@@ -451,6 +453,33 @@ def test_wss_carries_mqtt_and_amqp(certificates: Certificates, unique: str) -> N
         plain = Client(MQTTAddress(host, port, websocket_path="/ws"), f"{unique}-plain")
         with pytest.raises(OSError):  # no upgrade without TLS
             plain.connect()
+
+
+@only
+def test_wss_with_client_certificates(certificates: Certificates, unique: str) -> None:
+    tls = TLSOptions(
+        certificates.server_cert, certificates.server_key, certificates.ca, verify_peer=True
+    )
+    listeners = [
+        ListenerSpec("tcp", "amqp", "127.0.0.1", 0),
+        ListenerSpec("websocket", "mqtt", "127.0.0.1", 0, {"path": "/ws"}, tls),
+    ]
+    with running_broker(Settings(listeners=listeners)) as running:
+        host, port = _websocket_address(running)
+        trusted = certificates.client_context()
+        client = Client(MQTTAddress(host, port, websocket_path="/ws", tls=trusted), unique)
+        try:
+            assert client.connect() == (0, False)
+        finally:
+            client.close()
+        for context in (
+            certificates.client_context(with_certificate=False),
+            certificates.client_context(stranger=True),
+        ):
+            # the TLS handshake fails (with TLS 1.3 the client may see it only as a close)
+            with pytest.raises((ssl.SSLError, OSError, ConnectionClosedByPeer)):
+                link = RawWebSocket(host, port, "/ws", ("mqtt",), context)
+                link.shut()
 
 
 # -- config and command line --------------------------------------------------------------------
