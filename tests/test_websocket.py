@@ -588,18 +588,20 @@ def test_memory_alarm_holds_a_websocket_publisher_back(unique: str) -> None:
             publisher = Client(target.mqtt, unique)
             assert publisher.connect() == (0, False)
             sent = [
-                publisher.paho.publish(f"{unique}/held", b"x" * 300_000, qos=1) for _ in range(40)
+                publisher.paho.publish(f"{unique}/held", b"x" * 150_000, qos=1) for _ in range(20)
             ]
             wait_until(
                 amqp,
                 lambda: running.broker.memory_alarm and not all(m.is_published() for m in sent),
                 "the alarm to hold the publisher back",
+                timeout=30,
             )
             bodies: list[bytes] = []
             wait_until(
                 amqp,
-                lambda: bodies.extend(get_bodies(channel, unique)) or len(bodies) == 40,
+                lambda: bodies.extend(get_bodies(channel, unique)) or len(bodies) == 20,
                 "every message, once consumers drained the queue",
+                timeout=60,  # paho masks what it sends in pure Python: about 1 s per MB
             )
             for message in sent:
                 message.wait_for_publish(TIMEOUT)
