@@ -640,3 +640,23 @@ def test_half_finished_handshakes_leave_nothing_behind(
     while not settled():
         assert time.monotonic() < deadline, "connections left behind"
         time.sleep(0.05)
+
+
+@only
+def test_shutdown_closes_websocket_connections(unique: str) -> None:
+    """A stopping broker closes its WebSocket connections as its TCP ones: AMQP clients get
+    connection.close 320, MQTT clients a closed connection."""
+    settings = Settings(host="127.0.0.1", amqp_port=0, ws_port=0, shutdown_grace=1.0)
+    with running_broker(settings) as running:
+        host, port = _websocket_address(running)
+        mqtt = Client(MQTTAddress(host, port, websocket_path="/ws"), unique)
+        assert mqtt.connect() == (0, False)
+        amqp = AMQPOverWebSocket(host, port)
+        amqp.handshake()
+    try:
+        close = amqp.expect_connection_close()
+        assert close.reply_code == 320
+        assert mqtt.disconnected.wait(TIMEOUT)
+    finally:
+        amqp.close()
+        mqtt.paho.loop_stop()
