@@ -108,7 +108,11 @@ class WebSocketLink(Link):
             return
         self._cancel_handshake_timer()
         assert self.protocol_name is not None
-        ws.max_message_size = self.listener.max_message_size(self.protocol_name)
+        # the parser reads the limit per frame: ``max_message_size`` in recent releases of
+        # websockets, ``max_size`` in older ones (14.x); the attribute it does not read is unused
+        limit = self.listener.max_message_size(self.protocol_name)
+        ws.max_message_size = limit
+        ws.max_size = limit  # type: ignore[attr-defined]
         self.attach(self.protocol_name, self.listener.transport_name)
         self._deliver([event for event in events if event is not request])
 
