@@ -122,6 +122,11 @@ class Settings:
     mqtt_port: int | None = None
     #: MQTT over TLS (RabbitMQ's 8883) on this port, with ``tls``, for the default listeners
     mqtt_tls_port: int | None = None
+    #: MQTT and AMQP over WebSocket on this port (0: any free port; RabbitMQ's Web-MQTT uses
+    #: 15675), beside the other listeners; None: off
+    ws_port: int | None = None
+    #: the WebSocket endpoint's path (RabbitMQ's Web-MQTT: /ws)
+    ws_path: str = "/ws"
     #: largest MQTT packet accepted from a logged-in client (RabbitMQ's mqtt.max_packet_size)
     mqtt_max_packet_size: int = 256 * 1024 * 1024
     #: the vhost of MQTT clients whose user name has no "vhost:" prefix
@@ -161,7 +166,14 @@ class Settings:
             listeners.append(
                 ListenerSpec("tcp", "mqtt", self.host, self.mqtt_tls_port, tls=self.tls)
             )
+        if self.ws_port is not None:
+            listeners.append(self.websocket_listener(self.host))
         return listeners
+
+    def websocket_listener(self, host: str) -> ListenerSpec:
+        """The ``--ws-port`` listener: every protocol that has a WebSocket subprotocol."""
+        assert self.ws_port is not None
+        return ListenerSpec("websocket", "mqtt", host, self.ws_port, options={"path": self.ws_path})
 
 
 def _loop_delay(seconds: float) -> float:

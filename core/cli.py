@@ -145,6 +145,18 @@ def _parser() -> argparse.ArgumentParser:
         "unless the config file has an mqtt listener)",
     )
     run.add_argument(
+        "--ws-port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        help="MQTT and AMQP over WebSocket (subprotocols mqtt and amqp), by convention 15675 "
+        "as RabbitMQ's Web-MQTT; 0 for a free one (default: none, unless the config file has "
+        "a websocket listener)",
+    )
+    run.add_argument(
+        "--ws-path",
+        metavar="PATH",
+        help="the WebSocket endpoint's path (default: /ws)",
+    )
+    run.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",

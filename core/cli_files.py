@@ -155,6 +155,7 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
         settings.loaded_plugins = None  # loaded for the file's blocks: load again with these
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
     override_mqtt_port(settings, getattr(args, "mqtt_port", None))
+    override_websocket(settings, getattr(args, "ws_port", None), getattr(args, "ws_path", None))
     override_tls(settings, args)
     override_mqtt_tls_port(settings, getattr(args, "mqtt_tls_port", None))
     if settings.data_dir is None:  # the store's and the plugins' directory, named for all
@@ -203,6 +204,30 @@ def override_mqtt_port(settings: Settings, port: int | None) -> None:
             return
     host = next((spec.host for spec in settings.listeners), settings.host)
     settings.listeners.append(ListenerSpec("tcp", "mqtt", host, port))
+
+
+def override_websocket(settings: Settings, port: int | None, path: str | None) -> None:
+    """--ws-port and --ws-path set the port and path of the first plain WebSocket listener
+    (one is added if the config file's ``[[listeners]]`` has none and --ws-port is given)."""
+    if port is None and path is None:
+        return
+    if path is not None and not path.startswith("/"):
+        raise ConfigError(f"--ws-path must start with /, got {path!r}")
+    if settings.listeners is None:
+        settings.ws_path = path or settings.ws_path
+        settings.ws_port = port if port is not None else settings.ws_port
+        return
+    for index, spec in enumerate(settings.listeners):
+        if spec.transport == "websocket" and spec.tls is None:
+            options = dict(spec.options, path=path) if path is not None else spec.options
+            port = port if port is not None else spec.port
+            settings.listeners[index] = dataclasses.replace(spec, port=port, options=options)
+            return
+    if port is not None:
+        settings.ws_path = path or settings.ws_path
+        settings.ws_port = port
+        host = next((spec.host for spec in settings.listeners), settings.host)
+        settings.listeners.append(settings.websocket_listener(host))
 
 
 def override_tls(settings: Settings, args: argparse.Namespace) -> None:

@@ -314,6 +314,10 @@ LISTENER_KEYS: dict[str, Key] = {
         "an integer from 0 to 65535", _range(0, MAX_SHORT),
     ),
     "tls": Key(dict, None, "TLS settings (a table, see below)"),
+    "path": Key(
+        str, "/ws", "WebSocket listeners only: the endpoint's path, as RabbitMQ's Web-MQTT",
+        "a path starting with /", lambda v: v.startswith("/"),
+    ),
 }  # fmt: skip
 
 PLUGINS_KEYS: dict[str, Key] = {
@@ -511,9 +515,11 @@ class Config:
         lines = [f"{self.path}: ok"]
         for spec in settings.effective_listeners():
             tls = " (tls)" if spec.tls is not None else ""
-            lines.append(
-                f"  listener: {spec.protocol} on {spec.transport} {spec.host}:{spec.port}{tls}"
-            )
+            what = ", ".join(spec.options.get("protocols") or [spec.protocol])
+            if spec.transport == "websocket" and "protocols" not in spec.options:
+                what = "mqtt, amqp (by subprotocol)"
+            where = f"{spec.host}:{spec.port}{spec.options.get('path', '')}"
+            lines.append(f"  listener: {what} on {spec.transport} {where}{tls}")
         lines.append(f"  vhosts: {', '.join(settings.vhosts)}")
         if settings.blocked_plugins:
             lines.append(f"  blocked plugins: {', '.join(sorted(settings.blocked_plugins))}")
@@ -777,16 +783,49 @@ def _listeners(value: Any, base: Path, loaded: Plugins) -> list[Any]:
                     f"(registered: {', '.join(sorted(registry)) or 'none'})",
                 )
         tls = None if values["tls"] is None else _tls(values["tls"], base, (*where, "tls"))
+        options: dict[str, Any] = {}
+        if values["transport"] == "websocket":
+            values["protocol"], options = _websocket_options(item, values, protocols, where)
+        elif "path" in item:
+            raise ConfigProblem((*where, "path"), "only a websocket listener has a path")
         port = values["port"]
         if port is None:
             protocol = protocols[values["protocol"]]
-            port = protocol.default_port if tls is None else protocol.default_tls_port
+            port = transports[values["transport"]].default_port
+            if not port:
+                port = protocol.default_port if tls is None else protocol.default_tls_port
             if not port:
                 raise ConfigProblem(where, f"missing key 'port' ({LISTENER_KEYS['port'].expected})")
         specs.append(
-            ListenerSpec(values["transport"], values["protocol"], values["host"], port, tls=tls)
+            ListenerSpec(
+                values["transport"], values["protocol"], values["host"], port, options, tls
+            )
         )
     return specs
+
+
+def _websocket_options(
+    item: Mapping[str, Any], values: Mapping[str, Any], protocols: Any, where: KeyPath
+) -> tuple[str, dict[str, Any]]:
+    """A websocket listener's protocol and options: its path, and the protocols it offers
+    (the one ``protocol`` names, or every one with a WebSocket subprotocol)."""
+    offered = sorted(
+        (name for name, protocol in protocols.items() if protocol.websocket_subprotocols),
+        key=lambda name: name != "mqtt",  # mqtt first, as RabbitMQ's Web-MQTT
+    )
+    options: dict[str, Any] = {"path": values["path"]}
+    if "protocol" in item:
+        if values["protocol"] not in offered:
+            raise ConfigProblem(
+                (*where, "protocol"),
+                f"protocol '{values['protocol']}' has no WebSocket subprotocol "
+                f"(over WebSocket: {', '.join(offered) or 'none'})",
+            )
+        options["protocols"] = (values["protocol"],)
+        return values["protocol"], options
+    if not offered:
+        raise ConfigProblem(where, "no registered protocol has a WebSocket subprotocol")
+    return offered[0], options
 
 
 def _tls(table: Any, base: Path, where: KeyPath) -> TLSOptions:

@@ -100,6 +100,9 @@ class Protocol(ABC):
     #: the port a listener of this protocol uses by default, and over TLS
     default_port: ClassVar[int] = 0
     default_tls_port: ClassVar[int] = 0
+    #: WebSocket subprotocols (``Sec-WebSocket-Protocol``) that carry this protocol; none:
+    #: not offered over WebSocket
+    websocket_subprotocols: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def create_connection(
@@ -123,6 +126,8 @@ class Transport(ABC):
     """A listener implementation (TCP, WebSocket, ...)."""
 
     name: ClassVar[str]
+    #: the port a listener of this transport uses by default; 0: its protocol's
+    default_port: ClassVar[int] = 0
 
     @abstractmethod
     async def serve(

@@ -43,11 +43,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # WARRENMQ_TEST_MQTT_EXTERNAL does the same for the MQTT tests (against mosquitto, say)
+    # WARRENMQ_TEST_MQTT_EXTERNAL does the same for the MQTT tests (against mosquitto, say),
+    # WARRENMQ_TEST_WS_EXTERNAL for MQTT over WebSocket (RabbitMQ's Web-MQTT)
     variable = next(
         (
             name
-            for name in ("WARRENMQ_TEST_EXTERNAL", "WARRENMQ_TEST_MQTT_EXTERNAL")
+            for name in (
+                "WARRENMQ_TEST_EXTERNAL",
+                "WARRENMQ_TEST_MQTT_EXTERNAL",
+                "WARRENMQ_TEST_WS_EXTERNAL",
+            )
             if os.environ.get(name)
         ),
         None,

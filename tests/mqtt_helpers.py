@@ -24,6 +24,10 @@ class MQTTAddress:
     port: int
     #: another broker (mosquitto, say) given by WARRENMQ_TEST_MQTT_EXTERNAL
     external: bool = False
+    #: MQTT over WebSocket at this path (paho's transport="websockets"); None: over TCP
+    websocket_path: str | None = None
+    #: TLS (wss or mqtts) with this client context
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -56,7 +60,11 @@ class Client:
             client_id=client_id,
             clean_session=clean,
             protocol=paho.MQTTv311,
+            transport="tcp" if address.websocket_path is None else "websockets",
         )
+        if address.websocket_path is not None:
+            self.paho.ws_set_options(path=address.websocket_path)
+        tls = tls or address.tls
         if tls is not None:
             self.paho.tls_set_context(tls)
         if username is not None:

@@ -26,8 +26,8 @@ def test_a_busy_port_is_an_os_error_naming_the_address() -> None:
 
 
 def test_a_listener_on_an_unknown_transport_is_a_plugin_error() -> None:
-    settings = Settings(listeners=[ListenerSpec("websocket", "amqp", "127.0.0.1", 0)])
-    unknown = pytest.raises(PluginError, match="transport 'websocket' is not registered")
+    settings = Settings(listeners=[ListenerSpec("quic", "amqp", "127.0.0.1", 0)])
+    unknown = pytest.raises(PluginError, match="transport 'quic' is not registered")
     with unknown, running_broker(settings):
         pytest.fail("the broker started without its transport")
 

@@ -13,6 +13,7 @@ class AMQPProtocol(Protocol):
     name = "amqp"
     default_port = 5672
     default_tls_port = 5671
+    websocket_subprotocols = ("amqp",)
 
     def create_connection(
         self, broker: Broker, peer: tuple[str, int] | None, *, transport_name: str

@@ -13,6 +13,8 @@ class MQTTProtocol(Protocol):
     name = "mqtt"
     default_port = 1883
     default_tls_port = 8883
+    #: as RabbitMQ's Web-MQTT: MQTT 3.1.1 clients offer "mqtt", some older ones "mqttv3.1"
+    websocket_subprotocols = ("mqtt", "mqttv3.1")
 
     def create_connection(
         self, broker: Broker, peer: tuple[str, int] | None, *, transport_name: str
