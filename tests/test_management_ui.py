@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import sys
 import uuid
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +137,9 @@ def test_declare_publish_get_purge_and_delete_a_queue(page: object, ui: UI) -> N
         page.get_by_role("link", name=queue, exact=True).click()
         expect(page.get_by_role("heading", level=1)).to_have_text(f"Queue {queue}")
         expect(figure(page, "Ready")).to_have_text("3")
+        bindings = page.get_by_role("table", name="Bindings").get_by_role("row")
+        expect(bindings).to_have_count(2)  # the header, and the default exchange's binding
+        expect(cell(page, "Bindings", "(AMQP default)", "Routing key")).to_have_text(queue)
 
         publish = page.get_by_role("form", name="Publish message")
         publish.get_by_label("Payload").fill("from the UI")
@@ -370,3 +377,29 @@ def test_overview_charts_and_a_screenshot(page: object, ui: UI, tmp_path: Path) 
     page.screenshot(path=str(shot), full_page=True)
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def test_the_ui_files_ship_in_the_wheel(tmp_path: Path) -> None:
+    """``pip install .`` carries every static file (package data), with no build step."""
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "source"  # a copy: the build leaves build/ and *.egg-info behind
+    for name in ("pyproject.toml", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy(root / name, source / name)
+    for name in ("core", "plugins", "transports"):
+        shutil.copytree(root / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("warrenmq-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    static = root / "plugins" / "management" / "static"
+    wanted = {
+        "warrenmq/plugins/management/static/" + path.relative_to(static).as_posix()
+        for path in static.rglob("*")
+        if path.is_file()
+    }
+    assert "warrenmq/plugins/management/static/index.html" in wanted
+    assert wanted <= shipped, f"not in the wheel: {sorted(wanted - shipped)}"

@@ -64,7 +64,11 @@ def serve_ui(static: Path, api: str) -> Iterator[str]:
                 data = answer.read()
             finally:
                 connection.close()
-            kept = [(k, v) for k, v in answer.getheaders() if k.lower() == "content-type"]
+            kept = [
+                (k, v)
+                for k, v in answer.getheaders()
+                if k.lower() in ("content-type", "www-authenticate")
+            ]
             self._reply(answer.status, kept, data)
 
         do_GET = do_PUT = do_POST = do_DELETE = _handle

@@ -47,7 +47,9 @@ async function reasonOf(response) {
  * for an HTTP error status and for a network failure (status 0).
  */
 export async function api(method, apiPath, body, headers = {}) {
-  const init = { method, headers: { ...headers }, cache: "no-store" };
+  // credentials "omit": the browser adds no credentials of its own, and (as the Fetch standard
+  // says) never opens its own login dialog on a 401 with WWW-Authenticate; ours is the form
+  const init = { method, headers: { ...headers }, cache: "no-store", credentials: "omit" };
   const credentials = auth.get();
   if (credentials) init.headers.Authorization = `Basic ${credentials}`;
   if (body !== undefined) {

@@ -130,7 +130,7 @@ function schedule() {
   const seconds = Number($("interval").value);
   if (!seconds || !ctx.me) return;
   timer = setTimeout(async () => {
-    await refreshNow();
+    if (!document.hidden) await refreshNow(); // a tab in the background costs the broker nothing
     schedule();
   }, seconds * 1000);
 }
@@ -246,6 +246,9 @@ async function start() {
     schedule();
   });
   window.addEventListener("hashchange", route);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && ctx.me) refreshNow().then(schedule);
+  });
   if (!auth.get()) return showLogin();
   try {
     await loadContext();

@@ -17,6 +17,12 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Append children to el, skipping null, undefined and false (optional parts of a page). */
+export function fill(el, ...children) {
+  el.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  return el;
+}
+
 let ids = 0;
 /** A fresh element id, for label/for and aria-labelledby. */
 export const uid = (prefix = "f") => `${prefix}-${++ids}`;
@@ -100,4 +106,13 @@ export function values(form) {
     out[el.name] = el.type === "checkbox" ? el.checked : el.value;
   }
   return out;
+}
+
+/** fn, called at most once per `ms` of quiet (a filter typed into calls the API once). */
+export function debounce(fn, ms = 250) {
+  let timer;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
 }

@@ -2,7 +2,7 @@
 // and the permissions of users in virtual hosts.
 
 import { del, get, path, put } from "../api.js";
-import { field, h, input, select, table } from "../dom.js";
+import { field, fill, h, input, select, table } from "../dom.js";
 import { confirmed, form } from "../forms.js";
 
 const tagList = (tags) => (Array.isArray(tags) ? tags : String(tags || "").split(/[,\s]+/)).filter(Boolean);
@@ -112,6 +112,12 @@ export function adminPage(view, ctx) {
       ),
   );
 
-  view.append(h("h1", {}, "Users and permissions"), users, h("div", { class: "columns" }, addUser, setPermission), perms);
+  fill(
+    view,
+    h("h1", {}, "Users and permissions"),
+    users,
+    h("div", { class: "columns" }, addUser, setPermission),
+    perms,
+  );
   return { refresh };
 }

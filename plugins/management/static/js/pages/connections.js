@@ -2,10 +2,15 @@
 // API filters, the page says so.
 
 import { del, get, path } from "../api.js";
-import { h, num, rate, table } from "../dom.js";
+import { fill, h, num, rate, table } from "../dom.js";
 import { confirmed } from "../forms.js";
 
-const since = (ms) => (ms ? new Date(ms).toLocaleString() : "–");
+function since(ms) {
+  if (!ms) return "–";
+  const at = new Date(ms);
+  const today = at.toDateString() === new Date().toDateString();
+  return today ? at.toLocaleTimeString() : at.toLocaleString();
+}
 const client = (c) => {
   const p = c.client_properties ?? {};
   return [p.product, p.version].filter(Boolean).join(" ") || "–";
@@ -52,7 +57,7 @@ export function connectionsPage(view, ctx) {
       ),
     );
   };
-  view.append(h("h1", {}, "Connections"), ownOnly(ctx, "connections"), holder);
+  fill(view, h("h1", {}, "Connections"), ownOnly(ctx, "connections"), holder);
   return { refresh };
 }
 
@@ -81,6 +86,6 @@ export function channelsPage(view, ctx) {
       ),
     );
   };
-  view.append(h("h1", {}, "Channels"), ownOnly(ctx, "channels"), holder);
+  fill(view, h("h1", {}, "Channels"), ownOnly(ctx, "channels"), holder);
   return { refresh };
 }

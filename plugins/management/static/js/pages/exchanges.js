@@ -2,7 +2,7 @@
 // binding it to a queue or an exchange, publishing to it and deleting it.
 
 import { del, get, getPage, path, post, put } from "../api.js";
-import { checkbox, field, h, input, rate, select, stats, table } from "../dom.js";
+import { checkbox, debounce, field, fill, h, input, rate, select, stats, table } from "../dom.js";
 import { confirmed, form, jsonObject, publishForm, textarea, vhostField } from "../forms.js";
 
 const STANDARD_TYPES = ["direct", "fanout", "topic", "headers"];
@@ -46,7 +46,7 @@ export function exchangesPage(view, ctx) {
       ),
     );
   };
-  filter.addEventListener("input", () => refresh().catch(ctx.fail));
+  filter.addEventListener("input", debounce(() => refresh().catch(ctx.fail)));
 
   const types = (ctx.overview?.exchange_types ?? []).map((t) => t.name);
   const declare = form(
@@ -74,7 +74,8 @@ export function exchangesPage(view, ctx) {
       }),
   );
 
-  view.append(
+  fill(
+    view,
     h("h1", {}, "Exchanges"),
     h("div", { class: "filter" }, field("Filter exchanges", filter)),
     summary,
@@ -188,7 +189,8 @@ export function exchangePage(view, ctx, { vhost, name: urlName }) {
     "Delete exchange",
   );
 
-  view.append(
+  fill(
+    view,
     h("p", { class: "crumbs" }, h("a", { href: "#/exchanges" }, "Exchanges"), " / ", vhost),
     h("h1", {}, `Exchange ${exchangeLabel(name)}`),
     summary,

@@ -5,7 +5,7 @@
 
 import { get } from "../api.js";
 import { Chart } from "../chart.js";
-import { h, num, stats, table } from "../dom.js";
+import { fill, h, num, stats, table } from "../dom.js";
 
 const SPAN = 600; // seconds of history shown
 const LENGTHS = [
@@ -101,7 +101,8 @@ export function overviewPage(view, ctx) {
     );
   };
 
-  view.append(
+  fill(
+    view,
     h("h1", {}, "Overview"),
     totals,
     h("div", { class: "charts" }, lengths.el, rates.el),

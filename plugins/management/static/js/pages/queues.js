@@ -2,7 +2,7 @@
 // consumers, bindings, publish, get, purge and delete.
 
 import { del, get, getPage, path, post, put } from "../api.js";
-import { checkbox, field, h, input, num, rate, select, stats, table, bytes } from "../dom.js";
+import { bytes, checkbox, debounce, field, fill, h, input, num, rate, select, stats, table } from "../dom.js";
 import { confirmed, form, getForm, jsonObject, publishForm, textarea, vhostField } from "../forms.js";
 
 const queueLink = (q) =>
@@ -51,7 +51,7 @@ export function queuesPage(view, ctx) {
       ),
     );
   };
-  filter.addEventListener("input", () => refresh().catch(ctx.fail));
+  filter.addEventListener("input", debounce(() => refresh().catch(ctx.fail)));
 
   const declare = form(
     "Add a new queue",
@@ -77,7 +77,8 @@ export function queuesPage(view, ctx) {
       }),
   );
 
-  view.append(
+  fill(
+    view,
     h("h1", {}, "Queues"),
     h("div", { class: "filter" }, field("Filter queues", filter)),
     summary,
@@ -195,7 +196,8 @@ export function queuePage(view, ctx, { vhost, name }) {
     "Delete queue",
   );
 
-  view.append(
+  fill(
+    view,
     h("p", { class: "crumbs" }, h("a", { href: "#/queues" }, "Queues"), " / ", vhost),
     h("h1", {}, `Queue ${name}`),
     summary,
