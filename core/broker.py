@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from .access import Access, AccessFile
 from .auth import AuthBackend, LoginResult, Logins, User, UserDatabase
@@ -275,6 +275,26 @@ class Broker:
         self.users.access = self._effective_access()
         self._add_vhosts(previous)
 
+    def change_access(self, change: Callable[[Access], None]) -> None:
+        """Apply ``change`` to the users, vhosts and permissions, and put it in force: in the
+        access file when there is a data directory (as the ``warrenmq user`` commands do), so
+        that it lasts; otherwise for this run only. ``change`` raises ``AccessError`` to
+        refuse, and nothing changes."""
+        previous = list(self.access.vhosts)
+        if self.access_file is not None:
+            access = self.access_file.load_or_default()
+            change(access)
+            self.access_file.save(access)
+            self.users.access = self._effective_access()
+        else:
+            access = self.access.copy()
+            change(access)
+            # kept as the imported model, which then names every user: a later import of
+            # definitions starts from it, not from the default guest
+            self.imported_access = access.copy()
+            self.users.access = access
+        self._add_vhosts(previous)
+
     def refresh_access(self) -> bool:
         """Reload the access file if it changed since it was read (a stat: cheap enough for
         every login). A file that cannot be read is logged and the old model kept."""
@@ -387,6 +407,20 @@ class Broker:
                     await result
                 except Exception as exc:
                     self._lifecycle_failed(hook_name, plugin_name, exc)
+
+    async def _start_services(self, group: TaskGroup) -> None:
+        """Let plugins start their services (``warrenmq_start_services``) in ``group``."""
+        hook = self.plugins.manager.hook.warrenmq_start_services
+        arguments = {"broker": self, "task_group": group}
+        for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+            try:
+                result = impl.function(*(arguments[name] for name in impl.argnames))
+                if inspect.isawaitable(result):
+                    await result
+            except OSError:
+                raise  # a service that cannot listen stops start-up, as a listener does
+            except Exception as exc:
+                self._lifecycle_failed("warrenmq_startup", impl.plugin_name, exc)
 
     def _lifecycle_failed(self, hook_name: str, plugin_name: str, exc: Exception) -> None:
         reason = f"failed in {hook_name}: {type(exc).__name__}: {exc}"
@@ -621,6 +655,7 @@ class Broker:
                         port,
                         " with TLS" if spec.tls is not None else "",
                     )
+                await self._start_services(group)
                 group.start_soon(self._watch_memory)
                 if self.disk_monitor is not None:
                     group.start_soon(self._watch_disk, self.disk_monitor)

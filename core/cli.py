@@ -143,6 +143,14 @@ def _parser() -> argparse.ArgumentParser:
         "unless the config file has an mqtt listener)",
     )
     run.add_argument(
+        "--management-port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        metavar="PORT",
+        help="serve the management HTTP API, /metrics and the web UI on this port, by "
+        "convention 15672; 0 for a free one (default: off, unless the config file enables "
+        "[plugins.management])",
+    )
+    run.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",

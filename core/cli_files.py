@@ -28,6 +28,9 @@ from .tls import AMQPS_PORT, TLSOptions
 
 log = logging.getLogger("warrenmq")
 
+#: the config section of the management plugin, which --management-port turns on
+MANAGEMENT = "management"
+
 
 def add_file_commands(commands: Any) -> None:
     """Add ``config``, ``definitions`` and ``policy`` to the ``warrenmq`` subcommands."""
@@ -154,6 +157,7 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
         settings.blocked_plugins = settings.blocked_plugins | frozenset(args.block_plugin)
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
     override_mqtt_port(settings, getattr(args, "mqtt_port", None))
+    override_management_port(settings, getattr(args, "management_port", None))
     override_tls(settings, args)
     if settings.data_dir is None:  # the store's and the plugins' directory, named for all
         settings.data_dir = default_data_dir()
@@ -200,6 +204,15 @@ def override_mqtt_port(settings: Settings, port: int | None) -> None:
             return
     host = next((spec.host for spec in settings.listeners), settings.host)
     settings.listeners.append(ListenerSpec("tcp", "mqtt", host, port))
+
+
+def override_management_port(settings: Settings, port: int | None) -> None:
+    """--management-port turns the management plugin on, on that port (its config section
+    ``[plugins.management]`` keeps its other keys)."""
+    if port is None:
+        return
+    section = settings.plugin_config.setdefault(MANAGEMENT, {})
+    section.update(enabled=True, port=port)
 
 
 def override_tls(settings: Settings, args: argparse.Namespace) -> None:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from .broker import Broker
     from .registry import Registry
 
@@ -90,6 +92,17 @@ def warrenmq_register_config_sections(registry: Registry[Any]) -> None:
 @hookspec
 def warrenmq_startup(broker: Broker) -> Any:
     """The broker has loaded its plugins and is about to listen. May return an awaitable."""
+
+
+@hookspec
+def warrenmq_start_services(broker: Broker, task_group: TaskGroup) -> Any:
+    """Start long-running services (an HTTP API, a bridge) in the broker's task group.
+
+    Called once the protocol listeners are up; start tasks with ``task_group.start_soon`` or
+    ``await task_group.start(...)`` (return that awaitable). The tasks are cancelled when the
+    broker stops, before ``warrenmq_shutdown``. An ``OSError`` (a port in use) stops start-up
+    as a listener's would; any other error skips the plugin with its reason logged.
+    """
 
 
 @hookspec

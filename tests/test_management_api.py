@@ -1,0 +1,239 @@
+"""The management HTTP API through a real HTTP client (httpx), as RabbitMQ's: the same paths,
+JSON field names, status codes and errors. Set WARRENMQ_TEST_MANAGEMENT_EXTERNAL to run these
+against RabbitMQ's management plugin."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx
+import pika
+import pytest
+from conftest import ManagementAddress
+from management_helpers import add_user, client, eventually, quoted
+
+
+@pytest.fixture
+def http(management: ManagementAddress) -> Iterator[httpx.Client]:
+    with client(management.url) as http_client:
+        yield http_client
+
+
+@pytest.fixture
+def amqp(management: ManagementAddress) -> Iterator[pika.BlockingConnection]:
+    connection = pika.BlockingConnection(pika.URLParameters(management.amqp.url))
+    yield connection
+    if connection.is_open:
+        connection.close()
+
+
+@pytest.fixture
+def queue_name(http: httpx.Client, unique: str) -> Iterator[str]:
+    yield unique
+    http.delete(f"/api/queues/%2F/{unique}")
+
+
+def test_overview_has_rabbitmq_fields(http: httpx.Client) -> None:
+    response = http.get("/api/overview")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    overview = response.json()
+    for key in ("management_version", "rates_mode", "exchange_types", "message_stats",
+                "queue_totals", "object_totals", "listeners", "node"):  # fmt: skip
+        assert key in overview, key
+    assert {"connections", "channels", "queues", "exchanges", "consumers"} <= set(
+        overview["object_totals"]
+    )
+    assert "messages_ready" in overview["queue_totals"]
+    assert any(listener["protocol"] == "amqp" for listener in overview["listeners"])
+
+
+def test_no_credentials_is_401(management: ManagementAddress) -> None:
+    with client(management.url, auth=None) as anonymous:
+        response = anonymous.get("/api/queues")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].lower().startswith("basic")
+
+
+def test_wrong_password_is_401_with_rabbitmq_error(management: ManagementAddress) -> None:
+    with client(management.url, auth=("guest", "wrong")) as bad:
+        response = bad.get("/api/queues")
+    assert response.status_code == 401
+    assert response.json() == {"error": "not_authorized", "reason": "Login failed"}
+
+
+def test_user_without_tags_is_not_a_management_user(
+    http: httpx.Client, management: ManagementAddress, unique: str
+) -> None:
+    add_user(http, unique, "secret", "")
+    try:
+        with client(management.url, auth=(unique, "secret")) as plain:
+            response = plain.get("/api/overview")
+        assert response.status_code == 401
+        assert response.json()["reason"] == "Not management user"
+    finally:
+        http.delete(f"/api/users/{unique}")
+
+
+def test_tags_decide_what_a_user_sees(
+    http: httpx.Client, management: ManagementAddress, unique: str
+) -> None:
+    add_user(http, f"{unique}-m", "pw", "management", vhost=None)
+    add_user(http, f"{unique}-mon", "pw", "monitoring", vhost=None)
+    try:
+        with client(management.url, auth=(f"{unique}-m", "pw")) as managing:
+            assert managing.get("/api/whoami").json() == {
+                "name": f"{unique}-m",
+                "tags": ["management"],
+            }
+            assert managing.get("/api/vhosts").json() == []  # no permission anywhere
+            assert managing.get("/api/queues").status_code == 200
+            for path in ("/api/users", "/api/permissions", "/api/definitions"):
+                response = managing.get(path)
+                assert response.status_code == 401, path
+                assert response.json()["reason"] == "Not administrator user"
+            assert managing.get("/api/nodes").json()["reason"] == "Not monitor user"
+            refused = managing.put("/api/queues/%2F/" + unique, json={})
+            assert refused.status_code == 401
+            assert refused.json()["error"] == "not_authorised"
+        with client(management.url, auth=(f"{unique}-mon", "pw")) as monitoring:
+            assert monitoring.get("/api/nodes").status_code == 200
+            names = [vhost["name"] for vhost in monitoring.get("/api/vhosts").json()]
+            assert "/" in names  # monitoring users see every vhost
+            assert monitoring.get("/api/users").status_code == 401
+    finally:
+        http.delete(f"/api/users/{unique}-m")
+        http.delete(f"/api/users/{unique}-mon")
+
+
+def test_declare_list_and_delete_a_queue(http: httpx.Client, queue_name: str) -> None:
+    path = f"/api/queues/%2F/{queue_name}"
+    created = http.put(path, json={"durable": False, "arguments": {"x-max-length": 10}})
+    assert created.status_code == 201
+    assert http.put(path, json={"durable": False, "arguments": {"x-max-length": 10}}).status_code == 204
+    clash = http.put(path, json={"durable": True})
+    assert clash.status_code == 400
+    assert clash.json()["error"] == "bad_request"
+    assert "inequivalent arg 'durable'" in clash.json()["reason"]
+    # RabbitMQ adds the counts with its first statistics after the declare
+    queue = eventually(
+        lambda: {"messages", "consumers", "memory"} <= set(q := http.get(path).json()) and q,
+        "the queue's statistics",
+    )
+    assert queue["name"] == queue_name
+    assert queue["vhost"] == "/"
+    assert queue["durable"] is False
+    assert queue["arguments"] == {"x-max-length": 10}
+    for key in ("messages", "messages_ready", "messages_unacknowledged", "consumers", "memory"):
+        assert queue[key] == 0 or key == "memory", key
+    assert queue["memory"] > 0
+    listed = [q for q in http.get("/api/queues").json() if q["name"] == queue_name]
+    assert len(listed) == 1
+    assert http.delete(path).status_code == 204
+    missing = http.get(path)
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "Object Not Found", "reason": "Not Found"}
+
+
+def test_queue_depth_and_consumers_follow_amqp_clients(
+    http: httpx.Client, amqp: pika.BlockingConnection, queue_name: str
+) -> None:
+    channel = amqp.channel()
+    channel.queue_declare(queue_name)
+    channel.confirm_delivery()
+    for _ in range(3):
+        channel.basic_publish("", queue_name, b"hello")
+    path = f"/api/queues/%2F/{queue_name}"
+    queue = eventually(
+        lambda: (q := http.get(path).json()).get("message_stats", {}).get("publish") == 3 and q,
+        "3 messages published",
+    )
+    assert queue["messages_ready"] == 3
+    channel.basic_qos(prefetch_count=1)
+    channel.basic_consume(queue_name, lambda *args: None, consumer_tag="watched")
+    amqp.process_data_events(0.2)
+    queue = eventually(
+        lambda: (q := http.get(path).json()).get("messages_unacknowledged") == 1
+        and q.get("consumers") == 1
+        and q,
+        "one message unacknowledged",
+    )
+    assert queue["consumers"] == 1
+    assert queue["messages_ready"] == 2
+    consumers = [c for c in http.get("/api/consumers").json() if c["queue"]["name"] == queue_name]
+    assert [c["consumer_tag"] for c in consumers] == ["watched"]
+    assert consumers[0]["ack_required"] is True
+    assert consumers[0]["prefetch_count"] == 1
+
+
+def test_publish_and_get(http: httpx.Client, queue_name: str) -> None:
+    assert http.put(f"/api/queues/%2F/{queue_name}", json={"durable": False}).status_code == 201
+    published = http.post(
+        "/api/exchanges/%2F/amq.default/publish",
+        json={"properties": {"content_type": "text/plain", "headers": {"k": "v"}},
+              "routing_key": queue_name, "payload": "hi there", "payload_encoding": "string"},
+    )  # fmt: skip
+    assert published.status_code == 200
+    assert published.json() == {"routed": True}
+    binary = base64.b64encode(b"\xff\x00").decode()
+    http.post("/api/exchanges/%2F/amq.default/publish",
+              json={"properties": {}, "routing_key": queue_name, "payload": binary,
+                    "payload_encoding": "base64"})  # fmt: skip
+    nowhere = http.post("/api/exchanges/%2F/amq.default/publish",
+                        json={"properties": {}, "routing_key": f"{queue_name}-none",
+                              "payload": "x", "payload_encoding": "string"})  # fmt: skip
+    assert nowhere.json() == {"routed": False}
+    got = http.post(
+        f"/api/queues/%2F/{queue_name}/get",
+        json={"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"},
+    )
+    assert got.status_code == 200
+    messages = got.json()
+    assert [m["payload"] for m in messages] == ["hi there", binary]
+    assert [m["payload_encoding"] for m in messages] == ["string", "base64"]
+    assert messages[0]["properties"]["content_type"] == "text/plain"
+    assert messages[0]["properties"]["headers"] == {"k": "v"}
+    assert messages[0]["routing_key"] == queue_name
+    assert messages[0]["redelivered"] is False
+    assert messages[0]["payload_bytes"] == 8
+    again = http.post(f"/api/queues/%2F/{queue_name}/get",
+                      json={"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+    assert again.json()[0]["redelivered"] is True  # requeued by the first get
+    assert again.json()[0]["message_count"] == 1
+    queue = eventually(
+        lambda: (q := http.get(f"/api/queues/%2F/{queue_name}").json()).get("messages") == 1 and q,
+        "one message left",
+    )
+    assert queue["messages_ready"] == 1
+
+
+def test_purge(http: httpx.Client, queue_name: str) -> None:
+    http.put(f"/api/queues/%2F/{queue_name}", json={"durable": False})
+    for _ in range(4):
+        http.post("/api/exchanges/%2F/amq.default/publish",
+                  json={"properties": {}, "routing_key": queue_name, "payload": "x",
+                        "payload_encoding": "string"})  # fmt: skip
+    eventually(lambda: http.get(f"/api/queues/%2F/{queue_name}").json().get("messages") == 4, "4")
+    assert http.delete(f"/api/queues/%2F/{queue_name}/contents").status_code == 204
+    eventually(lambda: http.get(f"/api/queues/%2F/{queue_name}").json().get("messages") == 0, "0")
+
+
+def test_bad_json_is_a_400_not_a_crash(http: httpx.Client, queue_name: str) -> None:
+    response = http.post(
+        "/api/exchanges/%2F/amq.default/publish",
+        content=b"garbage",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "bad_request", "reason": "not_json"}
+    assert http.get("/api/overview").status_code == 200
+
+
+def test_vhost_names_are_url_encoded(http: httpx.Client) -> None:
+    vhost = http.get(f"/api/vhosts/{quoted('/')}").json()
+    assert vhost["name"] == "/"
+    exchanges = http.get("/api/exchanges/%2F").json()
+    assert {"amq.direct", "amq.topic", ""} <= {x["name"] for x in exchanges}
+    assert http.get("/api/exchanges/%2F/amq.direct").json()["type"] == "direct"
+    assert http.get("/api/queues/no-such-vhost").status_code == 404
