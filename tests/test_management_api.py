@@ -237,3 +237,173 @@ def test_vhost_names_are_url_encoded(http: httpx.Client) -> None:
     assert {"amq.direct", "amq.topic", ""} <= {x["name"] for x in exchanges}
     assert http.get("/api/exchanges/%2F/amq.direct").json()["type"] == "direct"
     assert http.get("/api/queues/no-such-vhost").status_code == 404
+
+
+def test_exchanges_and_bindings(http: httpx.Client, queue_name: str) -> None:
+    exchange = f"{queue_name}-x"
+    path = f"/api/exchanges/%2F/{exchange}"
+    assert http.put(path, json={"type": "topic", "durable": False}).status_code == 201
+    try:
+        assert http.get(path).json()["type"] == "topic"
+        unknown_type = http.put(f"{path}-2", json={"type": "no-such-type", "durable": False})
+        assert unknown_type.status_code == 400
+        assert unknown_type.json()["error"] == "bad_request"
+        http.put(f"/api/queues/%2F/{queue_name}", json={"durable": False})
+        binding_path = f"/api/bindings/%2F/e/{exchange}/q/{queue_name}"
+        made = http.post(binding_path, json={"routing_key": "a.*", "arguments": {}})
+        assert made.status_code == 201
+        assert "a." in made.headers["location"]
+        listed = http.get(binding_path).json()
+        assert [(b["source"], b["destination"], b["routing_key"], b["destination_type"])
+                for b in listed] == [(exchange, queue_name, "a.*", "queue")]  # fmt: skip
+        key = listed[0]["properties_key"]
+        assert http.get(f"{binding_path}/{quoted(key)}").json()["routing_key"] == "a.*"
+        all_bindings = http.get("/api/bindings/%2F").json()
+        assert {"source": "", "vhost": "/", "destination": queue_name,
+                "destination_type": "queue", "routing_key": queue_name, "arguments": {},
+                "properties_key": queue_name} in all_bindings  # fmt: skip
+        queue_bindings = http.get(f"/api/queues/%2F/{queue_name}/bindings").json()
+        assert [b["source"] for b in queue_bindings] == ["", exchange]
+        sources = http.get(f"{path}/bindings/source").json()
+        assert [b["destination"] for b in sources] == [queue_name]
+        routed = http.post(f"{path}/publish", json={"properties": {}, "routing_key": "a.b",
+                                                    "payload": "m", "payload_encoding": "string"})
+        assert routed.json() == {"routed": True}
+        assert http.delete(f"{binding_path}/{quoted(key)}").status_code == 204
+        assert http.get(binding_path).json() == []
+        unrouted = http.post(f"{path}/publish", json={"properties": {}, "routing_key": "a.b",
+                                                      "payload": "m", "payload_encoding": "string"})
+        assert unrouted.json() == {"routed": False}
+    finally:
+        http.delete(f"{path}-2")
+        assert http.delete(path).status_code == 204
+    assert http.get(path).status_code == 404
+
+
+def test_connections_channels_and_closing_one(
+    http: httpx.Client, management: ManagementAddress
+) -> None:
+    parameters = pika.URLParameters(management.amqp.url)
+    parameters.client_properties = {"connection_name": "watched-by-http"}
+    connection = pika.BlockingConnection(parameters)
+    try:
+        connection.channel()
+        found = eventually(
+            lambda: [c for c in http.get("/api/connections").json()
+                     if c.get("user_provided_name") == "watched-by-http"],
+            "the connection listed",
+        )  # fmt: skip
+        listed = found[0]
+        assert listed["user"] == "guest"
+        assert listed["vhost"] == "/"
+        assert listed["protocol"] == "AMQP 0-9-1"
+        assert listed["client_properties"]["product"] == "Pika Python Client Library"
+        name = listed["name"]
+        channels = eventually(
+            lambda: [c for c in http.get("/api/channels").json()
+                     if c["connection_details"]["name"] == name],
+            "its channel listed",
+        )  # fmt: skip
+        assert channels[0]["number"] == 1
+        assert http.get(f"/api/connections/{quoted(name)}").json()["name"] == name
+        closed = http.delete(f"/api/connections/{quoted(name)}", headers={"X-Reason": "bye"})
+        assert closed.status_code == 204
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+            connection.process_data_events(5)
+            connection.channel()
+        assert info.value.reply_code == 320
+        eventually(lambda: http.get(f"/api/connections/{quoted(name)}").status_code == 404,
+                   "the connection gone")  # fmt: skip
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def test_definitions_export_and_import(http: httpx.Client, unique: str) -> None:
+    definitions = {
+        "queues": [{"name": f"{unique}-q", "vhost": "/", "durable": True,
+                    "auto_delete": False, "arguments": {}}],
+        "exchanges": [{"name": f"{unique}-x", "vhost": "/", "type": "fanout", "durable": True,
+                       "auto_delete": False, "internal": False, "arguments": {}}],
+        "bindings": [{"source": f"{unique}-x", "vhost": "/", "destination": f"{unique}-q",
+                      "destination_type": "queue", "routing_key": "", "arguments": {}}],
+    }  # fmt: skip
+    try:
+        posted = http.post("/api/definitions", json=definitions)
+        assert posted.status_code in (201, 204)
+        exported = http.get("/api/definitions").json()
+        assert f"{unique}-q" in [q["name"] for q in exported["queues"]]
+        assert f"{unique}-x" in [x["name"] for x in exported["exchanges"]]
+        assert any(b["source"] == f"{unique}-x" for b in exported["bindings"])
+        for key in ("users", "vhosts", "permissions", "policies"):
+            assert key in exported
+        bad = http.post("/api/definitions", json={"queues": [{"vhost": "/"}]})
+        assert bad.status_code == 400
+        assert bad.json()["error"] == "bad_request"
+    finally:
+        http.delete(f"/api/queues/%2F/{unique}-q")
+        http.delete(f"/api/exchanges/%2F/{unique}-x")
+
+
+def test_users_permissions_and_vhosts(
+    http: httpx.Client, management: ManagementAddress, unique: str
+) -> None:
+    assert http.put(f"/api/vhosts/{unique}", json={"description": "for a test"}).status_code == 201
+    try:
+        add_user(http, unique, "pw", "management", vhost=unique)
+        users = {u["name"]: u for u in http.get("/api/users").json()}
+        assert users[unique]["tags"] == ["management"]
+        assert users["guest"]["tags"] == ["administrator"]
+        permission = http.get(f"/api/permissions/{unique}/{unique}").json()
+        assert (permission["configure"], permission["write"], permission["read"]) == (
+            ".*", ".*", ".*"
+        )  # fmt: skip
+        with client(management.url, auth=(unique, "pw")) as user:
+            assert [v["name"] for v in user.get("/api/vhosts").json()] == [unique]
+            assert user.put(f"/api/queues/{unique}/q", json={"durable": False}).status_code == 201
+            assert [q["name"] for q in user.get("/api/queues").json()] == ["q"]
+        assert http.delete(f"/api/permissions/{unique}/{unique}").status_code == 204
+        assert http.get(f"/api/permissions/{unique}/{unique}").status_code == 404
+    finally:
+        http.delete(f"/api/users/{unique}")
+        assert http.delete(f"/api/vhosts/{unique}").status_code == 204
+    assert http.get(f"/api/vhosts/{unique}").status_code == 404
+    assert http.get(f"/api/users/{unique}").status_code == 404
+
+
+def test_message_rates(http: httpx.Client, amqp: pika.BlockingConnection, queue_name: str) -> None:
+    channel = amqp.channel()
+    channel.queue_declare(queue_name)
+
+    def publishing() -> float:
+        for _ in range(50):
+            channel.basic_publish("", queue_name, b"x")
+        amqp.process_data_events(0.05)
+        stats = http.get(f"/api/queues/%2F/{queue_name}").json().get("message_stats", {})
+        return stats.get("publish_details", {}).get("rate", 0)
+
+    assert eventually(publishing, "a publish rate", timeout=20) > 0
+    overview = http.get("/api/overview", params={"msg_rates_age": 60, "msg_rates_incr": 5})
+    details = overview.json()["message_stats"]["publish_details"]
+    assert details["rate"] >= 0
+    assert details["samples"]
+    assert {"sample", "timestamp"} <= set(details["samples"][0])
+
+
+def test_paged_queue_list(http: httpx.Client, unique: str) -> None:
+    names = [f"{unique}-{n}" for n in range(3)]
+    for name in names:
+        http.put(f"/api/queues/%2F/{name}", json={"durable": False})
+    try:
+        response = http.get(
+            "/api/queues/%2F",
+            params={"page": 1, "page_size": 2, "name": unique, "sort": "name",
+                    "sort_reverse": "true"},
+        )  # fmt: skip
+        paged = response.json()
+        assert paged["filtered_count"] == 3
+        assert paged["page_count"] == 2
+        assert [q["name"] for q in paged["items"]] == names[::-1][:2]
+    finally:
+        for name in names:
+            http.delete(f"/api/queues/%2F/{name}")

@@ -64,9 +64,9 @@ async def put_exchange(api: Api, request: Request, caller: Caller) -> Response:
     vhost = api.vhost(caller, segment(request, "vhost"))
     name = segment(request, "name")
     body = await body_json(request)
-    kind = body.get("type")
+    kind = body.get("type", "direct")  # RabbitMQ's default when none is given
     if not isinstance(kind, str) or not kind:
-        raise bad_request("'type' is required: the exchange type, such as \"direct\"")
+        raise bad_request(f"'type' must be an exchange type such as \"direct\", got {kind!r}")
     caller.require(vhost.name, "configure", "exchange", name)
     existed = name in vhost.exchanges
     vhost.declare_exchange(
@@ -502,3 +502,18 @@ def delete_vhost(api: Api, request: Request, caller: Caller) -> Response:
     _access_change(api, lambda access: access.delete_vhost(name))
     log.info("vhost '%s' deleted by %s (HTTP)", name, caller.name)
     return Response(status_code=NO_CONTENT)
+
+
+def aliveness_test(api: Api, request: Request, caller: Caller) -> Any:
+    """RabbitMQ's health check: declare the queue ``aliveness-test``, publish a message to it
+    through the default exchange and get it back."""
+    vhost = api.vhost(caller, segment(request, "vhost"))
+    caller.require(vhost.name, "configure", "queue", "aliveness-test")
+    caller.require(vhost.name, "write", "exchange", "")
+    caller.require(vhost.name, "read", "queue", "aliveness-test")
+    queue = vhost.declare_queue("aliveness-test")
+    vhost.publish("", Message("", "aliveness-test", b"test_message", Properties()))
+    got = queue.get(no_ack=True)
+    if got is None or got[0].body != b"test_message":
+        return {"status": "failed", "reason": "the test message did not come back"}
+    return {"status": "ok"}

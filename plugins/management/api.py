@@ -252,7 +252,7 @@ def queue(api: Api, request: Request, caller: Caller) -> Any:
 
 def queue_bindings(api: Api, request: Request, caller: Caller) -> Any:
     found = api.queue(caller, request)
-    return [render.default_binding_json(found)] + [
+    return [
         render.binding_json(binding)
         for binding in sorted(found.incoming, key=lambda b: (b.source.name, b.routing_key))
     ]
@@ -276,8 +276,6 @@ def exchange(api: Api, request: Request, caller: Caller) -> Any:
 
 def exchange_bindings_source(api: Api, request: Request, caller: Caller) -> Any:
     found = api.exchange(caller, request)
-    if found.name == "":
-        return [render.default_binding_json(q) for q in found.vhost.queues.values()]
     return [render.binding_json(binding) for binding in found.bindings.values()]
 
 
@@ -289,7 +287,6 @@ def exchange_bindings_destination(api: Api, request: Request, caller: Caller) ->
 def bindings(api: Api, request: Request, caller: Caller) -> Any:
     result = []
     for vhost in api.vhosts_of(caller, request):
-        result.extend(render.default_binding_json(queue) for queue in vhost.queues.values())
         for exchange in vhost.exchanges.values():
             result.extend(render.binding_json(binding) for binding in exchange.bindings.values())
     return result

@@ -28,6 +28,7 @@ def _routes() -> list[BaseRoute]:
         ("/api/overview", api.overview, get),
         ("/api/whoami", api.whoami, get),
         ("/api/extensions", api.extensions, get),
+        (f"/api/aliveness-test/{V}", actions.aliveness_test, get),
         ("/api/nodes", api.nodes, get),
         ("/api/nodes/{node}", api.node, get),
         ("/api/vhosts", api.vhosts, get),

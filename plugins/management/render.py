@@ -123,19 +123,6 @@ def binding_json(binding: Binding) -> dict[str, Any]:
     }
 
 
-def default_binding_json(queue: Queue) -> dict[str, Any]:
-    """The implicit binding of every queue to the default exchange, listed as RabbitMQ does."""
-    return {
-        "source": "",
-        "vhost": queue.vhost.name,
-        "destination": queue.name,
-        "destination_type": "queue",
-        "routing_key": queue.name,
-        "arguments": {},
-        "properties_key": queue.name,
-    }
-
-
 def connection_json(view: ConnectionView, rates: tuple[float, float]) -> dict[str, Any]:
     client = jsonable(view.client)
     return {
