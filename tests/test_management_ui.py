@@ -257,6 +257,21 @@ def test_user_tags_decide_what_the_ui_offers(page: object, ui: UI, users: dict[s
     expect(cell(page, "Users", nobody, "Tags")).to_have_text("none")
 
 
+def test_a_user_deleted_meanwhile_is_sent_back_to_the_login_form(
+    page: object, ui: UI, users: dict[str, str]
+) -> None:
+    from playwright.sync_api import expect
+
+    name = add_user(ui, users, "monitoring")
+    log_in(page, name, users.pop(name))
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    ui.admin.delete_user(name)
+    # the next poll gets a 401 for the password too, not only for a missing right
+    expect(page.locator("#login-error")).to_contain_text("Logged out: ")
+    expect(page.get_by_role("navigation", name="Sections")).to_be_hidden()
+    expect(page.get_by_label("Username")).to_be_visible()
+
+
 def test_admin_adds_a_user_sets_permissions_and_deletes_it(page: object, ui: UI) -> None:
     from playwright.sync_api import expect
 

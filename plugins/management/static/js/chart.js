@@ -8,11 +8,12 @@ const COLOURS = ["#1f6fd1", "#d9822b", "#2e9e5b", "#b03a8c", "#6b6b6b"];
 
 export class Chart {
   /**
-   * title: accessible name; series: [{key, label}]; span: seconds shown; unit: "/s" or "".
+   * title: accessible name; series: [{key, label, colour?}]; span: seconds shown; unit: "/s"
+   * or "".
    */
   constructor(title, series, { span = 600, unit = "" } = {}) {
     this.title = title;
-    this.series = series.map((s, i) => ({ ...s, colour: COLOURS[i % COLOURS.length] }));
+    this.series = series.map((s, i) => ({ colour: COLOURS[i % COLOURS.length], ...s }));
     this.span = span;
     this.unit = unit;
     this.canvas = h("canvas", { role: "img", "aria-label": title, height: 160 });

@@ -8,10 +8,11 @@ import { Chart } from "../chart.js";
 import { fill, h, num, stats, table } from "../dom.js";
 
 const SPAN = 600; // seconds of history shown
+// drawn in this order: the total first, so that ready (often equal) shows on top of it
 const LENGTHS = [
-  { key: "messages_ready", label: "Ready" },
-  { key: "messages_unacknowledged", label: "Unacked" },
-  { key: "messages", label: "Total" },
+  { key: "messages", label: "Total", colour: "#2e9e5b" },
+  { key: "messages_ready", label: "Ready", colour: "#1f6fd1" },
+  { key: "messages_unacknowledged", label: "Unacked", colour: "#d9822b" },
 ];
 const RATES = [
   { key: "publish", label: "Publish" },
