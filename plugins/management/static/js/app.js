@@ -135,9 +135,18 @@ function schedule() {
   }, seconds * 1000);
 }
 
+/** A path segment of the location's hash; one typed by hand may be malformed. */
+function decoded(segment) {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
 function route() {
   if (!ctx.me) return;
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decoded);
   let section = parts[0] || "overview";
   if (!SECTIONS[section] || (section === "admin" && !ctx.is("administrator"))) section = "overview";
   const mount = parts.length >= 3 && DETAIL[section] ? DETAIL[section] : SECTIONS[section];
