@@ -111,7 +111,10 @@ def test_declare_list_and_delete_a_queue(http: httpx.Client, queue_name: str) ->
     path = f"/api/queues/%2F/{queue_name}"
     created = http.put(path, json={"durable": False, "arguments": {"x-max-length": 10}})
     assert created.status_code == 201
-    assert http.put(path, json={"durable": False, "arguments": {"x-max-length": 10}}).status_code == 204
+    assert (
+        http.put(path, json={"durable": False, "arguments": {"x-max-length": 10}}).status_code
+        == 204
+    )
     clash = http.put(path, json={"durable": True})
     assert clash.status_code == 400
     assert clash.json()["error"] == "bad_request"
@@ -154,9 +157,11 @@ def test_queue_depth_and_consumers_follow_amqp_clients(
     channel.basic_consume(queue_name, lambda *args: None, consumer_tag="watched")
     amqp.process_data_events(0.2)
     queue = eventually(
-        lambda: (q := http.get(path).json()).get("messages_unacknowledged") == 1
-        and q.get("consumers") == 1
-        and q,
+        lambda: (
+            (q := http.get(path).json()).get("messages_unacknowledged") == 1
+            and q.get("consumers") == 1
+            and q
+        ),
         "one message unacknowledged",
     )
     assert queue["consumers"] == 1
@@ -197,8 +202,10 @@ def test_publish_and_get(http: httpx.Client, queue_name: str) -> None:
     assert messages[0]["routing_key"] == queue_name
     assert messages[0]["redelivered"] is False
     assert messages[0]["payload_bytes"] == 8
-    again = http.post(f"/api/queues/%2F/{queue_name}/get",
-                      json={"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"})
+    again = http.post(
+        f"/api/queues/%2F/{queue_name}/get",
+        json={"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"},
+    )
     assert again.json()[0]["redelivered"] is True  # requeued by the first get
     assert again.json()[0]["message_count"] == 1
     queue = eventually(
@@ -266,13 +273,27 @@ def test_exchanges_and_bindings(http: httpx.Client, queue_name: str) -> None:
         assert [b["source"] for b in queue_bindings] == ["", exchange]
         sources = http.get(f"{path}/bindings/source").json()
         assert [b["destination"] for b in sources] == [queue_name]
-        routed = http.post(f"{path}/publish", json={"properties": {}, "routing_key": "a.b",
-                                                    "payload": "m", "payload_encoding": "string"})
+        routed = http.post(
+            f"{path}/publish",
+            json={
+                "properties": {},
+                "routing_key": "a.b",
+                "payload": "m",
+                "payload_encoding": "string",
+            },
+        )
         assert routed.json() == {"routed": True}
         assert http.delete(f"{binding_path}/{quoted(key)}").status_code == 204
         assert http.get(binding_path).json() == []
-        unrouted = http.post(f"{path}/publish", json={"properties": {}, "routing_key": "a.b",
-                                                      "payload": "m", "payload_encoding": "string"})
+        unrouted = http.post(
+            f"{path}/publish",
+            json={
+                "properties": {},
+                "routing_key": "a.b",
+                "payload": "m",
+                "payload_encoding": "string",
+            },
+        )
         assert unrouted.json() == {"routed": False}
     finally:
         http.delete(f"{path}-2")
@@ -407,3 +428,21 @@ def test_paged_queue_list(http: httpx.Client, unique: str) -> None:
     finally:
         for name in names:
             http.delete(f"/api/queues/%2F/{name}")
+
+
+@pytest.mark.warrenmq_only  # RabbitMQ's list entries carry counters that move between calls
+def test_list_entries_match_the_single_queue(http: httpx.Client, unique: str) -> None:
+    http.put(f"/api/queues/%2F/{unique}-plain", json={"durable": False})
+    http.put(
+        f"/api/queues/%2F/{unique}-args",
+        json={"durable": True, "arguments": {"x-max-length": 3, "x-queue-mode": "lazy"}},
+    )
+    try:
+        listed = {q["name"]: q for q in http.get("/api/queues").json()}
+        for name in (f"{unique}-plain", f"{unique}-args"):
+            single = http.get(f"/api/queues/%2F/{name}").json()
+            assert listed[name] == {key: single[key] for key in listed[name]}
+        assert listed[f"{unique}-args"]["arguments"] == {"x-max-length": 3, "x-queue-mode": "lazy"}
+    finally:
+        http.delete(f"/api/queues/%2F/{unique}-plain")
+        http.delete(f"/api/queues/%2F/{unique}-args")
