@@ -404,6 +404,13 @@ def test_message_rates(http: httpx.Client, amqp: pika.BlockingConnection, queue_
         return stats.get("publish_details", {}).get("rate", 0)
 
     assert eventually(publishing, "a publish rate", timeout=20) > 0
+
+    def listed_rate() -> float:
+        publishing()
+        listed = [q for q in http.get("/api/queues").json() if q["name"] == queue_name]
+        return listed[0].get("message_stats", {}).get("publish_details", {}).get("rate", 0)
+
+    assert eventually(listed_rate, "a publish rate in the list", timeout=20) > 0
     overview = http.get("/api/overview", params={"msg_rates_age": 60, "msg_rates_incr": 5})
     details = overview.json()["message_stats"]["publish_details"]
     assert details["rate"] >= 0

@@ -234,7 +234,7 @@ def queues(api: Api, request: Request, caller: Caller) -> Any:
     rates = api.sampler.queue_rates
     found = [queue for vhost in api.vhosts_of(caller, request) for queue in vhost.queues.values()]
     if not request.query_params:
-        text = ",".join([render.queue_text(queue, rates(queue)) for queue in found])
+        text = ",".join([render.queue_text(queue, api.sampler) for queue in found])
         return Response(f"[{text}]".encode(), media_type="application/json")
     page = named_page(request, found)
     if page is not None:
