@@ -133,6 +133,10 @@ def test_declare_list_and_delete_a_queue(http: httpx.Client, queue_name: str) ->
     assert queue["memory"] > 0
     listed = [q for q in http.get("/api/queues").json() if q["name"] == queue_name]
     assert len(listed) == 1
+    assert http.put(f"{path}-defaults", json={}).status_code == 201
+    defaults = http.get(f"{path}-defaults").json()
+    assert (defaults["durable"], defaults["auto_delete"]) == (False, False)  # as RabbitMQ 3.10
+    assert http.delete(f"{path}-defaults").status_code == 204
     assert http.delete(path).status_code == 204
     missing = http.get(path)
     assert missing.status_code == 404

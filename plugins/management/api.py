@@ -294,7 +294,7 @@ def exchange_bindings_destination(api: Api, request: Request, caller: Caller) ->
 
 
 def bindings(api: Api, request: Request, caller: Caller) -> Any:
-    result = []
+    result: list[dict[str, Any]] = []
     for vhost in api.vhosts_of(caller, request):
         for exchange in vhost.exchanges.values():
             result.extend(render.binding_json(binding) for binding in exchange.bindings.values())

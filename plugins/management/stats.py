@@ -127,7 +127,8 @@ class Sampler:
             retired[3] += counters[3]
         self.queues = queues
         self._rate_texts = {}
-        previous_connections, connections = self.connections, {}
+        previous_connections = self.connections
+        connections: dict[ProtocolConnection, tuple[tuple[int, ...], tuple[float, float]]] = {}
         for connection in list(self.broker.connections):
             view = connection.view()
             if view is None:
