@@ -457,3 +457,52 @@ def test_list_entries_match_the_single_queue(http: httpx.Client, unique: str) ->
     finally:
         http.delete(f"/api/queues/%2F/{unique}-plain")
         http.delete(f"/api/queues/%2F/{unique}-args")
+
+
+def test_the_other_read_endpoints(
+    http: httpx.Client, amqp: pika.BlockingConnection, unique: str
+) -> None:
+    channel = amqp.channel()
+    channel.exchange_declare(f"{unique}-a", "fanout", auto_delete=True)
+    channel.exchange_declare(f"{unique}-b", "fanout", auto_delete=True)
+    channel.exchange_bind(f"{unique}-b", f"{unique}-a")
+    channel.queue_declare(unique, exclusive=True)
+    channel.basic_consume(unique, lambda *args: None, consumer_tag=f"{unique}-tag")
+    amqp.process_data_events(0.2)
+    incoming = http.get(f"/api/exchanges/%2F/{unique}-b/bindings/destination").json()
+    assert [(b["source"], b["destination_type"]) for b in incoming] == [(f"{unique}-a", "exchange")]
+    e2e = http.get(f"/api/bindings/%2F/e/{unique}-a/e/{unique}-b").json()
+    assert [b["destination"] for b in e2e] == [f"{unique}-b"]
+    consumer = eventually(
+        lambda: [c for c in http.get("/api/consumers/%2F").json()
+                 if c["consumer_tag"] == f"{unique}-tag"],
+        "the consumer listed",
+    )[0]  # fmt: skip
+    channel_name = consumer["channel_details"]["name"]
+    connection_name = consumer["channel_details"]["connection_name"]
+    one_channel = eventually(
+        lambda: (
+            (c := http.get(f"/api/channels/{quoted(channel_name)}")).status_code == 200 and c.json()
+        ),
+        "the channel",
+    )
+    assert one_channel["consumer_count"] == 1
+    channels = http.get(f"/api/connections/{quoted(connection_name)}/channels").json()
+    assert channel_name in [c["name"] for c in channels]
+    in_vhost = http.get("/api/vhosts/%2F/connections").json()
+    assert connection_name in [c["name"] for c in in_vhost]
+    assert http.get("/api/vhosts/%2F/channels").status_code == 200
+    node = http.get("/api/nodes").json()[0]
+    assert {"name", "mem_used", "mem_limit", "mem_alarm", "disk_free_alarm", "uptime"} <= set(node)
+    assert http.get(f"/api/nodes/{quoted(node['name'])}").json()["name"] == node["name"]
+    assert isinstance(http.get("/api/policies").json(), list)
+    assert isinstance(http.get("/api/policies/%2F").json(), list)
+    guest = http.get("/api/users/guest/permissions").json()
+    assert {"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"} in guest
+    assert guest[0]["user"] == "guest"
+    vhost_permissions = http.get("/api/vhosts/%2F/permissions").json()
+    assert "guest" in [p["user"] for p in vhost_permissions]
+    exported = http.get("/api/definitions/%2F").json()
+    assert {"exchanges", "queues", "bindings"} <= set(exported)
+    assert f"{unique}-a" in [x["name"] for x in exported["exchanges"]]
+    assert http.get("/api/whoami").json() == {"name": "guest", "tags": ["administrator"]}
