@@ -506,3 +506,51 @@ def test_the_other_read_endpoints(
     assert {"exchanges", "queues", "bindings"} <= set(exported)
     assert f"{unique}-a" in [x["name"] for x in exported["exchanges"]]
     assert http.get("/api/whoami").json() == {"name": "guest", "tags": ["administrator"]}
+
+
+BAD_INPUT = [
+    ("PUT", "/api/queues/%2F/{q}", {"arguments": {"x-max-length": "many"}}),
+    ("PUT", "/api/queues/%2F/{q}", {"arguments": {"x-queue-type": "no-such-type"}}),
+    ("PUT", "/api/queues/%2F/{q}", {"durable": "maybe"}),
+    ("PUT", "/api/queues/%2F/{q}", {"arguments": [1, 2]}),
+    ("PUT", "/api/queues/%2F/amq.{q}", {}),
+    ("PUT", "/api/exchanges/%2F/{q}", {"type": 42}),
+    ("PUT", "/api/exchanges/%2F/amq.direct", {"type": "fanout"}),
+    ("PUT", "/api/exchanges/%2F/{q}", {"type": "x-consistent-hash", "arguments": {"hash-header": 5}}),
+    ("POST", "/api/exchanges/%2F/amq.default/publish", {"routing_key": 5, "payload": "x"}),
+    ("POST", "/api/exchanges/%2F/amq.default/publish",
+     {"routing_key": "k", "payload": "%%%", "payload_encoding": "base64"}),
+    ("POST", "/api/exchanges/%2F/amq.default/publish",
+     {"routing_key": "k", "payload": "x", "properties": {"delivery_mode": "two"}}),
+    ("POST", "/api/exchanges/%2F/amq.default/publish",
+     {"routing_key": "k", "payload": "x", "properties": {"expiration": "soon"}}),
+    ("POST", "/api/exchanges/%2F/no-such-exchange/publish", {"routing_key": "k", "payload": "x"}),
+    ("POST", "/api/queues/%2F/no-such-queue/get", {"count": 1, "ackmode": "ack_requeue_true"}),
+    ("POST", "/api/bindings/%2F/e/amq.direct/q/no-such-queue", {"routing_key": "k"}),
+    ("POST", "/api/bindings/%2F/e/amq.headers/e/amq.direct", {"arguments": {"x-match": "some"}}),
+    ("POST", "/api/definitions", {"queues": "all of them"}),
+    ("PUT", "/api/users/{q}", {"tags": 7, "password": "x"}),
+    ("PUT", "/api/users/{q}", {"password_hash": "nonsense", "hashing_algorithm": "rot13"}),
+    ("PUT", "/api/permissions/no-such-vhost/guest", {"configure": ".*", "write": ".*", "read": ".*"}),
+    ("PUT", "/api/permissions/%2F/guest", {"configure": "(", "write": ".*", "read": ".*"}),
+    ("DELETE", "/api/connections/no-such-connection", None),
+    ("DELETE", "/api/vhosts/%2F", None),
+]  # fmt: skip
+
+
+@pytest.mark.warrenmq_only  # some would change a shared RabbitMQ if it took them
+@pytest.mark.parametrize(("method", "path", "body"), BAD_INPUT)
+def test_bad_input_is_a_client_error_never_a_500(
+    http: httpx.Client, unique: str, method: str, path: str, body: object
+) -> None:
+    response = http.request(method, path.format(q=unique), json=body)
+    try:
+        assert 400 <= response.status_code < 500, response.text
+        if response.content:
+            error = response.json()
+            assert set(error) == {"error", "reason"}
+    finally:
+        http.delete(f"/api/queues/%2F/{unique}")
+        http.delete(f"/api/exchanges/%2F/{unique}")
+        http.delete(f"/api/users/{unique}")
+    assert http.get("/api/overview").status_code == 200
