@@ -613,6 +613,33 @@ class Broker:
         finally:
             store.loading = False
         store.recovery_done(queues, messages)
+        exchanges = [x for x in definitions.exchanges if x.vhost in self.vhosts]
+        if exchanges or definitions.bindings:
+            log.info(
+                "restored %d durable exchanges and %d bindings",
+                len(exchanges),
+                len(definitions.bindings),
+            )
+
+    def _log_start(self) -> None:
+        """Say what this broker runs with: plugins, store, users and vhosts."""
+        plugins = sorted({row[2] for row in self.plugins.registered()})
+        log.info("plugins: %s", ", ".join(plugins) or "none")
+        if self.store.disk_directory() is None:
+            log.info("store '%s': nothing is kept across restarts", self.settings.store)
+        access = self.access
+        source = (
+            f" (from {self.access_file.path})"
+            if self.access_file and self.access_file.stamp()
+            else ""
+        )
+        log.info(
+            "%d %s, vhosts: %s%s",
+            len(access.users),
+            "user" if len(access.users) == 1 else "users",
+            ", ".join(sorted(self.vhosts)),
+            source,
+        )
 
     def _restore_vhost(self, name: str, kind: str, what: str) -> VirtualHost | None:
         vhost = self.vhosts.get(name)
@@ -631,6 +658,7 @@ class Broker:
             if self.disk_monitor is not None:
                 self.disk_monitor.check()  # publishers are blocked from the first connection
             self._restore()
+            self._log_start()
             for definitions in self.settings.definitions:
                 apply_definitions(self, definitions)
                 log.info("imported definitions from %s", definitions.source)

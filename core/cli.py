@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__, cli_access
+from . import __version__, cli_access, cli_ctl
 from .broker import Broker, Settings
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
 from .config import LOG_LEVELS
@@ -275,6 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
     cli_access.add_parsers(commands)
+    cli_ctl.add_parser(commands)
     return parser
 
 
@@ -382,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_plugins(args)
     if args.command in FILE_COMMANDS:
         return FILE_COMMANDS[args.command](args)
+    if args.command == "ctl":
+        return cli_ctl.run(args)
     if args.command in cli_access.HANDLERS:
         return cli_access.run(args)
     parser.print_help(sys.stderr)

@@ -28,7 +28,7 @@ def client(url: str, auth: tuple[str, str] | None = GUEST) -> httpx.Client:
     return httpx.Client(base_url=url, auth=auth, timeout=10.0)
 
 
-def eventually(condition: Any, what: str, timeout: float = 10.0) -> Any:
+def eventually(condition: Any, what: str, timeout: float = 20.0) -> Any:
     """Poll ``condition()`` until it returns something true; fail naming ``what`` after
     ``timeout`` seconds. Returns that value."""
     import time

@@ -72,7 +72,7 @@ async def put_exchange(api: Api, request: Request, caller: Caller) -> Response:
     vhost.declare_exchange(
         name,
         kind,
-        durable=_flag(body, "durable", True),
+        durable=_flag(body, "durable", False),  # RabbitMQ 3.10: transient unless asked
         auto_delete=_flag(body, "auto_delete", False),
         internal=_flag(body, "internal", False),
         arguments=_arguments(body),
@@ -112,7 +112,7 @@ async def put_queue(api: Api, request: Request, caller: Caller) -> Response:
     existed = name in vhost.queues
     vhost.declare_queue(
         name,
-        durable=_flag(body, "durable", True),
+        durable=_flag(body, "durable", False),  # RabbitMQ 3.10: transient unless asked
         auto_delete=_flag(body, "auto_delete", False),
         arguments=arguments,
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -24,7 +26,7 @@ BINDING = "/api/bindings/{vhost}/e/{source}/{kind:kind}/{destination}"
 
 def _routes() -> list[BaseRoute]:
     get = ["GET"]
-    table: list[tuple[str, object, list[str]]] = [
+    table: list[tuple[str, Callable[..., Any], list[str]]] = [
         ("/api/overview", api.overview, get),
         ("/api/whoami", api.whoami, get),
         ("/api/extensions", api.extensions, get),

@@ -165,6 +165,12 @@ def page(request: Request, items: list[Any]) -> Any:
         items = [_columns(item, wanted) for item in items]
     if "page" not in query:
         return items
+    number, size = page_numbers(request)
+    return paged(items[(number - 1) * size : number * size], number, size, len(items), total)
+
+
+def page_numbers(request: Request) -> tuple[int, int]:
+    query = request.query_params
     try:
         number = int(query["page"])
         size = int(query.get("page_size", "100"))
@@ -172,17 +178,51 @@ def page(request: Request, items: list[Any]) -> Any:
         raise bad_request("page and page_size must be integers") from None
     if number < 1 or not 1 <= size <= 500:
         raise bad_request("page must be 1 or more, page_size from 1 to 500")
-    count = len(items)
-    pages = max(1, -(-count // size))
+    return number, size
+
+
+def paged(items: list[Any], number: int, size: int, filtered: int, total: int) -> dict[str, Any]:
+    """RabbitMQ's answer to a paged list."""
     return {
-        "filtered_count": count,
-        "item_count": len(items[(number - 1) * size : number * size]),
-        "items": items[(number - 1) * size : number * size],
+        "filtered_count": filtered,
+        "item_count": len(items),
+        "items": items,
         "page": number,
-        "page_count": pages,
+        "page_count": max(1, -(-filtered // size)),
         "page_size": size,
         "total_count": total,
     }
+
+
+#: query keys of a list that the fast paths of long lists handle themselves
+NAME_PAGING = frozenset({"page", "page_size", "name", "use_regex", "sort", "sort_reverse"})
+
+
+def named_page(request: Request, objects: list[Any]) -> tuple[list[Any], int, int] | None:
+    """For a list asked by page, filtered and sorted by name at most: the objects of the page
+    (by their ``name``), the page number and size; None for any other query (the general
+    path renders every item first)."""
+    query = request.query_params
+    if "page" not in query or not query.keys() <= NAME_PAGING:
+        return None
+    if query.get("sort", "name") != "name":
+        return None
+    name = query.get("name")
+    if name:
+        if query.get("use_regex") == "true":
+            try:
+                pattern = re.compile(name)
+            except re.error as exc:
+                raise bad_request(f"invalid regular expression: {exc}") from None
+            objects = [o for o in objects if pattern.search(o.name)]
+        else:
+            objects = [o for o in objects if name in o.name]
+    if "sort" in query:
+        objects = sorted(objects, key=lambda o: o.name)
+    if query.get("sort_reverse") == "true":
+        objects.reverse()
+    number, size = page_numbers(request)
+    return objects, number, size
 
 
 def _columns(item: dict[str, Any], wanted: list[list[str]]) -> dict[str, Any]:

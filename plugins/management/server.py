@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("warrenmq.management")
 
 #: seconds open HTTP requests get to finish when the broker stops
-SHUTDOWN_GRACE = 2.0
+SHUTDOWN_GRACE = 2
 
 
 class _Server(uvicorn.Server):

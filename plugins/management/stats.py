@@ -43,6 +43,14 @@ ZERO_QUEUE_RATES = (0.0,) * len(QUEUE_COUNTERS)
 ZERO_CONNECTION_RATES = (0.0, 0.0)
 
 
+def rate_text(value: float) -> str:
+    """``{"rate": value}`` as JSON, rounded to a tenth as RabbitMQ shows rates."""
+    return f'{{"rate":{round(value, 1)!r}}}'
+
+
+ZERO_RATE_TEXTS = (rate_text(0.0),) * (len(QUEUE_COUNTERS) + 1)
+
+
 def queue_counters(queue: Queue) -> tuple[int, ...]:
     return (
         queue.published,
@@ -81,6 +89,7 @@ class Sampler:
     #: broker-wide rates per second, by ``GLOBAL_FIELDS`` name
     rates: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GLOBAL_FIELDS, 0.0))
     _last: float | None = None
+    _rate_texts: dict[Queue, tuple[str, ...]] = field(default_factory=dict)
 
     async def run(self) -> None:
         while True:
@@ -98,8 +107,8 @@ class Sampler:
             for queue in vhost.queues.values():
                 counters = queue_counters(queue)
                 before = previous_queues.pop(queue, None)
-                if before is None or not elapsed:
-                    queues[queue] = (counters, ZERO_QUEUE_RATES)
+                if before is None or not elapsed or before[0] == counters:
+                    queues[queue] = (counters, ZERO_QUEUE_RATES)  # the usual case: idle
                 else:
                     old = before[0]
                     queues[queue] = (
@@ -117,7 +126,9 @@ class Sampler:
             retired[2] += counters[2]
             retired[3] += counters[3]
         self.queues = queues
-        previous_connections, connections = self.connections, {}
+        self._rate_texts = {}
+        previous_connections = self.connections
+        connections: dict[ProtocolConnection, tuple[tuple[int, ...], tuple[float, float]]] = {}
         for connection in list(self.broker.connections):
             view = connection.view()
             if view is None:
@@ -172,6 +183,22 @@ class Sampler:
     def queue_rates(self, queue: Queue) -> tuple[float, ...]:
         found = self.queues.get(queue)
         return ZERO_QUEUE_RATES if found is None else found[1]
+
+    def queue_rate_texts(self, queue: Queue) -> tuple[str, ...]:
+        """The queue's rates as the JSON of RabbitMQ's ``*_details``, in the order publish,
+        deliver_get, ack, redeliver, messages_ready, messages_unacknowledged, messages: made
+        once per sample, and shared by all idle queues."""
+        found = self.queues.get(queue)
+        if found is None or found[1] is ZERO_QUEUE_RATES:
+            return ZERO_RATE_TEXTS
+        texts = self._rate_texts.get(queue)
+        if texts is None:
+            rates = found[1]
+            texts = self._rate_texts[queue] = (
+                *(rate_text(rate) for rate in rates),
+                rate_text(rates[4] + rates[5]),
+            )
+        return texts
 
     def connection_rates(self, connection: ProtocolConnection) -> tuple[float, float]:
         found = self.connections.get(connection)
