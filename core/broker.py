@@ -29,6 +29,7 @@ from .policy import Policy, PolicyError
 from .protocol import ListenerSpec, Protocol, ProtocolConnection, Transport
 from .queue import Queue
 from .registry import Registry
+from .services import Services
 from .store import Store
 from .timers import Timers
 from .tls import TLSOptions
@@ -87,6 +88,9 @@ class Settings:
     #: seconds connections get to close cleanly at shutdown
     shutdown_grace: float = 5.0
     blocked_plugins: frozenset[str] = frozenset()
+    #: plugins already loaded while checking a config file (``config.load``): the first broker
+    #: built from these settings takes them, so each plugin is loaded and reported once
+    loaded_plugins: Plugins | None = field(default=None, compare=False, repr=False)
     #: explicit listeners; None means one AMQP listener on host:amqp_port (and one over TLS
     #: on host:tls_port when ``tls`` is set)
     listeners: list[ListenerSpec] | None = None
@@ -161,7 +165,11 @@ class Broker:
 
     def __init__(self, settings: Settings | None = None, plugins: Iterable[Any] = ()) -> None:
         self.settings = settings or Settings()
-        self.plugins: Plugins = load_plugins(self.settings.blocked_plugins, tuple(plugins))
+        preloaded, self.settings.loaded_plugins = self.settings.loaded_plugins, None
+        if preloaded is not None and not plugins:
+            self.plugins: Plugins = preloaded
+        else:
+            self.plugins = load_plugins(self.settings.blocked_plugins, tuple(plugins))
         registries = self.plugins.registries
         self.exchange_types: Registry[type[ExchangeType]] = registries["exchange_types"]
         self.dispatch_policies: Registry[type[DispatchPolicy]] = registries["dispatch_policies"]
@@ -408,15 +416,15 @@ class Broker:
                 except Exception as exc:
                     self._lifecycle_failed(hook_name, plugin_name, exc)
 
-    async def _start_services(self, group: TaskGroup) -> None:
-        """Let plugins start their services (``warrenmq_start_services``) in ``group``."""
+    def _start_services(self, group: TaskGroup) -> None:
+        """Call every plugin's ``warrenmq_start_services`` with its own ``Services``. A plugin
+        whose hook raises is treated as one that failed in ``warrenmq_startup``, but an
+        ``OSError`` (a port in use) stops start-up as a listener's does."""
         hook = self.plugins.manager.hook.warrenmq_start_services
-        arguments = {"broker": self, "task_group": group}
         for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
+            arguments = {"broker": self, "services": Services(group, impl.plugin_name)}
             try:
-                result = impl.function(*(arguments[name] for name in impl.argnames))
-                if inspect.isawaitable(result):
-                    await result
+                impl.function(*(arguments[name] for name in impl.argnames))
             except OSError:
                 raise  # a service that cannot listen stops start-up, as a listener does
             except Exception as exc:
@@ -683,11 +691,11 @@ class Broker:
                         port,
                         " with TLS" if spec.tls is not None else "",
                     )
-                await self._start_services(group)
                 group.start_soon(self._watch_memory)
                 if self.disk_monitor is not None:
                     group.start_soon(self._watch_disk, self.disk_monitor)
                 group.start_soon(self._run_timers)
+                self._start_services(group)
                 task_status.started(self.listeners)
         finally:
             with anyio.CancelScope(shield=True):

@@ -119,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run the broker",
         description="Run the broker. Flags override the config file; every setting has a "
-        "default (docs/configuration.md).",
+        "default: `warrenmq config check FILE` shows what a file sets, and the configuration guide "
+        "(docs/configuration.md in the source) lists every key.",
     )
     run.add_argument("--config", type=Path, metavar="FILE", help="TOML config file")
     run.add_argument(

@@ -155,12 +155,14 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
     )
     if getattr(args, "block_plugin", None):
         settings.blocked_plugins = settings.blocked_plugins | frozenset(args.block_plugin)
+        settings.loaded_plugins = None  # loaded for the file's blocks: load again with these
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
     override_mqtt_port(settings, getattr(args, "mqtt_port", None))
     override_management_port(settings, getattr(args, "management_port", None))
     override_tls(settings, args)
     if settings.data_dir is None:  # the store's and the plugins' directory, named for all
         settings.data_dir = default_data_dir()
+    settings.data_dir = Path(settings.data_dir).absolute()  # logged and locked as it is
     for file in args.definitions:
         settings.definitions.append(definitions.load(file))
     if getattr(args, "log_level", None) is not None:

@@ -131,8 +131,14 @@ class ConfigSection:
     keys: Mapping[str, Key]
     doc: str = ""
 
-    def validate(self, table: Mapping[str, Any], path: KeyPath) -> dict[str, Any]:
-        """The section's values with defaults filled in; ``ConfigProblem`` for a bad key."""
+    def validate(
+        self, table: Mapping[str, Any], path: KeyPath, base: Path | None = None
+    ) -> dict[str, Any]:
+        """The section's values with defaults filled in; ``ConfigProblem`` for a bad key.
+
+        ``base`` is the config file's folder, which relative file names count from (None:
+        the current directory); a subclass that checks nested tables or files overrides this.
+        """
         return check_table(table, self.keys, path, f"[plugins.{self.name}]")
 
     def defaults(self) -> dict[str, Any]:
@@ -544,7 +550,9 @@ def _build(data: dict[str, Any], text: str, path: Path, extra_plugins: tuple[Any
         mqtt_default_password=broker["mqtt_default_password"],
     )
     config = Config(path, settings, broker["log_level"])
-    loaded = _plugins(data.get("plugins", {}), settings, extra_plugins)
+    loaded = settings.loaded_plugins = _plugins(
+        data.get("plugins", {}), settings, extra_plugins, base
+    )
     settings.vhosts = _vhosts(data.get("vhosts", []))
     settings.vhost_limits = _vhost_limits(data.get("vhosts", []))
     if "listeners" in data:
@@ -590,7 +598,9 @@ def _array(value: Any, path: KeyPath, what: str) -> list[Any]:
     return value
 
 
-def _plugins(table: Any, settings: Settings, extra: tuple[Any, ...]) -> Plugins:
+def _plugins(
+    table: Any, settings: Settings, extra: tuple[Any, ...], base: Path | None = None
+) -> Plugins:
     sections: dict[str, Any] = {}
     own: dict[str, Any] = {}
     if not isinstance(table, dict):
@@ -634,7 +644,7 @@ def _plugins(table: Any, settings: Settings, extra: tuple[Any, ...]) -> Plugins:
                 f"no loaded plugin has a config section '{name}' (sections: {known})"
                 + loaded.failure_note(),
             )
-        settings.plugin_config[name] = section.validate(value, ("plugins", name))
+        settings.plugin_config[name] = section.validate(value, ("plugins", name), base)
     return loaded
 
 

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-
     from .broker import Broker
     from .registry import Registry
+    from .services import Services
 
 hookspec = pluggy.HookspecMarker("warrenmq")
 
@@ -95,13 +94,14 @@ def warrenmq_startup(broker: Broker) -> Any:
 
 
 @hookspec
-def warrenmq_start_services(broker: Broker, task_group: TaskGroup) -> Any:
-    """Start long-running services (an HTTP API, a bridge) in the broker's task group.
+def warrenmq_start_services(broker: Broker, services: Services) -> None:
+    """Start long-running work (a bridge, an HTTP API) once the listeners are up:
+    ``services.start_soon(async_function, *args)``.
 
-    Called once the protocol listeners are up; start tasks with ``task_group.start_soon`` or
-    ``await task_group.start(...)`` (return that awaitable). The tasks are cancelled when the
-    broker stops, before ``warrenmq_shutdown``. An ``OSError`` (a port in use) stops start-up
-    as a listener's would; any other error skips the plugin with its reason logged.
+    The tasks run in the broker's task group and are cancelled at shutdown, before
+    ``warrenmq_shutdown``; one that raises is logged with its plugin's name and the broker
+    carries on without it. Called once per ``Broker.serve()``. The hook raising ``OSError``
+    (a port in use) stops start-up, as a listener's does.
     """
 
 

@@ -421,7 +421,7 @@ class ClassicQueue(Queue):
                                 break
                             credit -= 1
                             continue
-                        entry = item  # type: ignore[assignment]
+                        entry: Entry = item  # type: ignore[assignment]
                         if entry.state != READY:
                             self._gone -= 1
                             continue
@@ -450,14 +450,14 @@ class ClassicQueue(Queue):
                         unacked_bytes += len(message.body)
                     else:
                         entry.state = GONE
-                        if entry.__class__ is StoredEntry:
-                            self._forget(entry)
                     try:
                         consumer.deliver(self, message, entry)
                     except Exception as error:
                         self._restore(entry, acks)
                         self.consumer_failed(consumer, error)
                         break
+                    if not acks and entry.__class__ is StoredEntry:
+                        self._forget(entry)  # only once delivered: a failed one waits again
                     if consumer.parked:
                         break
                     credit -= 1

@@ -47,6 +47,8 @@ def test_overview_has_rabbitmq_fields(http: httpx.Client) -> None:
     )
     assert "messages_ready" in overview["queue_totals"]
     assert any(listener["protocol"] == "amqp" for listener in overview["listeners"])
+    assert {"name": "topic", "description": "AMQP topic exchange, as per the AMQP specification",
+            "enabled": True} in overview["exchange_types"]  # fmt: skip
 
 
 def test_no_credentials_is_401(management: ManagementAddress) -> None:

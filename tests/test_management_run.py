@@ -99,3 +99,23 @@ def test_enabled_in_the_config_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert checked.returncode == 2
     assert "port" in checked.stderr and "0 to 65535" in checked.stderr
+
+
+def test_users_made_through_the_api_last_across_a_restart(tmp_path: Path) -> None:
+    for start in range(2):
+        with broker_process(
+            "--management-port", "0", "--data-dir", str(tmp_path), "--store", "disk"
+        ) as (_, log, _):  # fmt: skip
+            url = f"http://127.0.0.1:{_http_port(log.wait_for('management API'))}"
+            with client(url) as http:
+                if start == 0:
+                    made = http.put(
+                        "/api/users/kept", json={"password": "pw", "tags": "monitoring"}
+                    )
+                    assert made.status_code == 201
+                    assert http.put("/api/vhosts/kept-vhost", json={}).status_code == 201
+                users = {u["name"]: u["tags"] for u in http.get("/api/users").json()}
+                assert users["kept"] == ["monitoring"]
+                assert "kept-vhost" in [v["name"] for v in http.get("/api/vhosts").json()]
+            with client(url, auth=("kept", "pw")) as kept:
+                assert kept.get("/api/whoami").json() == {"name": "kept", "tags": ["monitoring"]}

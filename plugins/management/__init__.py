@@ -7,11 +7,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from anyio.abc import TaskGroup
-
 from warrenmq import hookimpl
 from warrenmq.broker import Broker
 from warrenmq.config import ConfigSection, Key
+from warrenmq.services import Services
 
 log = logging.getLogger("warrenmq.management")
 
@@ -44,20 +43,16 @@ def warrenmq_register_config_sections(registry: Any) -> None:
 
 
 @hookimpl
-def warrenmq_start_services(broker: Broker, task_group: TaskGroup) -> Any:
+def warrenmq_start_services(broker: Broker, services: Services) -> None:
     settings = broker.plugin_config(NAME)
     if not settings["enabled"]:
-        return None
-    return _start(broker, task_group, settings)
-
-
-async def _start(broker: Broker, task_group: TaskGroup, settings: dict[str, Any]) -> None:
+        return
     from warrenmq.broker import ListenerInfo
     from warrenmq.protocol import ListenerSpec
 
     from .api import Api
     from .app import create_app
-    from .server import serve_http
+    from .server import listen, serve_http
     from .stats import Sampler
 
     uvicorn_log = logging.getLogger("uvicorn.error")
@@ -66,9 +61,10 @@ async def _start(broker: Broker, task_group: TaskGroup, settings: dict[str, Any]
     sampler = Sampler(broker, interval=settings["sample_interval"])
     state = Api(broker, sampler)
     host = settings["host"] or broker.settings.host
-    address = await task_group.start(serve_http, create_app(state), host, settings["port"])
-    state.address = address
-    task_group.start_soon(sampler.run)
+    sock = listen(host, settings["port"])  # OSError (a port in use) stops the start
+    address = state.address = sock.getsockname()[:2]
+    services.start_soon(serve_http, create_app(state), sock, name="management API")
+    services.start_soon(sampler.run, name="management sampler")
     spec = ListenerSpec("http", "management", address[0], address[1])
     broker.listeners.append(ListenerInfo(spec, address[0], address[1]))
     log.info("management API, metrics and web UI on http://%s:%d/", address[0], address[1])

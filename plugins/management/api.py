@@ -164,12 +164,21 @@ def _with_samples(sampler: Sampler, query: Any, stats: dict[str, Any], totals: A
                 target[f"{name}_details"] = sampler.history_of(name, age, increment)
 
 
+#: RabbitMQ's descriptions of the standard exchange types
+STANDARD_TYPES = ("direct", "fanout", "headers", "topic")
+
+
 def exchange_types(api: Api, request: Request, caller: Caller) -> list[dict[str, Any]]:
     return [
-        {"name": name, "description": (getattr(kind, "__doc__", "") or "").strip().split("\n")[0],
-         "enabled": True}
-        for name, kind in api.broker.exchange_types.items()
-    ]  # fmt: skip
+        {
+            "name": name,
+            "description": f"AMQP {name} exchange, as per the AMQP specification"
+            if name in STANDARD_TYPES
+            else (kind.__doc__ or "").strip().split("\n")[0],
+            "enabled": True,
+        }
+        for name, kind in sorted(api.broker.exchange_types.items())
+    ]
 
 
 def nodes(api: Api, request: Request, caller: Caller) -> Any:

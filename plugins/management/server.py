@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import uvicorn
-from anyio.abc import TaskStatus
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -24,6 +23,8 @@ log = logging.getLogger("warrenmq.management")
 
 #: seconds open HTTP requests get to finish when the broker stops
 SHUTDOWN_GRACE = 2
+#: connections waiting to be accepted
+BACKLOG = 128
 
 
 class _Server(uvicorn.Server):
@@ -47,12 +48,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_http(
-    app: Any, host: str, port: int, *, task_status: TaskStatus[tuple[str, int]]
-) -> None:
-    """Serve ``app`` on host:port until cancelled; reports the bound (host, port)."""
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket (bound here so that a port in use stops the broker's start)."""
     sock = bind(host, port)
-    bound = sock.getsockname()[:2]
+    sock.listen(BACKLOG)
+    return sock
+
+
+async def serve_http(app: Any, sock: socket.socket) -> None:
+    """Serve ``app`` on the listening ``sock`` until cancelled, then shut down cleanly."""
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -61,9 +65,9 @@ async def serve_http(
         ws="none",
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
         server_header=False,
+        backlog=BACKLOG,
     )
     server = _Server(config)
-    done = anyio.Event()
 
     async def run() -> None:
         try:
@@ -71,15 +75,9 @@ async def serve_http(
                 await server.serve(sockets=[sock])
         finally:
             sock.close()
-            done.set()
 
     async with anyio.create_task_group() as group:
         group.start_soon(run)
-        while not server.started and not done.is_set():
-            await anyio.sleep(0.01)
-        if done.is_set():
-            raise OSError(f"management API on {host}:{port} did not start")
-        task_status.started((bound[0], bound[1]))
         try:
             await anyio.sleep_forever()
         finally:
