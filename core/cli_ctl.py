@@ -322,4 +322,6 @@ def run(args: argparse.Namespace) -> int:
     except CtlError as error:
         print(f"warrenmq ctl: {error}", file=sys.stderr)
         return error.status
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

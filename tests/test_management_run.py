@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pika
 import pytest
@@ -119,3 +120,32 @@ def test_users_made_through_the_api_last_across_a_restart(tmp_path: Path) -> Non
                 assert "kept-vhost" in [v["name"] for v in http.get("/api/vhosts").json()]
             with client(url, auth=("kept", "pw")) as kept:
                 assert kept.get("/api/whoami").json() == {"name": "kept", "tags": ["monitoring"]}
+
+
+def test_mqtt_clients_are_connections_too(unique: str) -> None:
+    from management_helpers import eventually, management_settings
+    from mqtt_helpers import Client, MQTTAddress
+
+    from warrenmq.testing import running_broker
+
+    with running_broker(management_settings(mqtt_port=0)) as running:
+        host, port = running.address("management")
+        mqtt = Client(MQTTAddress(*running.address("mqtt")), unique, clean=False)
+        assert mqtt.connect() == (0, False)
+        try:
+            assert mqtt.subscribe(("sensors/+/temperature", 1)) == [1]
+            with client(f"http://{host}:{port}") as http:
+                found = eventually(
+                    lambda: [c for c in http.get("/api/connections").json()
+                             if c["client_properties"].get("client_id") == unique],
+                    "the MQTT connection listed",
+                )[0]  # fmt: skip
+                assert found["protocol"] == "MQTT 3.1.1"
+                assert found["user"] == "guest"
+                queues = [q["name"] for q in http.get("/api/queues").json()]
+                assert any(unique in name for name in queues)  # the subscription's queue
+                closed = http.delete(f"/api/connections/{quote(found['name'], safe='')}")
+                assert closed.status_code == 204
+                assert mqtt.disconnected.wait(10)
+        finally:
+            mqtt.drop()

@@ -148,7 +148,7 @@ def connection_json(view: ConnectionView, rates: tuple[float, float]) -> dict[st
         "send_oct_details": rate(rates[1]),
         "recv_cnt": view.messages_in,
         "send_cnt": view.messages_out,
-        "ssl": view.transport.endswith("tls") or view.transport == "tls",
+        "ssl": view.transport == "tls",  # the TCP transport names TLS connections so
         "auth_mechanism": "PLAIN",
     }
 
