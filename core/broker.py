@@ -322,6 +322,26 @@ class Broker:
         self.users.access = self._effective_access()
         self._add_vhosts(previous)
 
+    def change_access(self, change: Callable[[Access], None]) -> None:
+        """Apply ``change`` to the users, vhosts and permissions, and put it in force: in the
+        access file when there is a data directory (as the ``warrenmq user`` commands do), so
+        that it lasts; otherwise for this run only. ``change`` raises ``AccessError`` to
+        refuse, and nothing changes."""
+        previous = list(self.access.vhosts)
+        if self.access_file is not None:
+            access = self.access_file.load_or_default()
+            change(access)
+            self.access_file.save(access)
+            self.users.access = self._effective_access()
+        else:
+            access = self.access.copy()
+            change(access)
+            # kept as the imported model, which then names every user: a later import of
+            # definitions starts from it, not from the default guest
+            self.imported_access = access.copy()
+            self.users.access = access
+        self._add_vhosts(previous)
+
     def refresh_access(self) -> bool:
         """Reload the access file if it changed since it was read (a stat: cheap enough for
         every login). A file that cannot be read is logged and the old model kept."""
@@ -437,12 +457,15 @@ class Broker:
 
     def _start_services(self, group: TaskGroup) -> None:
         """Call every plugin's ``warrenmq_start_services`` with its own ``Services``. A plugin
-        whose hook raises is treated as one that failed in ``warrenmq_startup``."""
+        whose hook raises is treated as one that failed in ``warrenmq_startup``, but an
+        ``OSError`` (a port in use) stops start-up as a listener's does."""
         hook = self.plugins.manager.hook.warrenmq_start_services
         for impl in reversed(hook.get_hookimpls()):  # pluggy's call order
             arguments = {"broker": self, "services": Services(group, impl.plugin_name)}
             try:
                 impl.function(*(arguments[name] for name in impl.argnames))
+            except OSError:
+                raise  # a service that cannot listen stops start-up, as a listener does
             except Exception as exc:
                 self._lifecycle_failed("warrenmq_startup", impl.plugin_name, exc)
 
@@ -659,6 +682,33 @@ class Broker:
         finally:
             store.loading = False
         store.recovery_done(queues, messages)
+        exchanges = [x for x in definitions.exchanges if x.vhost in self.vhosts]
+        if exchanges or definitions.bindings:
+            log.info(
+                "restored %d durable exchanges and %d bindings",
+                len(exchanges),
+                len(definitions.bindings),
+            )
+
+    def _log_start(self) -> None:
+        """Say what this broker runs with: plugins, store, users and vhosts."""
+        plugins = sorted({row[2] for row in self.plugins.registered()})
+        log.info("plugins: %s", ", ".join(plugins) or "none")
+        if self.store.disk_directory() is None:
+            log.info("store '%s': nothing is kept across restarts", self.settings.store)
+        access = self.access
+        source = (
+            f" (from {self.access_file.path})"
+            if self.access_file and self.access_file.stamp()
+            else ""
+        )
+        log.info(
+            "%d %s, vhosts: %s%s",
+            len(access.users),
+            "user" if len(access.users) == 1 else "users",
+            ", ".join(sorted(self.vhosts)),
+            source,
+        )
 
     def _restore_vhost(self, name: str, kind: str, what: str) -> VirtualHost | None:
         vhost = self.vhosts.get(name)
@@ -678,6 +728,7 @@ class Broker:
             if self.disk_monitor is not None:
                 self.disk_monitor.check()  # publishers are blocked from the first connection
             self._restore()
+            self._log_start()
             for definitions in self.settings.definitions:
                 apply_definitions(self, definitions)
                 log.info("imported definitions from %s", definitions.source)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from . import __version__, cli_access, cli_bridge
+from . import __version__, cli_access, cli_bridge, cli_ctl
 from .broker import Broker, Settings
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
 from .config import LOG_LEVELS
@@ -157,6 +157,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the WebSocket endpoint's path (default: /ws)",
     )
     run.add_argument(
+        "--management-port",
+        type=_int_in_range(0, MAX_SHORT, "a TCP port"),
+        metavar="PORT",
+        help="serve the management HTTP API, /metrics and the web UI on this port, by "
+        "convention 15672; 0 for a free one (default: off, unless the config file enables "
+        "[plugins.management])",
+    )
+    run.add_argument(
         "--data-dir",
         type=Path,
         metavar="DIR",
@@ -290,6 +298,7 @@ def _parser() -> argparse.ArgumentParser:
     plugins.add_argument("--block-plugin", action="append", default=[], metavar="NAME")
     cli_access.add_parsers(commands)
     cli_bridge.add_parser(commands)
+    cli_ctl.add_parser(commands)
     return parser
 
 
@@ -397,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_plugins(args)
     if args.command in FILE_COMMANDS:
         return FILE_COMMANDS[args.command](args)
+    if args.command == "ctl":
+        return cli_ctl.run(args)
     if args.command in cli_access.HANDLERS:
         return cli_access.run(args)
     if args.command == "bridge":

@@ -28,6 +28,9 @@ from .tls import AMQPS_PORT, TLSOptions
 
 log = logging.getLogger("warrenmq")
 
+#: the config section of the management plugin, which --management-port turns on
+MANAGEMENT = "management"
+
 
 def add_file_commands(commands: Any) -> None:
     """Add ``config``, ``definitions`` and ``policy`` to the ``warrenmq`` subcommands."""
@@ -156,6 +159,7 @@ def settings_for(args: argparse.Namespace) -> tuple[Settings, str]:
     override_address(settings, getattr(args, "host", None), getattr(args, "port", None))
     override_mqtt_port(settings, getattr(args, "mqtt_port", None))
     override_websocket(settings, getattr(args, "ws_port", None), getattr(args, "ws_path", None))
+    override_management_port(settings, getattr(args, "management_port", None))
     override_tls(settings, args)
     override_mqtt_tls_port(settings, getattr(args, "mqtt_tls_port", None))
     if settings.data_dir is None:  # the store's and the plugins' directory, named for all
@@ -228,6 +232,15 @@ def override_websocket(settings: Settings, port: int | None, path: str | None) -
         settings.ws_port = port
         host = next((spec.host for spec in settings.listeners), settings.host)
         settings.listeners.append(settings.websocket_listener(host))
+
+
+def override_management_port(settings: Settings, port: int | None) -> None:
+    """--management-port turns the management plugin on, on that port (its config section
+    ``[plugins.management]`` keeps its other keys)."""
+    if port is None:
+        return
+    section = settings.plugin_config.setdefault(MANAGEMENT, {})
+    section.update(enabled=True, port=port)
 
 
 def override_tls(settings: Settings, args: argparse.Namespace) -> None:

@@ -100,7 +100,8 @@ def warrenmq_start_services(broker: Broker, services: Services) -> None:
 
     The tasks run in the broker's task group and are cancelled at shutdown, before
     ``warrenmq_shutdown``; one that raises is logged with its plugin's name and the broker
-    carries on without it. Called once per ``Broker.serve()``.
+    carries on without it. Called once per ``Broker.serve()``. The hook raising ``OSError``
+    (a port in use) stops start-up, as a listener's does.
     """
 
 

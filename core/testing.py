@@ -26,6 +26,14 @@ class RunningBroker:
     def url(self) -> str:
         return f"amqp://guest:guest@{self.host}:{self.port}/%2F"
 
+    def address(self, protocol: str) -> tuple[str, int]:
+        """(host, port) of the first listener for ``protocol`` ("amqp", "mqtt", and
+        "management" for the management plugin's HTTP listener); KeyError if none."""
+        for info in self.broker.listeners:
+            if info.spec.protocol == protocol:
+                return info.host, info.port
+        raise KeyError(f"no {protocol} listener")
+
     def call(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function(*args)`` in the broker's thread (the broker is not thread-safe), for
         example ``running.call(running.broker.set_policy, policy)``; returns its result."""

@@ -122,6 +122,8 @@ class VirtualHost:
         exchange_type.validate(arguments or {})
         exchange = Exchange(self, name, exchange_type, durable, auto_delete, internal, arguments)
         self.exchanges[name] = exchange
+        if name and not name.startswith("amq."):  # not the standard ones of every vhost
+            log.debug("exchange '%s' (%s) declared in vhost '%s'", name, type_name, self.name)
         if self.policies and name:
             exchange.apply_policy(choose(self.policies.values(), EXCHANGES, name))
         if durable and not name.startswith("amq.") and name:
@@ -209,6 +211,7 @@ class VirtualHost:
 
     def _remove_exchange(self, exchange: Exchange) -> None:
         del self.exchanges[exchange.name]
+        log.debug("exchange '%s' deleted from vhost '%s'", exchange.name, self.name)
         if exchange.durable:
             self.broker.store.delete_exchange(exchange)
         for binding in list(exchange.bindings.values()):
@@ -381,11 +384,16 @@ class VirtualHost:
         if _persisted(queue):
             store = self.broker.store
             store.save_queue(queue)
-            log = store.message_log(queue)
-            if log is not None:
-                queue.attach_log(log)
+            message_log = store.message_log(queue)
+            if message_log is not None:
+                queue.attach_log(message_log)
         self._bind_default(queue)
         queue.touch()
+        log.debug(
+            "queue '%s' declared in vhost '%s' (%s%s%s)", name, self.name,
+            "durable" if durable else "transient", ", exclusive" if exclusive else "",
+            ", auto-delete" if auto_delete else "",
+        )  # fmt: skip
         return queue
 
     def _queue_type_for(self, name: str, arguments: Mapping[str, Any]) -> Any:
@@ -487,6 +495,7 @@ class VirtualHost:
             return 0
         queue.deleted = True
         self.queues.pop(queue.name, None)
+        log.debug("queue '%s' deleted from vhost '%s'", queue.name, self.name)
         if _persisted(queue):
             self.broker.store.delete_queue(queue)
         count = queue.delete()

@@ -64,6 +64,31 @@ def browser_page(timeout: float = 15.0) -> Iterator[Any]:
             browser.close()
 
 
+@contextmanager
+def browser_context(profile: Path) -> Iterator[Any]:
+    """A headless chromium with a fresh profile in ``profile``; yields a Playwright
+    ``BrowserContext`` (open pages with ``new_page()``)."""
+    executable = chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 800},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass

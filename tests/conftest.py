@@ -78,6 +78,37 @@ def broker(example_plugins: None) -> Iterator[BrokerAddress]:
         yield BrokerAddress(running.host, running.port)
 
 
+@dataclass(frozen=True)
+class ManagementAddress:
+    """A broker's management API (``url``, ``http://host:port``) and its AMQP listener."""
+
+    url: str
+    amqp: BrokerAddress
+    external: bool = False
+
+
+@pytest.fixture(scope="session")
+def management(example_plugins: None) -> Iterator[ManagementAddress]:
+    """A broker with the management plugin on an ephemeral port, for the whole session.
+
+    ``WARRENMQ_TEST_MANAGEMENT_EXTERNAL=http://127.0.0.1:15672`` runs the same tests against
+    another broker's management API (RabbitMQ's), whose AMQP listener is
+    ``WARRENMQ_TEST_EXTERNAL`` (default 127.0.0.1:5672)."""
+    external = os.environ.get("WARRENMQ_TEST_MANAGEMENT_EXTERNAL")
+    if external:
+        host, _, port = os.environ.get("WARRENMQ_TEST_EXTERNAL", "127.0.0.1:5672").rpartition(":")
+        amqp = BrokerAddress(host or "127.0.0.1", int(port), external=True)
+        yield ManagementAddress(external.rstrip("/"), amqp, external=True)
+        return
+    from management_helpers import management_settings
+
+    from warrenmq.testing import running_broker
+
+    with running_broker(management_settings()) as running:
+        host, port = running.address("management")
+        yield ManagementAddress(f"http://{host}:{port}", BrokerAddress(running.host, running.port))
+
+
 @pytest.fixture
 def conns(broker: BrokerAddress) -> Iterator[Connections]:
     """pika connections opened on demand, closed (and tracked names deleted) at teardown."""

@@ -250,7 +250,7 @@ def test_every_section_composes_a_broker_that_pika_uses(tmp_path: Path) -> None:
         ("[plugins.demo]\ncolor = 'green'\n", 2,
          """plugins.demo.color: expected one of: blue, red, got "green\""""),
         ("[plugins.other]\nx = 1\n", 1,
-         "plugins.other: no loaded plugin has a config section 'other' (sections: demo, mqtt-bridge)"),
+         "plugins.other: no loaded plugin has a config section 'other' (sections: demo, management, mqtt-bridge)"),
         ("[[vhosts]]\ndescription = 'x'\n", 1, "vhosts[0]: missing key 'name' in [[vhosts]]"),
         ("[[policies]]\nname = 'p'\npattern = '.'\ndefinition = { message_ttl = 1 }\n", 4,
          """policies[0].definition: [{<<"message_ttl">>,1}] are not recognised policy"""),
