@@ -624,9 +624,8 @@ class MQTTConnection(ProtocolConnection):
             known = self._last_known
         else:
             raw = bytes(data[start + 2 : pos])
-            known = self._topics.get(raw)
-            if known is None:
-                known = self._learn_topic(raw)
+            found = self._topics.get(raw)
+            known = found if found is not None else self._learn_topic(raw)
             self._last_topic, self._last_size, self._last_known = raw, len(raw), known
         packet_id = 0
         if qos:
