@@ -106,16 +106,22 @@ def users_from_toml(table: Any, where: str = "users") -> dict[str, UserRecord]:
     return users
 
 
+def _expressions(entry: Mapping[str, Any], kinds: tuple[str, ...], where: str) -> list[str]:
+    """The regular expressions of a permission entry, one per kind, each required."""
+    expressions = []
+    for kind in kinds:
+        if kind not in entry:
+            raise ConfigError(f'{where}.{kind}: missing (a regular expression; "" for none)')
+        expressions.append(_expect_str(entry[kind], f"{where}.{kind}"))
+    return expressions
+
+
 def _permission(entry: Any, where: str) -> tuple[tuple[str, str], Permission]:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a table, got {_shown(entry)}")
     user = _expect_str(entry.get("user"), f"{where}.user", empty=False)
     vhost = _expect_str(entry.get("vhost", DEFAULT_VHOST), f"{where}.vhost", empty=False)
-    expressions = []
-    for kind in PERMISSION_KINDS:
-        if kind not in entry:
-            raise ConfigError(f'{where}.{kind}: missing (a regular expression; "" for none)')
-        expressions.append(_expect_str(entry[kind], f"{where}.{kind}"))
+    expressions = _expressions(entry, PERMISSION_KINDS, where)
     try:
         permission = Permission(*expressions)
     except AccessError as exc:
@@ -152,11 +158,7 @@ def _topic_permission(entry: Any, where: str) -> tuple[TopicKey, TopicPermission
     user = _expect_str(entry.get("user"), f"{where}.user", empty=False)
     vhost = _expect_str(entry.get("vhost", DEFAULT_VHOST), f"{where}.vhost", empty=False)
     exchange = _expect_str(entry.get("exchange"), f"{where}.exchange", empty=False)
-    expressions = []
-    for kind in TOPIC_KINDS:
-        if kind not in entry:
-            raise ConfigError(f'{where}.{kind}: missing (a regular expression; "" for none)')
-        expressions.append(_expect_str(entry[kind], f"{where}.{kind}"))
+    expressions = _expressions(entry, TOPIC_KINDS, where)
     try:
         permission = TopicPermission(*expressions)
     except AccessError as exc:
