@@ -52,6 +52,7 @@ class Client:
         will: tuple[str, bytes, int] | None = None,
         keepalive: int = 60,
         tls: ssl.SSLContext | None = None,
+        bridge: bool = False,
     ) -> None:
         self.address = address
         self.keepalive = keepalive
@@ -71,6 +72,8 @@ class Client:
             self.paho.username_pw_set(username, password)
         if will is not None:
             self.paho.will_set(will[0], will[1], will[2])
+        if bridge:  # protocol level 0x84, as mosquitto's bridges with try_private
+            self.paho.enable_bridge_mode()
         self.messages: queue.Queue[Received] = queue.Queue()
         self.connacks: queue.Queue[tuple[int, bool]] = queue.Queue()
         self.subacks: queue.Queue[list[int]] = queue.Queue()

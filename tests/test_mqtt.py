@@ -130,6 +130,71 @@ def test_mqtt5_gets_unacceptable_protocol_version(target: Target, unique: str) -
     assert raw.closed_by_server()
 
 
+@pytest.mark.parametrize("level,name", [(0x84, "MQTT"), (0x83, "MQIsdp")])
+def test_a_bridge_s_protocol_level_is_accepted(
+    target: Target, unique: str, level: int, name: str
+) -> None:
+    """The high bit of the level says "bridge" (mosquitto's try_private): 3.1.1 and 3.1."""
+    raw = RawClient(target.mqtt)
+    assert raw.connect(unique, level=level, name=name) == b"\x00\x00"
+    raw.close()
+
+
+@only
+def test_an_mqtt5_bridge_gets_unacceptable_protocol_version(target: Target, unique: str) -> None:
+    raw = RawClient(target.mqtt)
+    assert raw.connect(unique, level=0x85) == b"\x00\x01"
+    assert raw.closed_by_server()
+
+
+def test_a_bridge_is_not_sent_back_its_own_messages(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    """No-local for a bridge (mosquitto's loop prevention); another client's come through,
+    and a plain client keeps getting its own."""
+    bridge = connected(target, clients, f"{unique}-bridge", bridge=True)
+    plain = connected(target, clients, f"{unique}-plain")
+    for client in (bridge, plain):
+        assert client.subscribe((f"{unique}/#", 1)) == [1]
+    bridge.publish(f"{unique}/from-bridge", b"own", qos=1)
+    bridge.publish(f"{unique}/from-bridge", b"own 0", qos=0)
+    plain.publish(f"{unique}/from-plain", b"other", qos=1)
+    assert_next_is(bridge, b"other")
+    assert [plain.next().payload for _ in range(3)] == [b"own", b"own 0", b"other"]
+    assert bridge.messages.empty()
+
+
+def test_a_bridge_gets_retained_publishes_with_the_retain_flag(
+    target: Target, clients: list[Client], unique: str
+) -> None:
+    """Retain-as-published for a bridge, so that the broker behind it keeps them too; a
+    plain subscriber already there gets them without the flag (MQTT 3.1.1 3.3.1.3)."""
+    bridge = connected(target, clients, f"{unique}-bridge", bridge=True)
+    plain = connected(target, clients, f"{unique}-plain")
+    for client in (bridge, plain):
+        assert client.subscribe((f"{unique}/#", 1)) == [1]
+    pub = connected(target, clients, f"{unique}-pub")
+    pub.publish(f"{unique}/kept", b"kept", qos=1, retain=True)
+    pub.publish(f"{unique}/live", b"live", qos=1)
+    got = [(m.payload, m.retain) for m in (bridge.next(), bridge.next())]
+    assert got == [(b"kept", True), (b"live", False)]
+    got = [(m.payload, m.retain) for m in (plain.next(), plain.next())]
+    assert got == [(b"kept", False), (b"live", False)]
+    pub.publish(f"{unique}/kept", b"", qos=1, retain=True)  # clears it, at the bridge's too
+    assert [(m.payload, m.retain) for m in (bridge.next(), plain.next())] == [
+        (b"", True),
+        (b"", False),
+    ]
+    # a retained message reaches a new subscription like anyone's, the bridge's own too
+    bridge.publish(f"{unique}/mine", b"mine", qos=1, retain=True)
+    assert bridge.subscribe((f"{unique}/mine", 1)) == [1]
+    got = [(m.payload, m.retain) for m in (bridge.next(),)]
+    assert got == [(b"mine", True)]
+    bridge.publish(f"{unique}/mine", b"", qos=1, retain=True)
+    pub.publish(f"{unique}/end", b"end", qos=1)
+    assert_next_is(bridge, b"end")
+
+
 def test_empty_client_id_needs_a_clean_session(target: Target) -> None:
     raw = RawClient(target.mqtt)
     assert raw.connect("", clean=False) == b"\x00\x02"  # identifier rejected

@@ -4,6 +4,10 @@ Publishes go to ``amq.topic`` (topics mapped as RabbitMQ's MQTT plugin maps them
 client's subscriptions of one QoS are the bindings of one ordinary queue,
 ``mqtt-subscription-<client id>qos<N>``, consumed through the core's ``Session``: QoS 1 and 2
 deliveries are tracked there and settled by PUBACK (QoS 1) or PUBREC (QoS 2).
+
+A client that sets the high bit of the protocol level (``0x84``, ``0x83``: mosquitto's
+``try_private``) is a bridge, treated as mosquitto treats one: it is not sent back what it
+published (no-local), and messages published retained reach it with the retain flag.
 """
 
 from __future__ import annotations
@@ -54,6 +58,12 @@ MEMORY_CHECK_BYTES = 4 * 1024 * 1024
 QOS_HEADER = "x-mqtt-publish-qos"
 #: header of the copies of retained messages given to new subscriptions
 RETAIN_HEADER = "x-mqtt-retain"
+#: header of a message published with the retain flag: bridges get it with the flag
+PUBLISHED_RETAINED_HEADER = "x-mqtt-published-retained"
+#: header naming the client id of the bridge that published a message: not sent back to it
+FROM_BRIDGE_HEADER = "x-mqtt-from-bridge"
+#: the bit of the CONNECT protocol level that says "I am a bridge" (mosquitto's try_private)
+BRIDGE_BIT = 0x80
 
 AWAIT_CONNECT, LOGGING_IN, CONNECTED = range(3)
 #: topics remembered per connection (checked and mapped once) before the cache starts over
@@ -64,8 +74,19 @@ TOPIC_CACHE_SIZE = 1024
 _PROPERTIES = tuple(
     Properties(headers={QOS_HEADER: qos}, delivery_mode=2 if qos else 1) for qos in range(3)
 )
+#: those of a publish with the retain flag (sent on without it, but to bridges)
+_RETAINED_PROPERTIES = tuple(
+    Properties(
+        headers={QOS_HEADER: qos, PUBLISHED_RETAINED_HEADER: True}, delivery_mode=2 if qos else 1
+    )
+    for qos in range(3)
+)
 #: (QoS, retain) of a message with one of those shared properties, by their id
-_SHARED = {id(properties): (qos, False) for qos, properties in enumerate(_PROPERTIES)}
+_SHARED = {
+    id(properties): (qos, False)
+    for shared in (_PROPERTIES, _RETAINED_PROPERTIES)
+    for qos, properties in enumerate(shared)
+}
 _U16 = struct.Struct(">H")
 #: a PUBACK: first byte and remaining length (0x4002), packet id
 _PUBACK = struct.Struct(">HH")
@@ -88,7 +109,13 @@ class MQTTConsumer(SessionConsumer):
         the connection: one call less per delivery)."""
         c = self.connection
         known = _SHARED.get(id(message.properties))
-        published_qos, retain = known if known is not None else _message_qos(message.properties)
+        if known is None or c.bridge:
+            known = _message_qos(message.properties, c.client_id if c.bridge else None)
+            if known is None:  # what this bridge published: not sent back (no-local)
+                if entry is not None and self.acks:
+                    queue.ack(entry)
+                return
+        published_qos, retain = known
         qos = self.qos if self.qos < published_qos else published_qos
         key = message.routing_key
         topic = c._topics_out.get(key)
@@ -147,17 +174,24 @@ class MQTTSession(Session):
         self.connection.drop("a delivery failed")
 
 
-def _message_qos(properties: Properties) -> tuple[int, bool]:
+def _message_qos(properties: Properties, bridge: str | None = None) -> tuple[int, bool] | None:
     """The QoS a message was published with (an AMQP publish does not cap it: 2), and
-    whether it is the copy of a retained message."""
-    known = _SHARED.get(id(properties))
-    if known is not None:
-        return known
+    whether it goes with the retain flag: the copy of a retained message does, and to a
+    bridge (client id ``bridge``) one published retained too, as mosquitto sends it
+    (retain-as-published). None for a message that bridge published itself."""
     headers = properties.headers
+    if bridge is None:
+        known = _SHARED.get(id(properties))
+        if known is not None:
+            return known
     if not headers:
         return 2, False
+    if bridge is not None and headers.get(FROM_BRIDGE_HEADER) == bridge:
+        return None
     qos = headers.get(QOS_HEADER)
-    retain = bool(headers.get(RETAIN_HEADER))
+    retain = bool(headers.get(RETAIN_HEADER)) or (
+        bridge is not None and bool(headers.get(PUBLISHED_RETAINED_HEADER))
+    )
     if isinstance(qos, int) and 0 <= qos <= 2:
         return qos, retain
     return 2, retain
@@ -192,6 +226,10 @@ class MQTTConnection(ProtocolConnection):
         self.keepalive = 0
         self.client_id = ""
         self.clean = True
+        #: the client connected as a bridge (protocol level with BRIDGE_BIT)
+        self.bridge = False
+        #: the properties of its publishes, by QoS (a bridge's name it)
+        self._properties = _PROPERTIES
         self.user: User | None = None
         self.vhost: VirtualHost | None = None
         self.mqtt: MQTTState | None = None
@@ -464,6 +502,8 @@ class MQTTConnection(ProtocolConnection):
     def _connect(self, reader: p.Reader) -> None:
         name = reader.text()
         level = reader.byte()
+        bridge = bool(level & BRIDGE_BIT)  # 0x84 and 0x83: a bridge (mosquitto's try_private)
+        level &= ~BRIDGE_BIT
         if (name, level) not in (("MQTT", 4), ("MQIsdp", 3)):
             if name not in ("MQTT", "MQIsdp"):
                 raise p.MalformedPacket(f"unknown protocol name '{name}'")
@@ -500,6 +540,15 @@ class MQTTConnection(ProtocolConnection):
                 return
             client_id = f"warrenmq-{uuid.uuid4().hex}"
         self.client_id = client_id
+        if bridge:
+            self.bridge = True
+            self._properties = tuple(
+                Properties(
+                    headers={QOS_HEADER: qos, FROM_BRIDGE_HEADER: client_id},
+                    delivery_mode=2 if qos else 1,
+                )
+                for qos in range(3)
+            )
         settings = self.broker.settings
         vhost_name = settings.mqtt_vhost
         certified = (
@@ -587,8 +636,9 @@ class MQTTConnection(ProtocolConnection):
         self.timers_changed = True
         self.write(p.connack(present, p.ACCEPTED))
         log.info(
-            "accepted MQTT connection %s (client '%s', user '%s', vhost '%s', clean %s)",
-            self.name, self.client_id, self.user.name, vhost.name, self.clean,
+            "accepted MQTT %s %s (client '%s', user '%s', vhost '%s', clean %s)",
+            "bridge" if self.bridge else "connection", self.name, self.client_id,
+            self.user.name, vhost.name, self.clean,
         )  # fmt: skip
         for packet_id in sorted(self.state.awaiting_comp):
             self.write(p.ack(p.PUBREL, packet_id))
@@ -667,7 +717,8 @@ class MQTTConnection(ProtocolConnection):
             self.publish(known[0], payload, qos, True)
         else:
             assert self.vhost is not None
-            self.vhost.publish(EXCHANGE, Message(EXCHANGE, known[1], payload, _PROPERTIES[qos]))
+            message = Message(EXCHANGE, known[1], payload, self._properties[qos])
+            self.vhost.publish(EXCHANGE, message)
         if qos == 1:
             if store.written == written and not self._unsynced:
                 out = self._out
@@ -728,7 +779,14 @@ class MQTTConnection(ProtocolConnection):
 
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         assert self.vhost is not None and self.mqtt is not None
-        message = Message(EXCHANGE, to_amqp(topic), payload, _PROPERTIES[qos])
+        properties = self._properties[qos]
+        if retain:
+            properties = _RETAINED_PROPERTIES[qos]
+            if self.bridge:
+                headers = {QOS_HEADER: qos, PUBLISHED_RETAINED_HEADER: True}
+                headers[FROM_BRIDGE_HEADER] = self.client_id
+                properties = Properties(headers=headers, delivery_mode=properties.delivery_mode)
+        message = Message(EXCHANGE, to_amqp(topic), payload, properties)
         if retain:
             if payload:
                 kept = Properties(
