@@ -1,5 +1,6 @@
 """A real mosquitto per test, on a free loopback port, for the MQTT bridge's tests: started and
-stopped (and started again on the same port) by the test, with optional users and TLS.
+stopped (and started again on the same port) by the test, with optional users, TLS and more
+configuration (a bridge of its own); and the check that two bridged brokers make no loop.
 
 mosquitto is a system package (``apt-get install mosquitto``; .ci/run installs it). Without it
 the tests skip, except in CI (``CI`` set), where they fail: CI must run them.
@@ -12,11 +13,11 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import MQTTAddress
+from mqtt_helpers import Client, MQTTAddress
 
 TIMEOUT = 10.0
 
@@ -69,6 +70,7 @@ class Mosquitto:
         users: dict[str, str] | None = None,
         certificates: object | None = None,
         persistence: bool = True,
+        extra: Sequence[str] = (),
     ) -> None:
         self.program = mosquitto_program()
         self.directory = directory
@@ -105,6 +107,7 @@ class Mosquitto:
                 f"keyfile {certificates.server_key}",  # type: ignore[attr-defined]
                 "require_certificate true",
             ]
+        lines += extra  # last: a bridge's `connection` section takes the lines after it
         self.config = directory / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
@@ -138,3 +141,42 @@ class Mosquitto:
             self.process.kill()
             self.process.wait(TIMEOUT)
         self.process = None
+
+
+def drain(client: Client) -> list[tuple[str, bytes]]:
+    """Whatever ``client`` has received so far."""
+    found = []
+    while not client.messages.empty():
+        message = client.messages.get_nowait()
+        found.append((message.topic, message.payload))
+    return found
+
+
+def exchange_both_ways(local: Client, remote: Client, local_pub: Client, remote_pub: Client):
+    """Publish on each side; once both sides have both, an end marker from each side, which
+    comes after any copy that went back or round (each path is in order); then each side must
+    have had each message exactly once."""
+    seen: dict[Client, list[tuple[str, bytes]]] = {local: [], remote: []}
+
+    def wait_for_all(wanted: set[tuple[str, bytes]]) -> None:
+        for side, found in seen.items():
+
+            def arrived(side: Client = side, found: list[tuple[str, bytes]] = found) -> bool:
+                found.extend(drain(side))
+                return wanted <= set(found)
+
+            wait_for(arrived, f"{sorted(wanted)} on both sides")
+
+    local_pub.publish("loop/from-local", b"1", qos=1)
+    remote_pub.publish("loop/from-remote", b"2", qos=1)
+    wait_for_all({("loop/from-local", b"1"), ("loop/from-remote", b"2")})
+    local_pub.publish("loop/end-local", b"3", qos=1)
+    remote_pub.publish("loop/end-remote", b"4", qos=1)
+    wait_for_all({("loop/end-local", b"3"), ("loop/end-remote", b"4")})
+    for found in seen.values():
+        assert sorted(found) == [
+            ("loop/end-local", b"3"),
+            ("loop/end-remote", b"4"),
+            ("loop/from-local", b"1"),
+            ("loop/from-remote", b"2"),
+        ], "a message came back or went round"

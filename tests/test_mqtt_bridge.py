@@ -20,7 +20,7 @@ from typing import Any
 
 import pika
 import pytest
-from mosquitto_helpers import Mosquitto, wait_for
+from mosquitto_helpers import Mosquitto, drain, exchange_both_ways, wait_for
 from mqtt_helpers import Client, MQTTAddress
 from tls_helpers import make_certificates
 
@@ -207,15 +207,6 @@ def _ids(messages: list[tuple[str, bytes]]) -> list[int]:
     return [int(payload) for _, payload in messages]
 
 
-def drain(client: Client) -> list[tuple[str, bytes]]:
-    """Whatever ``client`` has received so far."""
-    found = []
-    while not client.messages.empty():
-        message = client.messages.get_nowait()
-        found.append((message.topic, message.payload))
-    return found
-
-
 def publish_persistent(target: Target, routing_key: str, numbers: range) -> None:
     """Publish ``numbers`` as persistent messages to amq.topic, each confirmed."""
     with pika.BlockingConnection(target.amqp) as connection:
@@ -325,36 +316,6 @@ def test_messages_queued_for_a_down_remote_survive_a_broker_restart(
 # -- loops -----------------------------------------------------------------------------------
 
 
-def _exchange_both_ways(local: Client, remote: Client, local_pub: Client, remote_pub: Client):
-    """Publish on each side; once both sides have both, an end marker from each side, which
-    comes after any copy that went back or round (each path is in order); then each side must
-    have had each message exactly once."""
-    seen: dict[Client, list[tuple[str, bytes]]] = {local: [], remote: []}
-
-    def wait_for_all(wanted: set[tuple[str, bytes]]) -> None:
-        for side, found in seen.items():
-
-            def arrived(side: Client = side, found: list[tuple[str, bytes]] = found) -> bool:
-                found.extend(drain(side))
-                return wanted <= set(found)
-
-            wait_for(arrived, f"{sorted(wanted)} on both sides")
-
-    local_pub.publish("loop/from-local", b"1", qos=1)
-    remote_pub.publish("loop/from-remote", b"2", qos=1)
-    wait_for_all({("loop/from-local", b"1"), ("loop/from-remote", b"2")})
-    local_pub.publish("loop/end-local", b"3", qos=1)
-    remote_pub.publish("loop/end-remote", b"4", qos=1)
-    wait_for_all({("loop/end-local", b"3"), ("loop/end-remote", b"4")})
-    for found in seen.values():
-        assert sorted(found) == [
-            ("loop/end-local", b"3"),
-            ("loop/end-remote", b"4"),
-            ("loop/from-local", b"1"),
-            ("loop/from-remote", b"2"),
-        ], "a message came back or went round"
-
-
 def test_a_bridge_both_ways_to_mosquitto_makes_no_loop(
     tmp_path: Path, mosquitto: Mosquitto, clients: list[Client]
 ) -> None:
@@ -367,7 +328,7 @@ def test_a_bridge_both_ways_to_mosquitto_makes_no_loop(
             assert client.subscribe(("loop/#", 1)) == [1]
         local_pub = connected(clients, target.mqtt, "local-pub")
         remote_pub = connected(clients, mosquitto.address, "remote-pub")
-        _exchange_both_ways(local, remote, local_pub, remote_pub)
+        exchange_both_ways(local, remote, local_pub, remote_pub)
         state = target.wait("both", "to count", forwarded_out=2, forwarded_in=2)
         assert state["last_error"] is None
 
@@ -389,7 +350,7 @@ def test_two_warrenmq_brokers_bridged_both_ways_make_no_loop(
                 assert client.subscribe(("loop/#", 1)) == [1]
             local_pub = connected(clients, target.mqtt, "local-pub")
             remote_pub = connected(clients, remote_broker.mqtt, "remote-pub")
-            _exchange_both_ways(local, remote, local_pub, remote_pub)
+            exchange_both_ways(local, remote, local_pub, remote_pub)
             target.wait("b", "to count", forwarded_out=2, forwarded_in=2)
 
 

@@ -1,0 +1,128 @@
+"""A mosquitto bridge into warrenmq with mosquitto's defaults (``try_private true``: the
+protocol level 0x84): warrenmq takes it as a bridge, as mosquitto would, so that messages go
+both ways exactly once and retained messages stay retained on both sides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from mosquitto_helpers import Mosquitto, drain, exchange_both_ways, wait_for
+from mqtt_helpers import Client, MQTTAddress
+
+from warrenmq import Settings
+from warrenmq.testing import RunningBroker, running_broker
+from warrenmq.transports.mqtt.state import mqtt_state
+
+pytestmark = pytest.mark.warrenmq_only
+
+TIMEOUT = 15.0
+BRIDGE_ID = "mosquitto-bridge"
+
+
+@contextmanager
+def warrenmq_and_mosquitto(
+    tmp_path: Path,
+) -> Iterator[tuple[RunningBroker, MQTTAddress, Mosquitto]]:
+    """warrenmq, and a mosquitto whose `connection` bridges `loop/#` both ways into it with
+    every other bridge setting left at mosquitto's default (try_private, notifications...)."""
+    settings = Settings(host="127.0.0.1", amqp_port=0, mqtt_port=0)
+    with running_broker(settings) as running:
+        info = next(i for i in running.broker.listeners if i.spec.protocol == "mqtt")
+        address = MQTTAddress(info.host, info.port)
+        bridge = [
+            "connection warrenmq",
+            f"address 127.0.0.1:{info.port}",
+            f"remote_clientid {BRIDGE_ID}",
+            "restart_timeout 1",  # quick to reconnect should warrenmq come up late
+            "topic loop/# both 1",
+        ]
+        server = Mosquitto(tmp_path / "mosquitto", extra=bridge)
+        server.start()
+        try:
+            wait_for(lambda: bridge_subscribed(running), "mosquitto's bridge to subscribe", TIMEOUT)
+            yield running, address, server
+        finally:
+            server.stop()
+
+
+def bridge_subscribed(running: RunningBroker) -> bool:
+    """mosquitto's bridge is connected to warrenmq, as a bridge, with its subscription."""
+
+    def check() -> bool:
+        connection = mqtt_state(running.broker.vhosts["/"]).connections.get(BRIDGE_ID)
+        return connection is not None and connection.bridge and bool(connection.consumers)
+
+    return running.call(check)
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    made: list[Client] = []
+    yield made
+    for client in made:
+        client.paho.disconnect()
+        client.paho.loop_stop()
+
+
+def connected(clients: list[Client], address: MQTTAddress, client_id: str) -> Client:
+    client = Client(address, client_id)
+    assert client.connect()[0] == 0
+    clients.append(client)
+    return client
+
+
+def test_messages_cross_both_ways_exactly_once(tmp_path: Path, clients: list[Client]) -> None:
+    with warrenmq_and_mosquitto(tmp_path) as (_, address, server):
+        local = connected(clients, address, "local-sub")
+        remote = connected(clients, server.address, "remote-sub")
+        for client in (local, remote):
+            assert client.subscribe(("loop/#", 1)) == [1]
+        local_pub = connected(clients, address, "local-pub")
+        remote_pub = connected(clients, server.address, "remote-pub")
+        exchange_both_ways(local, remote, local_pub, remote_pub)
+
+
+def test_retained_messages_arrive_retained_on_both_sides(
+    tmp_path: Path, clients: list[Client]
+) -> None:
+    with warrenmq_and_mosquitto(tmp_path) as (_, address, server):
+        local = connected(clients, address, "local-sub")
+        remote = connected(clients, server.address, "remote-sub")
+        for client in (local, remote):
+            assert client.subscribe(("loop/#", 1)) == [1]
+        local_pub = connected(clients, address, "local-pub")
+        remote_pub = connected(clients, server.address, "remote-pub")
+        local_pub.publish("loop/kept/local", b"from warrenmq", qos=1, retain=True)
+        remote_pub.publish("loop/kept/remote", b"from mosquitto", qos=1, retain=True)
+        # subscribers already there get both, live (no retain flag), once each
+        for side in (local, remote):
+            got = sorted((m.topic, m.payload, m.retain) for m in (side.next(), side.next()))
+            assert got == [
+                ("loop/kept/local", b"from warrenmq", False),
+                ("loop/kept/remote", b"from mosquitto", False),
+            ]
+        # later subscribers on either broker get both as retained messages
+        for broker, name in ((address, "local-later"), (server.address, "remote-later")):
+            later = connected(clients, broker, name)
+            assert later.subscribe(("loop/kept/#", 1)) == [1]
+            got = sorted((m.topic, m.payload, m.retain) for m in (later.next(), later.next()))
+            assert got == [
+                ("loop/kept/local", b"from warrenmq", True),
+                ("loop/kept/remote", b"from mosquitto", True),
+            ], f"on {name}'s broker"
+        # an end marker from each side comes after any copy that went back or round
+        local_pub.publish("loop/end/local", b"end", qos=1)
+        remote_pub.publish("loop/end/remote", b"end", qos=1)
+        markers = {("loop/end/local", b"end"), ("loop/end/remote", b"end")}
+        for side in (local, remote):
+            found: list[tuple[str, bytes]] = []
+
+            def ended(side: Client = side, found: list[tuple[str, bytes]] = found) -> bool:
+                found.extend(drain(side))
+                return markers <= set(found)
+
+            wait_for(ended, "the end markers", TIMEOUT)
+            assert sorted(found) == sorted(markers), "a message came back or went round"
