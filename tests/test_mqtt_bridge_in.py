@@ -83,6 +83,11 @@ def test_messages_cross_both_ways_exactly_once(tmp_path: Path, clients: list[Cli
         local_pub = connected(clients, address, "local-pub")
         remote_pub = connected(clients, server.address, "remote-pub")
         exchange_both_ways(local, remote, local_pub, remote_pub)
+        # mosquitto's notifications (on by default) keep the bridge's state retained here
+        state = connected(clients, address, "state")
+        assert state.subscribe((f"$SYS/broker/connection/{BRIDGE_ID}/state", 1)) == [1]
+        notified = state.next(TIMEOUT)
+        assert (notified.payload, notified.retain) == (b"1", True)
 
 
 def test_retained_messages_arrive_retained_on_both_sides(
