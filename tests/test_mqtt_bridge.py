@@ -200,6 +200,39 @@ def test_prefixes_are_remapped_both_ways(
         assert received(local, 1) == [("site/cmd/stop", b"now")]
 
 
+def test_retained_messages_are_forwarded_retained_both_ways(
+    tmp_path: Path, mosquitto: Mosquitto, clients: list[Client]
+) -> None:
+    out_rule = {"pattern": "kept/out/#", "direction": "out", "qos": 1}
+    in_rule = {"pattern": "kept/in/#", "direction": "in", "qos": 1}
+    remote = connected(clients, mosquitto.address, "remote-sub")
+    assert remote.subscribe(("kept/#", 1)) == [1]
+    with warrenmq(tmp_path / "data", bridge("kept", mosquitto, out_rule, in_rule)) as target:
+        local = connected(clients, target.mqtt, "local-sub")
+        assert local.subscribe(("kept/#", 1)) == [1]
+        target.wait("kept", "to subscribe at the remote", connected=True, subscribed=True)
+        connected(clients, target.mqtt, "local-pub").publish(
+            "kept/out/a", b"from warrenmq", qos=1, retain=True
+        )
+        connected(clients, mosquitto.address, "remote-pub").publish(
+            "kept/in/b", b"from mosquitto", qos=1, retain=True
+        )
+        # once each side has both (live), later subscribers on either get both retained
+        for side in (local, remote):
+            assert sorted(received(side, 2)) == [
+                ("kept/in/b", b"from mosquitto"),
+                ("kept/out/a", b"from warrenmq"),
+            ]
+        for address, name in ((target.mqtt, "local-later"), (mosquitto.address, "remote-later")):
+            later = connected(clients, address, name)
+            assert later.subscribe(("kept/#", 1)) == [1]
+            got = sorted((m.topic, m.payload, m.retain) for m in (later.next(), later.next()))
+            assert got == [
+                ("kept/in/b", b"from mosquitto", True),
+                ("kept/out/a", b"from warrenmq", True),
+            ], f"on {name}'s broker"
+
+
 # -- store and forward -------------------------------------------------------------------------
 
 

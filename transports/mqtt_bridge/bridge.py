@@ -44,7 +44,12 @@ from warrenmq import Broker, BrokerError, Message, Properties, Queue
 from warrenmq.failures import log_failure
 from warrenmq.queue import ACK, Entry
 from warrenmq.session import Session, SessionConsumer
-from warrenmq.transports.mqtt.connection import EXCHANGE, QOS_HEADER, RETAIN_HEADER
+from warrenmq.transports.mqtt.connection import (
+    EXCHANGE,
+    PUBLISHED_RETAINED_HEADER,
+    QOS_HEADER,
+    RETAIN_HEADER,
+)
 from warrenmq.transports.mqtt.state import TOPIC_HEADER, mqtt_state
 from warrenmq.transports.mqtt.topics import BadTopic, check_topic, to_amqp, to_mqtt
 from warrenmq.vhost import VirtualHost
@@ -422,13 +427,15 @@ class Bridge:
             return
         if not self.settings.try_private:
             self._remember_echo(remote, message.body)
+        # published retained: sent retained, so that the remote keeps it too (as mosquitto)
+        retain = bool(headers.get(PUBLISHED_RETAINED_HEADER))
         if qos == 0:  # at most once: settled as soon as paho has it
-            self.client.publish(remote, message.body, 0)
+            self.client.publish(remote, message.body, 0, retain)
             queue.ack(entry)
             self.forwarded_out += 1
             return
         tag = self.session.track(queue, entry, consumer)
-        self.pending[self.client.publish(remote, message.body, qos).mid] = tag
+        self.pending[self.client.publish(remote, message.body, qos, retain).mid] = tag
 
     def _on_published(self, mid: int) -> None:
         tag = self.pending.pop(mid, None)
@@ -455,7 +462,9 @@ class Bridge:
             self._ack(mid, qos, generation)
             return
         headers = {QOS_HEADER: qos, BRIDGE_HEADER: self.settings.name}
-        properties = Properties(headers=headers, delivery_mode=2 if qos else 1)
+        # a retained one is marked as an MQTT client's retained publish is: bridges get the flag
+        live = {**headers, PUBLISHED_RETAINED_HEADER: True} if retain else headers
+        properties = Properties(headers=live, delivery_mode=2 if qos else 1)
         message = Message(EXCHANGE, to_amqp(local), payload, properties)
         if retain:
             state = mqtt_state(self.vhost)
