@@ -256,3 +256,34 @@ def test_persistent_messages_page_out_without_a_second_copy(tmp_path: Path) -> N
         connection = pika.BlockingConnection(pika.URLParameters(running.url))
         assert ready_count(connection.channel(), "refs") == 0
         connection.close()
+
+
+def test_purge_and_delete_of_a_recovered_backlog_stay_done_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    with disk_broker(tmp_path) as running:
+        connection = pika.BlockingConnection(pika.URLParameters(running.url))
+        channel = confirmed_channel(connection)
+        for name in ("purged", "deleted"):
+            channel.queue_declare(name, durable=True, arguments={"x-max-in-memory-length": BUDGET})
+            for n in range(COUNT):
+                channel.basic_publish("", name, body(n), properties(n))
+        connection.close()
+    with disk_broker(tmp_path) as running:
+        assert memory_and_disk(running, "purged")[1] > 0
+        connection = pika.BlockingConnection(pika.URLParameters(running.url))
+        channel = connection.channel()
+        assert channel.queue_purge("purged").method.message_count == COUNT
+        assert channel.queue_delete("deleted").method.message_count == COUNT
+        channel.basic_publish("", "purged", b"after", properties(0))
+        connection.close()
+    with disk_broker(tmp_path) as running:
+        connection = pika.BlockingConnection(pika.URLParameters(running.url))
+        channel = connection.channel()
+        assert ready_count(channel, "purged") == 1
+        method, _, got = channel.basic_get("purged", auto_ack=True)
+        assert got == b"after"
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+            channel.queue_declare("deleted", passive=True)
+        assert closed.value.reply_code == 404
+        connection.close()

@@ -267,7 +267,7 @@ class QueueLog(MessageLog):
         run.length = end - first.offset
         run.records = records
         run.skip = skip
-        run.first, run.last = base, last.position
+        run.first, run.last, run.base = base, last.position, base
         delivered: set[int] = set()
         live = segment.live
         deadline = 0.0
@@ -423,10 +423,10 @@ def recover_queue(
                 if seq is not None and seq in acked:
                     segment.removed.add(seq)  # a compaction leaves it out
                     found.highest_position = max(found.highest_position, seq)
-                run.add(size, False)
+                run.add(size, False, seq)
                 continue
             found.highest_position = seq
-            run.add(size, True)
+            run.add(size, True, seq)
             was = delivered is None or seq in delivered
             if not run.count:
                 run.first = seq

@@ -83,6 +83,7 @@ class SegmentRun(StoredRun):
         "delivered",
         "first",
         "last",
+        "base",
         "done",
     )
 
@@ -102,11 +103,19 @@ class SegmentRun(StoredRun):
         self.delivered: bool | set[int] = False
         #: the first and last positions of its live messages
         self.first = self.last = 0
+        #: the position of record ``i`` is ``base + i`` for every record of the run; 0: not
+        #: so (``drop`` then reads the records for their positions)
+        self.base = 0
         self.done = False
 
-    def add(self, size: int, live: bool) -> int:
-        """One more record of ``size`` bytes; return its index in the run."""
+    def add(self, size: int, live: bool, position: int | None) -> int:
+        """One more record of ``size`` bytes at ``position`` (None: unreadable); return its
+        index in the run."""
         index = self.records
+        if not index and position is not None:
+            self.base = position
+        elif self.base and position != self.base + index:
+            self.base = 0
         self.records += 1
         self.length += size
         if not live:
@@ -183,6 +192,8 @@ class SegmentRun(StoredRun):
         rest.first, rest.last = first, self.last
         if self.skip:
             rest.skip = {i - cut for i in self.skip if i >= cut} or None
+        if self.base:
+            rest.base = self.base + cut
         self.length, self.records, self.count, self.size, self.last = at, cut, keep, size, last
         if self.log is not None:
             self.log.runs_out.add(rest)
@@ -246,8 +257,14 @@ class SegmentRun(StoredRun):
             self.log.remove_paged(self.segment.number, position)
 
     def drop(self) -> None:
-        for index, _, payload in list(self._payloads()):
-            self._gone(index, 0, MESSAGE_HEAD.unpack_from(payload)[0])
+        if self.base:  # the positions are known: nothing to read
+            skip, base = self.skip or (), self.base
+            for index in range(self.records):
+                if index not in skip:
+                    self._gone(index, 0, base + index)
+        else:
+            for index, _, payload in list(self._payloads()):
+                self._gone(index, 0, MESSAGE_HEAD.unpack_from(payload)[0])
         self.count = self.size = 0
         self.done = True
         if self.log is not None:
