@@ -82,7 +82,7 @@ class StoredEntry(Entry):
     nothing more; ``entry.__class__ is StoredEntry`` tells them apart.
     """
 
-    __slots__ = ("segment", "position")
+    __slots__ = ("segment", "position", "offset")
 
     def __init__(
         self, message: Message, seq: int, expires_at: float, state: int, deliveries: int = 0
@@ -93,6 +93,8 @@ class StoredEntry(Entry):
         #: its place in the log, given by the log when it is appended (publish order; the
         #: queue's ``seq`` is delivery order, given at first delivery)
         self.position = 0
+        #: where the log's file has it (the log's own business)
+        self.offset = 0
 
 
 class Queue(ABC):

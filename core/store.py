@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .exchange import Binding, Exchange
+from .message import Message
 from .queue import Queue, StoredEntry
 
 
@@ -95,9 +96,26 @@ class MessageLog(ABC):
         """The messages found at start, in queue order (ready, with their delivery counts).
         Called once, when the queue attaches."""
 
+    def recovered_runs(self) -> list[StoredRun] | None:
+        """The messages found at start as runs left in the log's files, in queue order, none
+        read yet: a queue that pages asks for these instead of ``recovered`` and reads into
+        memory only what its budget holds. None: this log has no runs (call ``recovered``)."""
+        return None
+
     # A queue past its memory budget pages ready messages out (their bodies go to a page
     # file, the entry object is dropped) and reads them back before delivery. The log then
     # forgets the entry object but keeps the message: these three let it do so.
+
+    def page_out_run(self, entries: list[StoredEntry]) -> StoredRun | None:
+        """``entries`` (ready, consecutive in the queue) leave memory as one run that points
+        at the log's own copy of them, so that nothing is written twice; their entry objects
+        are forgotten. None: the log cannot (the queue writes them to a page file)."""
+        return None
+
+    def written(self, entry: StoredEntry) -> bool:
+        """Whether ``entry``'s message is in the log's files yet (a queue pages a message
+        out once it is, so that ``page_out_run`` can point at it)."""
+        return True
 
     def page_out(self, entry: StoredEntry) -> int | None:
         """``entry`` leaves memory (the message stays in the queue and in the log): return a
@@ -112,6 +130,41 @@ class MessageLog(ABC):
     def remove_paged(self, key: int, position: int) -> None:
         """A paged-out message left the queue for good without coming back to memory
         (purged, expired)."""
+
+
+class StoredRun(ABC):
+    """Messages a log keeps in its files and the queue holds no entry for (found at start,
+    or paged out past the queue's budget): the queue holds the run in place of entries until
+    it drains to it."""
+
+    __slots__ = ()
+
+    #: messages of the run still in the queue, and their body bytes
+    count: int
+    size: int
+    #: the earliest expiry among them (a ``time.monotonic()`` deadline), 0.0: none expires
+    deadline: float
+    #: read back or dropped
+    done: bool
+
+    @abstractmethod
+    def split(self, keep: int) -> StoredRun:
+        """Keep the first ``keep`` messages (0 < keep < count) here; return the others as a
+        run of their own."""
+
+    @abstractmethod
+    def read(self) -> list[StoredEntry]:
+        """Its messages still in the queue, as ready entries in order (the log has them as
+        entries from now on, as if appended)."""
+
+    @abstractmethod
+    def expire_due(self) -> list[Message]:
+        """Take the messages whose TTL has passed out of the run and the log; return them
+        (to be dead-lettered). ``deadline`` is the next expiry after."""
+
+    @abstractmethod
+    def drop(self) -> None:
+        """The run leaves the queue unread (purge, delete): its messages leave the log."""
 
 
 class Store(ABC):

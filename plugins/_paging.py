@@ -11,9 +11,11 @@ LavinMQ's segments.
 
 Page files are scratch: never fsynced, never read after a restart (the broker empties the
 paging directory at start), so a transient message paged out does not survive a restart
-and costs no fsync. A persistent message paged out is also in its queue's log as before: the
-log forgets the entry object (``MessageLog.page_out``) and takes the message back when it is
-read in again.
+and costs no fsync. A persistent message is in its queue's log already: once the log has
+written it, it pages out as a run that points into the log's files (``StoredRun``, from
+``MessageLog.page_out_run``), not as a second copy. One the log cannot point at (not
+written yet, or in a compacted segment) goes to a page file too: the log forgets the entry
+object (``MessageLog.page_out``) and takes the message back when it is read in again.
 
 Writes and file deletions run on one worker thread per broker, in order; a run keeps its
 bytes until its write is done, so reading it meanwhile needs no wait.
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from warrenmq import Message
 from warrenmq.message import CODECS, PropertiesCodec
 from warrenmq.queue import GONE, READY, Entry, StoredEntry
+from warrenmq.store import StoredRun
 
 if TYPE_CHECKING:
     from .classic_queue import ClassicQueue, Fifo
@@ -136,19 +139,52 @@ class Pager:
         #: encoded names (codec, exchange, routing key) by their strings, and back
         self._raw: dict[tuple[str, str, str], bytes] = {}
         self._names: dict[bytes, tuple[PropertiesCodec | None, str, str]] = {}
-        #: (deadline, order, run) of runs holding messages that expire
-        self._deadlines: list[tuple[float, int, Chunk]] = []
+        #: (deadline, order, run, its FIFO) of runs holding messages that expire
+        self._deadlines: list[tuple[float, int, Chunk | StoredRun, Fifo]] = []
         self._order = itertools.count()
 
     # -- writing ----------------------------------------------------------------------------
 
-    def write(self, owner: Fifo, items: list[Entry | Message]) -> list[Chunk]:
-        """Page ``items`` (ready, in queue order) out as runs; the caller places the runs."""
-        runs = []
+    def write(self, owner: Fifo, items: list[Entry | Message]) -> list[Chunk | StoredRun]:
+        """Page ``items`` (ready, in queue order) out as runs; the caller places the runs.
+        Persistent messages whose log has them on disk become runs pointing into the log's
+        files (``MessageLog.page_out_run``): nothing of them is written again."""
+        runs: list[Chunk | StoredRun] = []
+        log = self.queue._log
         start, stop = 0, len(items)
         while start < stop:
-            run, start = self._encode(owner, items, start, stop)
-            runs.append(run)
+            end = start
+            if log is not None:  # a stretch of persistent messages in one place of the log
+                item = items[start]
+                where = item.segment if item.__class__ is StoredEntry else None  # type: ignore[union-attr]
+                if where is not None:
+                    end = start + 1
+                    while (
+                        end < stop
+                        and end - start < RUN_MESSAGES
+                        and items[end].__class__ is StoredEntry
+                        and items[end].segment is where  # type: ignore[union-attr]
+                    ):
+                        end += 1
+                    found = log.page_out_run(items[start:end])  # type: ignore[arg-type]
+                    if found is not None:
+                        for entry in items[start:end]:
+                            entry.state = GONE  # type: ignore[union-attr]
+                        self.adopt(owner, found)
+                        runs.append(found)
+                        start = end
+                        continue
+            if end == start:  # up to the next persistent message
+                end = start + 1
+                while end < stop and (
+                    log is None
+                    or items[end].__class__ is not StoredEntry
+                    or items[end].segment is None  # type: ignore[union-attr]
+                ):
+                    end += 1
+            while start < end:
+                run, start = self._encode(owner, items, start, end)
+                runs.append(run)
         return runs
 
     def _encode(
@@ -252,7 +288,7 @@ class Pager:
         queue.paged_count += count
         queue.paged_bytes += size
         if deadline:
-            heapq.heappush(self._deadlines, (deadline, next(self._order), run))
+            heapq.heappush(self._deadlines, (deadline, next(self._order), run, owner))
         return run, i
 
     def _encode_names(self, codec: PropertiesCodec, exchange: str, routing_key: str) -> bytes:
@@ -278,18 +314,31 @@ class Pager:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def read(self, run: Chunk) -> list[Entry | Message]:
+    def adopt(self, owner: Fifo, run: StoredRun) -> None:
+        """A run of messages the log keeps waits on disk as it is (in ``owner``)."""
+        self.queue.paged_count += run.count
+        self.queue.paged_bytes += run.size
+        if run.deadline:
+            heapq.heappush(self._deadlines, (run.deadline, next(self._order), run, owner))
+
+    def read(self, run: Chunk | StoredRun) -> list[Entry | Message]:
         """Take ``run`` back into memory: its messages still in the queue, in order."""
         queue = self.queue
+        if run.__class__ is not Chunk:
+            stored: StoredRun = run  # type: ignore[assignment]
+            queue.paged_count -= stored.count
+            queue.paged_bytes -= stored.size
+            return stored.read()  # type: ignore[return-value]
+        run: Chunk = run  # type: ignore[no-redef]
         items = self._decode(run, run.data or _read(run))
         queue.paged_count -= run.count
         queue.paged_bytes -= run.size
         self._release(run)
         return items
 
-    def advise(self, run: Chunk) -> None:
+    def advise(self, run: Chunk | StoredRun) -> None:
         """``run`` is next: have the kernel read it in the background (read-ahead)."""
-        if _advise is not None and run.data is None:
+        if _advise is not None and run.__class__ is Chunk and run.data is None:  # type: ignore[union-attr]
             with contextlib.suppress(OSError):
                 _advise(run.file.fd, run.offset, run.length, _WILLNEED)
 
@@ -374,9 +423,13 @@ class Pager:
         queue = self.queue
         log = queue._log
         while deadlines and deadlines[0][0] <= now:
-            run = heapq.heappop(deadlines)[2]
-            if run.done:
+            _, _, found, owner = heapq.heappop(deadlines)
+            if found.done:
                 continue
+            if found.__class__ is not Chunk:
+                self._expire_stored(found, owner, expire)  # type: ignore[arg-type]
+                continue
+            run: Chunk = found  # type: ignore[assignment]
             data = run.data or _read(run)
             skip = run.skip
             if skip is None:
@@ -413,13 +466,31 @@ class Pager:
                 index += 1
             run.deadline = later
             if not run.count:
-                owner = run.owner
                 owner.chunks.remove(run)
                 self._release(run)
                 if not owner.chunks:
                     owner.page_in()  # the tail is the queue's memory part again
             elif later:
-                heapq.heappush(deadlines, (later, next(self._order), run))
+                heapq.heappush(deadlines, (later, next(self._order), run, owner))
+
+    def _expire_stored(
+        self, run: StoredRun, owner: Fifo, expire: Callable[[Message], None]
+    ) -> None:
+        queue = self.queue
+        for message in run.expire_due():
+            size = len(message.body)
+            queue.paged_count -= 1
+            queue.paged_bytes -= size
+            queue.ready_count -= 1
+            queue.ready_bytes -= size
+            expire(message)
+        if not run.count:
+            run.drop()  # nothing left: done
+            owner.chunks.remove(run)
+            if not owner.chunks:
+                owner.page_in()
+        elif run.deadline:
+            heapq.heappush(self._deadlines, (run.deadline, next(self._order), run, owner))
 
     def _decode_one(self, data: bytes, start: int, nl: int, pl: int, bl: int) -> Message:
         names_end = start + nl
@@ -434,9 +505,15 @@ class Pager:
             decoded[0],
         )
 
-    def drop(self, run: Chunk) -> None:
+    def drop(self, run: Chunk | StoredRun) -> None:
         """``run`` left the queue unread (purge, delete): its persistent messages leave the
         log, its bytes the disk."""
+        if run.__class__ is not Chunk:
+            self.queue.paged_count -= run.count
+            self.queue.paged_bytes -= run.size
+            run.drop()  # type: ignore[union-attr]
+            return
+        run: Chunk = run  # type: ignore[no-redef]
         log = self.queue._log
         if run.stored is not None and log is not None:
             skip = run.skip or ()

@@ -26,7 +26,7 @@ from ._paging import Chunk, Pager
 if TYPE_CHECKING:
     from warrenmq.consumer import Consumer
     from warrenmq.dispatch import DispatchPolicy
-    from warrenmq.store import MessageLog
+    from warrenmq.store import MessageLog, StoredRun
     from warrenmq.timers import Timer
     from warrenmq.vhost import VirtualHost
 
@@ -64,7 +64,7 @@ class Fifo:
         self.returned: list[tuple[int, Entry]] = []
         self.tail = self.items
         #: paged-out runs, in order, between ``items`` and ``tail``
-        self.chunks: deque[Chunk] = deque()
+        self.chunks: deque[Chunk | StoredRun] = deque()
         self.pager: Pager | None = None
 
     def push(self, item: Entry | Message) -> None:
@@ -134,6 +134,17 @@ class Fifo:
         moved = [item for item in tail if _ready(item)]
         pager.queue._gone -= len(tail) - len(moved)
         tail.clear()
+        log = pager.queue._log
+        if log is not None:  # persistent messages the log is still writing wait for it here
+            cut = len(moved)
+            for index in range(cut - 1, -1, -1):
+                item = moved[index]
+                if item.__class__ is StoredEntry and item.segment is not None:  # type: ignore[union-attr]
+                    if log.written(item):  # type: ignore[arg-type]
+                        break
+                    cut = index
+            tail.extend(moved[cut:])
+            del moved[cut:]
         self.chunks.extend(pager.write(self, moved))
         return len(moved), sum(_size(item) for item in moved)
 
@@ -297,25 +308,52 @@ class ClassicQueue(Queue):
 
     def attach_log(self, log: MessageLog) -> bool:
         """Recovered messages wait as entries (with their delivery counts), in their order;
-        like any waiting message, each gets its ``seq`` at its first delivery from now."""
+        like any waiting message, each gets its ``seq`` at its first delivery from now. Past
+        the memory budget they stay in the log's files as runs, read when the queue drains
+        to them (a priority queue reads them all: their levels are in the properties)."""
         self._log = log
-        for entry in log.recovered():
+        fifo = self._fifo
+        runs = log.recovered_runs() if fifo is not None and CODECS else None
+        if runs is None:
+            self._recovered(log.recovered())
+            return True
+        assert fifo is not None
+        pager: Pager | None = None
+        for run in runs:
+            room = self.in_memory_length - self.ready_count
+            if not fifo.chunks and room > 0 and self.ready_bytes < self.in_memory_bytes:
+                if room < run.count:
+                    rest = run.split(room)  # the budget ends inside this run
+                    self._recovered(run.read())
+                    run = rest
+                else:
+                    self._recovered(run.read())
+                    continue
+            if pager is None:
+                pager = self._paging()
+                fifo.pager = pager
+                if fifo.tail is fifo.items:
+                    fifo.tail = deque()
+            fifo.chunks.append(run)
+            self.ready_count += run.count
+            self.ready_bytes += run.size
+            pager.adopt(fifo, run)
+        return True
+
+    def _recovered(self, entries: list[StoredEntry]) -> None:
+        for entry in entries:
             self._push(entry)
             self.ready_count += 1
             self.ready_bytes += len(entry.message.body)
             if entry.expires_at:
                 self._schedule_expiry(entry)
-        return True
 
     # -- paging ----------------------------------------------------------------------------
 
     def page(self) -> None:
         if not CODECS:  # nothing to write properties with (no protocol that has a codec)
             return
-        pager = self._pager
-        if pager is None:
-            paging = self.vhost.broker.paging
-            pager = self._pager = Pager(self, paging.directory(), paging.run)
+        pager = self._paging()
         pager.expire_due(_monotonic(), self._expire)
         keep_count, keep_bytes = self.in_memory_length, self.in_memory_bytes
         fifo = self._fifo
@@ -339,6 +377,13 @@ class ClassicQueue(Queue):
         if len(self._expiry) > 2 * (self.ready_count - self.paged_count) + _EXPIRY_SLACK:
             self._expiry = [item for item in self._expiry if item[2].state == READY]
             heapq.heapify(self._expiry)
+
+    def _paging(self) -> Pager:
+        pager = self._pager
+        if pager is None:
+            paging = self.vhost.broker.paging
+            pager = self._pager = Pager(self, paging.directory(), paging.run)
+        return pager
 
     def _paged_in(self, items: list[Entry | Message]) -> None:
         """Entries read back from disk wait in memory again: their TTL is watched again."""

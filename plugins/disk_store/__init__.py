@@ -43,6 +43,7 @@ from warrenmq.store import (
 
 from .definitions import DefinitionsFile
 from .queue_log import Found, QueueLog, recover_queue
+from .runs import Delivered
 from .writer import Writer, fsync_dir
 
 log = logging.getLogger("warrenmq.disk_store")
@@ -144,7 +145,7 @@ class DiskStore(Store):
             raise
         log.debug("messages read back in %.2f s", time.monotonic() - started)
 
-    def _read_clean_shutdown(self) -> dict[int, set[int]] | None:
+    def _read_clean_shutdown(self) -> dict[int, Delivered] | None:
         """Delivered positions per queue if the last stop was clean; None after a crash."""
         path = self.directory / CLEAN_SHUTDOWN
         try:
@@ -154,13 +155,13 @@ class DiskStore(Store):
         path.unlink()
         fsync_dir(self.directory)
         try:
-            return {int(key): set(value) for key, value in json.loads(text).items()}
+            return {int(key): Delivered(value) for key, value in json.loads(text).items()}
         except (ValueError, TypeError, AttributeError):
             log.warning("%s is unreadable; treating the last stop as a crash", path)
             return None
 
     def _recover(
-        self, queues: Path, known: set[int], delivered: dict[int, set[int]] | None
+        self, queues: Path, known: set[int], delivered: dict[int, Delivered] | None
     ) -> dict[int, Found]:
         """Read the segments of every log in ``queues`` (a durable queue's, or a plugin's
         under ``logs``) back (worker thread), with progress lines."""
@@ -186,7 +187,7 @@ class DiskStore(Store):
         for queue_id in sorted(known):
             directory = queues / str(queue_id)
             if directory.is_dir():
-                seen = None if delivered is None else delivered.get(queue_id, set())
+                seen = None if delivered is None else delivered.get(queue_id, Delivered())
                 found[queue_id] = recover_queue(directory, seen, progress)
             done += 1
         return found

@@ -12,37 +12,38 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from warrenmq import Message
 from warrenmq.message import CODECS
-from warrenmq.queue import READY, StoredEntry
+from warrenmq.queue import StoredEntry
 from warrenmq.store import MessageLog
 
 from .records import (
     ACK_MAGIC,
     MAGIC_SIZE,
+    MESSAGE_HEAD,
     RECORD_HEAD,
     SEGMENT_MAGIC,
     SEQ,
     ack_seqs,
-    decode_message,
     encode_message,
     frame,
     record_seq,
+    record_size,
     scan,
 )
+from .runs import RUN_BYTES, RUN_MESSAGES, Delivered, SegmentRun
 from .writer import Handle, Writer, fsync_dir
 
 if TYPE_CHECKING:
     from . import DiskStore
 
 log = logging.getLogger("warrenmq.disk_store")
-_new_entry = object.__new__
 
 #: a head segment this large is closed and a new one started
 SEGMENT_BYTES = 4 * 1024 * 1024
@@ -60,7 +61,18 @@ class Segment:
     ``removed`` which positions left (a compaction keeps the records not in it).
     """
 
-    __slots__ = ("number", "seg", "ack", "size", "records", "live", "count", "removed")
+    __slots__ = (
+        "number",
+        "seg",
+        "ack",
+        "size",
+        "records",
+        "live",
+        "count",
+        "removed",
+        "refs",
+        "dense",
+    )
 
     def __init__(self, directory: Path, number: int) -> None:
         self.number = number
@@ -74,6 +86,11 @@ class Segment:
         self.count = 0
         #: positions written here that left the queue
         self.removed: set[int] = set()
+        #: live messages in runs (``SegmentRun``) that point into it: no compaction meanwhile
+        self.refs = 0
+        #: written by this process and never compacted: its records are every position from
+        #: its first on, at the offsets their entries say (runs may point into it)
+        self.dense = False
 
     def delete(self) -> None:
         self.seg.delete()
@@ -89,8 +106,8 @@ class Found:
 
     #: the segments that still hold messages
     segments: list[Segment] = field(default_factory=list)
-    #: those messages, in queue (publish) order
-    entries: list[StoredEntry] = field(default_factory=list)
+    #: those messages, in queue (publish) order, as runs left in the segment files
+    runs: list[SegmentRun] = field(default_factory=list)
     #: the highest segment number and message position in the files (never used again)
     highest_segment: int = 0
     highest_position: int = 0
@@ -111,7 +128,12 @@ class QueueLog(MessageLog):
         self.segments = {segment.number: segment for segment in found.segments}
         self._next = found.highest_segment + 1
         self.head: Segment | None = None
-        self._recovered = found.entries
+        self._runs = found.runs
+        for run in self._runs:
+            run.log = self
+        #: the runs handed to the queue and not read yet (for a clean shutdown's record of
+        #: deliveries)
+        self.runs_out: set[SegmentRun] = set()
         #: the position given to the last message appended
         self._position = found.highest_position
         #: positions of paged-out messages delivered before (for a clean shutdown's record)
@@ -119,8 +141,16 @@ class QueueLog(MessageLog):
         self.closed = False
 
     def recovered(self) -> list[StoredEntry]:
-        entries, self._recovered = self._recovered, []
+        """Every message found, read into memory (a plugin's log; a queue asks for runs)."""
+        entries: list[StoredEntry] = []
+        for run in self.recovered_runs():
+            entries += run.read()
         return entries
+
+    def recovered_runs(self) -> list[SegmentRun]:
+        runs, self._runs = self._runs, []
+        self.runs_out = set(runs)
+        return runs
 
     def append(self, entry: StoredEntry) -> None:
         if self.closed:
@@ -143,6 +173,7 @@ class QueueLog(MessageLog):
         if segment is None or segment.size >= SEGMENT_BYTES:
             segment = self._new_head()
         self.writer.write(segment.seg, frame(head, body) + head, body)
+        entry.offset = segment.size
         segment.size += RECORD_HEAD.size + len(head) + len(body)
         segment.records += 1
         segment.count += 1
@@ -169,6 +200,7 @@ class QueueLog(MessageLog):
                 segment.records >= COMPACT_MIN_RECORDS
                 and segment.count * COMPACT_RATIO < segment.records
                 and segment is not next(iter(self.segments.values()))
+                and not segment.refs  # recovered runs point into it: its offsets must hold
             ):
                 # not the oldest segment: a queue drained in order acks it to the end soon
                 # (compacting it on the way would read and write it again and again)
@@ -197,6 +229,68 @@ class QueueLog(MessageLog):
         segment.live[entry.position] = entry
         self._paged_delivered.discard(entry.position)
 
+    def written(self, entry: StoredEntry) -> bool:
+        segment = entry.segment
+        return (
+            segment is None
+            or not segment.dense
+            or entry.offset + record_size(entry.message) <= MAGIC_SIZE + segment.seg.synced
+        )
+
+    def page_out_run(self, entries: list[StoredEntry]) -> SegmentRun | None:  # type: ignore[override]
+        """A run pointing at the entries' records, if they are consecutive records of one
+        dense segment, already written (the writer may still hold the newest)."""
+        first, last = entries[0], entries[-1]
+        segment = first.segment
+        if self.closed or segment is None or not segment.dense:
+            return None
+        base = first.position
+        records = last.position - base + 1
+        if records > len(entries):  # some left the queue meanwhile, or wait elsewhere
+            indexes = set(range(records))
+            previous = base - 1
+            for entry in entries:
+                if entry.segment is not segment or entry.position <= previous:
+                    return None
+                previous = entry.position
+                indexes.discard(previous - base)
+            skip: set[int] | None = indexes
+        elif records == len(entries) and all(entry.segment is segment for entry in entries):
+            skip = None
+        else:
+            return None
+        end = last.offset + record_size(last.message)
+        if end > MAGIC_SIZE + segment.seg.synced:
+            return None
+        run = SegmentRun(segment, first.offset)
+        run.log = self
+        run.length = end - first.offset
+        run.records = records
+        run.skip = skip
+        run.first, run.last, run.base = base, last.position, base
+        delivered: set[int] = set()
+        live = segment.live
+        deadline = 0.0
+        size = 0
+        for entry in entries:
+            position = entry.position
+            if entry.deliveries:
+                delivered.add(position)
+            if entry.expires_at and (not deadline or entry.expires_at < deadline):
+                deadline = entry.expires_at
+            size += len(entry.message.body)
+            entry.segment = None
+            del live[position]
+        if not live:
+            segment.live = {}  # a dict keeps its size when emptied
+        run.delivered = (
+            True if len(delivered) == len(entries) else delivered if delivered else False
+        )
+        run.count, run.size, run.deadline = len(entries), size, deadline
+        segment.refs += len(entries)
+        self.runs_out.add(run)
+        return run
+
     def remove_paged(self, key: int, position: int) -> None:
         segment = self.segments.get(key)
         if segment is None or self.closed:
@@ -211,6 +305,7 @@ class QueueLog(MessageLog):
             if not old.count:
                 self._drop(old)
         segment = self.head = Segment(self.directory, self._next)
+        segment.dense = True
         self._next += 1
         self.segments[segment.number] = segment
         return segment
@@ -222,6 +317,7 @@ class QueueLog(MessageLog):
         self.writer.later(segment.delete)
 
     def _compact(self, segment: Segment) -> None:
+        segment.dense = False  # records move: offsets of entries in memory no longer hold
         drop = frozenset(segment.removed)
         segment.records = segment.count
         path = segment.seg.path
@@ -241,14 +337,20 @@ class QueueLog(MessageLog):
 
         self.writer.later(finish)
 
-    def delivered_positions(self) -> list[int]:
-        """Positions of the messages delivered at least once (for a clean shutdown)."""
-        return [
+    def delivered_positions(self) -> list[int | list[int]]:
+        """Positions of the messages delivered at least once (for a clean shutdown); a
+        recovered run not read since gives a range ``[first, last]``."""
+        positions: list[int | list[int]] = [
             position
             for segment in self.segments.values()
             for position, entry in segment.live.items()
             if entry.deliveries
-        ] + sorted(self._paged_delivered)
+        ]
+        positions += sorted(self._paged_delivered)
+        for run in self.runs_out:
+            if run.count:
+                positions += run.delivered_positions()
+        return positions
 
 
 def compact(path: Path, drop: frozenset[int]) -> None:
@@ -271,16 +373,18 @@ def compact(path: Path, drop: frozenset[int]) -> None:
 
 
 def recover_queue(
-    directory: Path, delivered: set[int] | None, progress: Callable[[int], None] | None = None
+    directory: Path,
+    delivered: Delivered | None,
+    progress: Callable[[int], None] | None = None,
 ) -> Found:
-    """Read a queue's segments back (worker thread at start).
+    """Read a queue's segments back (worker thread at start): the record heads only, cut into
+    runs (see runs.py); no message is built and no body kept.
     ``delivered``: the positions a clean shutdown recorded as delivered; None after a crash,
     when every message may have been delivered. ``progress`` is told of the messages found
     after each segment."""
     found = Found()
-    segments, entries = found.segments, found.entries
-    seen: set[int] = set()
-    names: dict[bytes, tuple[str, str, str]] = {}
+    segments, runs = found.segments, found.runs
+    codecs: dict[bytes, bool] = {}
     now_wall, now = time.time(), time.monotonic()
     for leftover in directory.glob("*.tmp"):  # a compaction cut short: the original stands
         leftover.unlink()
@@ -298,53 +402,100 @@ def recover_queue(
             continue
         acked = _read_acks(segment.ack.path)
         records, _ = scan(path, data)
+        del data
         segment.records = len(records)
+        run: SegmentRun | None = None
+        live = 0
         for offset, payload in records:
-            try:
-                seq, expires, codec_name, exchange, key, encoded, body = decode_message(
-                    payload, names
-                )
-            except (ValueError, UnicodeDecodeError) as exc:
-                log.warning("%s: unreadable message at offset %d skipped: %s", path, offset, exc)
+            size = RECORD_HEAD.size + len(payload)
+            if (
+                run is None
+                or run.offset + run.length != offset  # damage in between: read no further
+                or run.records >= RUN_MESSAGES
+                or run.length >= RUN_BYTES
+            ):
+                if run is not None and run.count:
+                    runs.append(run)
+                run = SegmentRun(segment, offset)
+            seq, expires, body = _head(payload, codecs, path, offset)
+            if seq is None or seq <= found.highest_position or seq in acked:
+                # positions only grow through the files: one not above the highest is a copy
+                if seq is not None and seq in acked:
+                    segment.removed.add(seq)  # a compaction leaves it out
+                    found.highest_position = max(found.highest_position, seq)
+                run.add(size, False, seq)
                 continue
-            found.highest_position = max(found.highest_position, seq)
-            if seq in acked:
-                segment.removed.add(seq)  # a compaction leaves it out
-                continue
-            if seq in seen:
-                continue
-            codec = CODECS.get(codec_name)
-            if codec is None:
-                log.warning(
-                    "%s: message at offset %d skipped: its properties are in the unknown "
-                    "encoding '%s' (a protocol plugin not loaded?)",
-                    path,
-                    offset,
-                    codec_name,
-                )
-                continue
-            seen.add(seq)
-            message = Message(exchange, key, body, None, encoded, codec)
-            entry = _new_entry(StoredEntry)  # StoredEntry(...) without its two __init__ frames
-            entry.message = message
-            entry.seq = 0
-            entry.deliveries = 1 if delivered is None or seq in delivered else 0
-            entry.expires_at = now + max(0.0, expires - now_wall) if expires else 0.0
-            entry.state = READY
-            entry.position = seq
-            entry.segment = segment
-            segment.live[seq] = entry
-            entries.append(entry)
-        segment.count = len(segment.live)
-        if segment.live:
+            found.highest_position = seq
+            run.add(size, True, seq)
+            was = delivered is None or seq in delivered
+            if not run.count:
+                run.first = seq
+                run.delivered = was
+            elif isinstance(run.delivered, set):
+                if was:
+                    run.delivered.add(seq)
+            elif run.delivered is not was:  # neither all nor none: by position from now on
+                run.delivered = set(range(run.first, seq)) if run.delivered else set()
+                if was:
+                    run.delivered.add(seq)
+            run.last = seq
+            live += 1
+            run.count += 1
+            run.size += body
+            if expires:
+                deadline = now + max(0.0, expires - now_wall)
+                if not run.deadline or deadline < run.deadline:
+                    run.deadline = deadline
+        if run is not None and run.count:
+            runs.append(run)
+        segment.count = segment.refs = live
+        if live:
             segments.append(segment)
         else:
             segment.delete()
         if progress is not None:
-            progress(len(segment.live))
-    entries.sort(key=lambda entry: entry.position)
+            progress(live)
     found.highest_segment = max(numbers, default=0)
     return found
+
+
+def _head(
+    payload: memoryview, codecs: dict[bytes, bool], path: Path, offset: int
+) -> tuple[int | None, float, int]:
+    """(position, wall-clock expiry, body length) of a message record; position None: the
+    record is unreadable or in an unknown properties encoding (warned, skipped)."""
+    try:
+        seq, expires, cl, el, kl, pl = MESSAGE_HEAD.unpack_from(payload)
+    except struct.error:
+        log.warning("%s: unreadable message at offset %d skipped: too short", path, offset)
+        return None, 0.0, 0
+    start = MESSAGE_HEAD.size
+    body = len(payload) - start - cl - el - kl - pl
+    if body < 0:
+        log.warning(
+            "%s: unreadable message at offset %d skipped: message record shorter than its "
+            "own lengths",
+            path,
+            offset,
+        )
+        return None, 0.0, 0
+    raw = bytes(payload[start : start + cl])
+    known = codecs.get(raw)
+    if known is None:
+        try:
+            known = codecs[raw] = raw.decode() in CODECS
+        except UnicodeDecodeError:
+            known = codecs[raw] = False
+    if not known:
+        log.warning(
+            "%s: message at offset %d skipped: its properties are in the unknown "
+            "encoding '%s' (a protocol plugin not loaded?)",
+            path,
+            offset,
+            raw.decode(errors="replace"),
+        )
+        return None, 0.0, 0
+    return seq, expires, body
 
 
 def _read_acks(path: Path) -> set[int]:

@@ -18,6 +18,12 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from warrenmq.message import CODECS
+
+if TYPE_CHECKING:
+    from warrenmq import Message
 
 log = logging.getLogger("warrenmq.disk_store")
 
@@ -44,6 +50,23 @@ def encode_message(
         seq, expires, len(codec_raw), len(exchange_raw), len(key_raw), len(properties)
     )
     return b"".join((head, codec_raw, exchange_raw, key_raw, properties))
+
+
+def record_size(message: Message) -> int:
+    """The bytes of ``message``'s record, as ``QueueLog.append`` writes it."""
+    codec, encoded = message.codec, message.encoded
+    if codec is None or encoded is None:  # properties made by the broker (dead-lettering)
+        codec = next(iter(CODECS.values()))
+        encoded = message.encoded_for(codec)
+    return (
+        RECORD_HEAD.size
+        + MESSAGE_HEAD.size
+        + len(codec.name.encode())
+        + len(message.exchange.encode("utf-8", "surrogateescape"))
+        + len(message.routing_key.encode("utf-8", "surrogateescape"))
+        + len(encoded)
+        + len(message.body)
+    )
 
 
 def frame(payload_head: bytes, body: bytes) -> bytes:

@@ -42,12 +42,14 @@ def fsync_dir(path: Path) -> None:
 class Handle:
     """An append-only file, opened (and created, magic first) by the worker thread."""
 
-    __slots__ = ("path", "magic", "fd")
+    __slots__ = ("path", "magic", "fd", "synced")
 
     def __init__(self, path: Path, magic: bytes) -> None:
         self.path = path
         self.magic = magic
         self.fd: int | None = None
+        #: bytes appended through ``Writer.write`` and written (the event loop's count)
+        self.synced = 0
 
     def open(self, created_in: set[Path]) -> int:
         fd = self.fd
@@ -163,6 +165,8 @@ class Writer:
             # (to_thread may otherwise be cancelled before its thread starts)
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._batch, writes, acks, later)
+            for handle, data in writes.items():
+                handle.synced += len(data)
         except OSError as exc:
             self.failed = exc
             log.critical(
