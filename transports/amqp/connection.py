@@ -43,6 +43,7 @@ from warrenmq.views import ConnectionView
 from . import reply_to
 from .channel import Channel
 from .frames import (
+    END_AND_HEAD,
     FRAME_BODY,
     FRAME_END,
     FRAME_HEAD,
@@ -82,6 +83,11 @@ ACK_KEY = METHOD_ID.pack(60, 80)
 _unpack_frame_head = FRAME_HEAD.unpack_from
 _unpack_tag_bits = TAG_BITS.unpack_from
 _unpack_body_size = struct.Struct(">Q").unpack_from
+#: a content header frame's head with its class id and body size (weight skipped)
+_unpack_content_head = struct.Struct(">BHIH2xQ").unpack_from
+_unpack_end_and_head = END_AND_HEAD.unpack_from
+#: distinct (exchange, routing key) pairs a connection keeps decoded
+ROUTE_CACHE_SIZE = 256
 
 CAPABILITIES = {
     "publisher_confirms": True,
@@ -128,6 +134,7 @@ class AMQPConnection(ProtocolConnection):
         "transport_name",
         "_out",
         "_buf",
+        "_routes",
         "_receiving",
         "_state",
         "_closed",
@@ -178,6 +185,9 @@ class AMQPConnection(ProtocolConnection):
         settings = broker.settings
         self._out = bytearray()
         self._buf = b""
+        #: basic.publish's exchange and routing key as sent -> (exchange, routing key, the
+        #: same bytes): a publisher's few routes are decoded once, and its messages share them
+        self._routes: dict[bytes, tuple[str, str, bytes]] = {}
         self._receiving = False
         self._state = AWAIT_HEADER
         self._closed = False
@@ -321,6 +331,8 @@ class AMQPConnection(ProtocolConnection):
         if self._buf:
             data = self._buf + data
             self._buf = b""
+        elif data.__class__ is not bytes:  # slices must be hashable bytes (route cache)
+            data = bytes(data)
         self._receiving = True
         try:
             if self._state == AWAIT_HEADER:
@@ -561,49 +573,43 @@ class AMQPConnection(ProtocolConnection):
                 return 0
         except IndexError:
             return 0
-        try:
-            exchange = data[p + 1 : exchange_end].decode()
-            routing_key = data[exchange_end + 1 : key_end].decode()
-        except UnicodeDecodeError:  # RabbitMQ takes these as bytes; UTF-8 names pay nothing
-            exchange = binary_name(data[p + 1 : exchange_end])
-            routing_key = binary_name(data[exchange_end + 1 : key_end])
+        route = data[p:key_end]
+        names = self._routes.get(route)
+        if names is None:
+            names = self._route_names(route, p, exchange_end, key_end, data)
+        exchange, routing_key, route = names
         self.has_published = True
         mandatory = bool(bits & 1)
-        route = data[p:key_end]
-        # the content header and body frames that should follow
+        # the content header and body frames that should follow, their heads read at once
         pos = end + 1
         header_start = pos + 7
         header_end = body_end = 0
         if length - header_start >= 15:
-            frame_type, number, size = _unpack_frame_head(data, pos)
-            header_end = header_start + size
+            number = channel.number
+            frame_type, channel_number, size, class_id, body_size = _unpack_content_head(data, pos)
             if (
-                frame_type != FRAME_HEADER
-                or number != channel.number
-                or size < 14
-                or size > size_limit
-                or header_end >= length
-                or data[header_end] != FRAME_END
-                or data[header_start] != 0
-                or data[header_start + 1] != 60
+                frame_type == FRAME_HEADER
+                and channel_number == number
+                and class_id == 60
+                and 14 <= size <= size_limit
+                and body_size <= self.broker.settings.max_message_size  # else the loop refuses
             ):
-                header_end = 0
-            else:
-                body_size = _unpack_body_size(data, header_start + 4)[0]
-                if body_size > self.broker.settings.max_message_size:
-                    header_end = 0  # the frame loop refuses it
-                elif body_size == 0:
-                    body_end = header_end  # no body frame
+                header_end = header_start + size
+                if body_size == 0:  # no body frame
+                    if header_end < length and data[header_end] == FRAME_END:
+                        body_end = header_end
                 else:
-                    body_pos = header_end + 1
-                    body_end = body_pos + 7 + body_size
+                    body_end = header_end + 8 + body_size
                     if body_size > size_limit or body_end >= length:
                         body_end = 0
                     else:
-                        frame_type, number, size = _unpack_frame_head(data, body_pos)
+                        marker, frame_type, channel_number, size = _unpack_end_and_head(
+                            data, header_end
+                        )
                         if (
-                            frame_type != FRAME_BODY
-                            or number != channel.number
+                            marker != FRAME_END
+                            or frame_type != FRAME_BODY
+                            or channel_number != number
                             or size != body_size
                             or data[body_end] != FRAME_END
                         ):
@@ -620,6 +626,22 @@ class AMQPConnection(ProtocolConnection):
         except RecursionError as exc:
             self._recursion_in_publish(exc, header)
         return body_end + 1
+
+    def _route_names(
+        self, route: bytes, p: int, exchange_end: int, key_end: int, data: bytes
+    ) -> tuple[str, str, bytes]:
+        """Decode basic.publish's exchange and routing key, and remember them."""
+        try:
+            exchange = data[p + 1 : exchange_end].decode()
+            routing_key = data[exchange_end + 1 : key_end].decode()
+        except UnicodeDecodeError:  # RabbitMQ takes these as bytes; UTF-8 names pay nothing
+            exchange = binary_name(data[p + 1 : exchange_end])
+            routing_key = binary_name(data[exchange_end + 1 : key_end])
+        routes = self._routes
+        if len(routes) >= ROUTE_CACHE_SIZE:
+            routes.clear()
+        names = routes[route] = (exchange, routing_key, route)
+        return names
 
     def _header(self, number: int, payload: bytes) -> None:
         channel = self.channels.get(number)
