@@ -459,8 +459,10 @@ class ClassicQueue(Queue):
             policy = self.sole_policy
             if policy is None:
                 consumer = self.next_consumer()
-            else:  # next_consumer, inlined for the usual case
-                consumer = policy.select()
+            else:  # next_consumer, inlined for the usual case (one consumer: no select)
+                consumer = policy.only
+                if consumer is None:
+                    consumer = policy.select()
                 if consumer is not None and not consumer.has_credit():
                     self.park(consumer)
                     consumer = self.next_consumer()
