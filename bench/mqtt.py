@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import struct
 from array import array
-from collections.abc import Callable, Sequence
-from time import perf_counter, perf_counter_ns
+from collections.abc import Callable
+from time import perf_counter_ns
+from typing import cast
 
+from bench import peers
 from bench.amqp import BrokerURL
 from bench.wire import STAMP
 
@@ -245,65 +247,10 @@ class Subscriber:
             self.conn.transport.write(b"".join(map(PUBACKS.__getitem__, acks)))
 
 
-class Publisher:
-    """Publishes in batches (one write each), at most ``window`` ahead of the slowest
-    subscriber."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        template: PublishTemplate,
-        subscribers: Sequence[Subscriber],
-        *,
-        total: int | None,
-        duration: float | None,
-        window: int,
-    ) -> None:
-        self.conn = conn
-        self.template = template
-        self.subscribers = subscribers
-        self.total = total
-        self.duration = duration
-        self.window = window
-        self.batch = min(template.batch, window)
-        self.sent = 0
-        self.finished = False
-        self._wake: asyncio.Future[None] | None = None
+class Publisher(peers.Publisher):
+    """``peers.Publisher``'s loop (batches, window, pacing) on an MQTT connection; QoS 1
+    publishes count as confirmed when PUBACKed."""
 
     @property
     def confirmed(self) -> int:
-        return self.conn.pubacks
-
-    def room(self) -> int:
-        return self.window - (self.sent - min(s.received for s in self.subscribers))
-
-    def notify(self) -> None:
-        if self._wake is not None and not self._wake.done() and self.room() >= self.batch // 2:
-            self._wake.set_result(None)
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        writable = self.conn.writable
-        batch = self.batch
-        deadline = perf_counter() + self.duration if self.duration else None
-        render = self.template.render
-        while True:
-            if self.conn.error is not None:
-                raise self.conn.error
-            left = batch if self.total is None else self.total - self.sent
-            if left <= 0 or (deadline is not None and perf_counter() >= deadline):
-                break
-            count = min(self.room(), left, batch)
-            if count < min(batch // 2, left) or count <= 0:
-                self._wake = loop.create_future()
-                await self._wake
-                self._wake = None
-                continue
-            if not writable.is_set():
-                await writable.wait()
-                continue
-            assert self.conn.transport is not None
-            self.conn.transport.write(render(self.sent, count, perf_counter_ns()))
-            self.sent += count
-            await asyncio.sleep(0)  # let the subscribers read
-        self.finished = True
+        return cast(Connection, self.conn).pubacks

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from time import perf_counter, process_time
 from typing import Any
 
-from bench.config import Options, Target
+from bench.config import DEFAULT_MESSAGES, Options, Target
 from bench.mqtt import (
     DISCONNECT,
     MAX_WINDOW,
@@ -109,7 +109,7 @@ async def run_mqtt_scenario(target: Target, sc: MQTTScenario, opts: Options, log
         conns.append(pconn)
         pconn.on_failure = run.on_failure
         pconn.on_progress = run.progress
-        count = opts.messages or 100_000
+        count = opts.messages or DEFAULT_MESSAGES
         capacity = count if opts.duration is None else 1 << 20
         run.subscribers = [
             Subscriber(conn, f"subscriber {i}", capacity) for i, conn in enumerate(conns[:-1])
@@ -122,6 +122,8 @@ async def run_mqtt_scenario(target: Target, sc: MQTTScenario, opts: Options, log
             total=None if opts.duration else count,
             duration=opts.duration,
             window=window,
+            on_progress=run.progress,
+            rate=opts.rate,
         )
         await _measure(run, target, opts, result, log, prefix)
     except (MQTTError, OSError, TimeoutError) as exc:

@@ -1,4 +1,5 @@
-"""The two roles on the hot path: a windowed producer and a verifying consumer."""
+"""The roles on the hot path: the windowed publishing loop (AMQP and MQTT), the AMQP producer
+with confirms, and the verifying AMQP consumer."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 from array import array
 from collections.abc import Callable, Sequence
 from time import perf_counter, perf_counter_ns
+from typing import Any, Protocol
 
 from bench import wire
 from bench.amqp import CHANNEL, BrokerError, Connection
@@ -155,63 +157,66 @@ class RecordingConsumer(Consumer):
         return nxt
 
 
-class Producer:
-    """Publishes numbered, timestamped messages in batches (one socket write per batch).
+class _Conn(Protocol):
+    """What the publishing loop needs of a connection (AMQP's or MQTT's)."""
+
+    error: BaseException | None
+    writable: asyncio.Event
+    transport: asyncio.Transport | None
+
+
+class _Template(Protocol):
+    """A batch of pre-encoded publishes (AMQP's or MQTT's)."""
+
+    batch: int
+
+    def render(self, first_seq: int, count: int, now_ns: int) -> bytes | bytearray: ...
+
+
+class Publisher:
+    """The publishing loop of every scenario, AMQP and MQTT: numbered, timestamped messages
+    in batches, one socket write per batch.
 
     At most ``window`` messages are in flight (published, not yet received by the slowest
-    consumer) and, with confirms, at most ``confirm_window`` are unconfirmed. With a ``rate``
+    consumer, see ``received``); a subclass may narrow that (``room``). With a ``rate``
     (messages per second) publishing is paced: message n (from 0) goes no sooner than n / rate s
     after the start, in writes of about a millisecond's worth.
     """
 
     def __init__(
         self,
-        conn: Connection,
-        template: wire.PublishTemplate,
-        consumers: Sequence[Consumer],
+        conn: _Conn,
+        template: _Template,
+        consumers: Sequence[Any],
         *,
         total: int | None,
         duration: float | None,
         window: int,
-        confirm_window: int | None,
-        on_progress: Callable[[], None],
+        on_progress: Callable[[], None] | None = None,
         rate: float | None = None,
     ) -> None:
         self.conn = conn
         self.template = template
-        self.consumers = consumers
+        self.consumers = consumers  # each with a ``received`` count
         self.total = total
         self.duration = duration
         self.window = window
-        self.confirm_window = confirm_window
         self.rate = rate
-        self.batch = min(template.batch, window, confirm_window or window)
+        self.batch = min(template.batch, window)
         if rate is not None:
             self.batch = min(self.batch, max(1, round(rate * PACE)))
         self.sent = 0
         self.finished = False
-        self.nacked = 0
-        self._confirmed_upto = 0  # every delivery tag up to here is confirmed
-        self._confirmed_above: set[int] = set()  # confirmed tags beyond it (out of order)
         self._wake: asyncio.Future[None] | None = None
         self._on_progress = on_progress
-        if confirm_window is not None:
-            conn.on_confirm = self._on_confirm
-
-    @property
-    def confirmed(self) -> int:
-        return self._confirmed_upto + len(self._confirmed_above)
 
     def received(self) -> int:
         """Messages received by the slowest consumer."""
         return min(c.received for c in self.consumers)
 
     def room(self) -> int:
-        """How many more messages the windows allow right now."""
-        room = self.window - (self.sent - self.received())
-        if self.confirm_window is not None:
-            room = min(room, self.confirm_window - (self.sent - self.confirmed))
-        return room
+        """How many more messages the window allows right now."""
+        return self.window - (self.sent - self.received())
 
     def notify(self) -> None:
         """Wake the publishing loop if it waits and at least half a batch may go."""
@@ -251,7 +256,54 @@ class Producer:
             self.sent += count
             await asyncio.sleep(0)  # let the consumers read
         self.finished = True
-        self._on_progress()
+        if self._on_progress is not None:
+            self._on_progress()
+
+
+class Producer(Publisher):
+    """The AMQP publisher: ``Publisher`` plus publisher confirms, of which at most
+    ``confirm_window`` may be outstanding."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        template: wire.PublishTemplate,
+        consumers: Sequence[Consumer],
+        *,
+        total: int | None,
+        duration: float | None,
+        window: int,
+        confirm_window: int | None,
+        on_progress: Callable[[], None],
+        rate: float | None = None,
+    ) -> None:
+        super().__init__(
+            conn,
+            template,
+            consumers,
+            total=total,
+            duration=duration,
+            window=min(window, confirm_window or window),
+            on_progress=on_progress,
+            rate=rate,
+        )
+        self.window = window
+        self.confirm_window = confirm_window
+        self.nacked = 0
+        self._confirmed_upto = 0  # every delivery tag up to here is confirmed
+        self._confirmed_above: set[int] = set()  # confirmed tags beyond it (out of order)
+        if confirm_window is not None:
+            conn.on_confirm = self._on_confirm
+
+    @property
+    def confirmed(self) -> int:
+        return self._confirmed_upto + len(self._confirmed_above)
+
+    def room(self) -> int:
+        room = super().room()
+        if self.confirm_window is not None:
+            room = min(room, self.confirm_window - (self.sent - self.confirmed))
+        return room
 
     def _on_confirm(self, tag: int, multiple: bool, nack: bool) -> None:
         before = self.confirmed
@@ -271,4 +323,5 @@ class Producer:
             above.add(tag)
         if nack:
             self.nacked += self.confirmed - before
-        self._on_progress()
+        if self._on_progress is not None:
+            self._on_progress()
