@@ -29,6 +29,14 @@ if TYPE_CHECKING:
     from bench.scenarios import _Run
 
 RSS_EVERY = 0.1  # seconds between samples of the broker's resident memory
+#: after the fill, wait until the broker settles (it may still page messages out) before
+#: reading its resident memory for the memory per queued message: until, over SETTLE_EVERY
+#: seconds, it used under SETTLE_CPU of a core or its memory moved by under SETTLE_RSS bytes,
+#: for at most SETTLE_MAX seconds
+SETTLE_EVERY = 0.5
+SETTLE_CPU = 0.05
+SETTLE_RSS = 1 << 20
+SETTLE_MAX = 10.0
 Log = Callable[[str], None]
 
 
@@ -70,6 +78,19 @@ class _RssWatch:
 def out_of_order(order: array[int]) -> int:
     """How many deliveries came after a later-published message (0 for a FIFO drain)."""
     return sum(1 for a, b in pairwise(order) if b < a)
+
+
+async def _settle(pid: int | None) -> None:
+    """Wait until the broker settles (see SETTLE_EVERY), for at most SETTLE_MAX seconds."""
+    if not pid:
+        return
+    deadline = perf_counter() + SETTLE_MAX
+    cpu, rss = cpu_seconds(pid), rss_bytes(pid) or 0
+    while perf_counter() < deadline:
+        await asyncio.sleep(SETTLE_EVERY)
+        (cpu, cpu_before), (rss, rss_before) = (cpu_seconds(pid), cpu), (rss_bytes(pid) or 0, rss)
+        if cpu - cpu_before < SETTLE_CPU * SETTLE_EVERY or abs(rss - rss_before) < SETTLE_RSS:
+            return
 
 
 async def _phase(
@@ -143,6 +164,11 @@ async def measure(
                 f"{producer.confirmed / result.fill_seconds:,.0f} msg/s; starting the consumer"
             )
             if rss is not None:
+                await _settle(pid)
+                result.sent, result.rss_start = producer.sent, rss.start
+                result.rss_filled = rss_bytes(rss.pid)
+                if (per := result.queued_bytes_per_msg) is not None:
+                    log(f"{prefix} broker memory per queued message beyond its body: {per:,.0f} B")
                 result.rss_peak_fill = rss.next_phase()
             run.filling = False
             run.t_end = 0.0

@@ -13,7 +13,7 @@ from bench.config import DEFAULT_MESSAGES, DEFAULT_URL, Options, Target
 from bench.mqtt_scenarios import DEFAULT_WINDOW, MQTT_BY_NAME, MQTT_SCENARIOS, run_mqtt_scenario
 from bench.procfs import listening_pid
 from bench.report import table
-from bench.scenarios import BY_NAME, DEFAULT_SET, SCENARIOS, run_scenario
+from bench.scenarios import BY_NAME, DEFAULT_SET, SCENARIOS, message_count, run_scenario
 from bench.stats import Result
 
 _WIDTH = max(len(s.name) for s in (*SCENARIOS, *MQTT_SCENARIOS))
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=d.messages,
         help=f"messages published per scenario (default {DEFAULT_MESSAGES:,}; backlog: "
-        f"{BY_NAME['backlog'].messages:,})",
+        f"{BY_NAME['backlog'].messages:,}; latency: 10 s' worth at the rate)",
     )
     p.add_argument(
         "--duration",
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MSG_PER_S",
         help="publish at this fixed rate (default: as fast as the window allows; "
-        "the delayed scenario: 10,000)",
+        "the delayed scenario: 10,000; the latency scenarios: 20,000)",
     )
     p.add_argument(
         "--window",
@@ -278,7 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = _runner(args.loop)(_run_all(targets, scenarios, opts))
     except KeyboardInterrupt:
         return 130
-    counts = {name: opts.messages or BY_NAME[name].messages for name in scenarios}
+    counts = {
+        name: message_count(BY_NAME[name], opts)
+        if name in BY_NAME
+        else opts.messages or DEFAULT_MESSAGES
+        for name in scenarios
+    }
     if opts.duration:
         amount = f"for {opts.duration:g} s"
     elif len(set(counts.values())) == 1:

@@ -8,6 +8,7 @@ from bench.amqp import BrokerURL
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 DEFAULT_MESSAGES = 100_000  # per scenario, unless the scenario has its own default
+LATENCY_TARGET_MS = 5.0  # latency scenarios: p99 latency at most this at a fixed rate
 
 
 @dataclass

@@ -19,10 +19,11 @@ from pamqp.common import FieldTable
 from bench import backlog, delayed, wire
 from bench.amqp import CHANNEL, BrokerError, Connection
 from bench.checks import priority_order, x_death_problems
-from bench.config import DEFAULT_MESSAGES, Options, Target
+from bench.config import DEFAULT_MESSAGES, LATENCY_TARGET_MS, Options, Target
 from bench.crowd import Crowd
 from bench.peers import Consumer, Producer, RecordingConsumer
 from bench.procfs import cpu_seconds, scheduled_seconds, waiting_share
+from bench.report import LATE_TARGET, LATENCY_TARGET
 from bench.stats import Result, check_sequence, percentiles
 
 CONSUMER_TAG = "bench"
@@ -44,6 +45,10 @@ _FILLER_FORMS = (  # none matches a TOPIC_KEYS key: each has a word "n<i>" in th
     "bench.hot.*.n{}",
     "*.*.n{}.load",
 )
+
+LATENCY_RATE = 20_000  # latency scenarios: messages per second, unless --rate says otherwise
+LATENCY_SECONDS = 10.0  # latency scenarios: how long, unless --messages or --duration says
+IN_MEMORY_ARGUMENTS = ("x-max-in-memory-length", "x-max-in-memory-bytes")
 
 Log = Callable[[str], None]
 
@@ -71,7 +76,14 @@ class Scenario:
     delayed: bool = False  # x-delay per message (delayed.x_delay); lateness measured, not latency
     rate: float | None = None  # messages per second when --rate is not given (None: flat out)
     messages: int = DEFAULT_MESSAGES  # when --messages is not given
+    #: publish for this long at the rate when --messages is not given (fixed-rate scenarios)
+    seconds: float | None = None
+    #: latency scenarios: p99 latency must be at most this (ms); p99.9 and max are reported
+    latency_target_ms: float | None = None
     backlog: bool = False  # fill the queue with no consumer (confirmed), then drain it
+    #: backlog scenarios: declare the queue with a memory budget that holds every message
+    #: (x-max-in-memory-length and -bytes), so none is paged to disk
+    in_memory: bool = False
     in_default: bool = True  # run when no --scenario is given
     needs: str = ""  # the broker features it relies on, named when it FAILs or does not apply
 
@@ -156,21 +168,67 @@ SCENARIOS = (
         "plugin; warrenmq: the warrenmq-delayed-message example plugin)",
     ),
     Scenario(
-        "backlog",
-        "persistent messages (1,000,000) confirmed into a durable queue with no consumer, "
-        "then drained by 1 consumer with manual acks: fill and drain rates, peak broker memory",
-        manual_ack=True,
-        confirms=True,
-        durable=True,
-        properties=(commands.Basic.Properties(delivery_mode=2),),
-        messages=1_000_000,
-        backlog=True,
+        "latency",
+        "1 producer -> 1 queue -> 1 consumer, auto-ack, at a fixed 20,000 msg/s for 10 s: "
+        "p50, p99, p99.9 and max latency below saturation",
+        rate=LATENCY_RATE,
+        seconds=LATENCY_SECONDS,
+        latency_target_ms=LATENCY_TARGET_MS,
         in_default=False,
-        needs="durable queues and publisher confirms",
+    ),
+    Scenario(
+        "latency-manual-ack",
+        "as latency, manual acks (multiple) with prefetch",
+        manual_ack=True,
+        rate=LATENCY_RATE,
+        seconds=LATENCY_SECONDS,
+        latency_target_ms=LATENCY_TARGET_MS,
+        in_default=False,
+    ),
+    *(
+        Scenario(
+            f"backlog{'' if persistent else '-transient'}{'-in-memory' if in_memory else ''}",
+            f"{'persistent' if persistent else 'transient'} messages (1,000,000) confirmed into "
+            f"a {'durable ' if persistent else ''}queue with no consumer"
+            + (", its memory budget raised to hold them all" if in_memory else "")
+            + ", then drained by 1 consumer with manual acks: fill and drain rates, broker "
+            "memory per queued message",
+            manual_ack=True,
+            confirms=True,
+            durable=persistent,
+            properties=(commands.Basic.Properties(delivery_mode=2 if persistent else 1),),
+            messages=1_000_000,
+            backlog=True,
+            in_memory=in_memory,
+            in_default=False,
+            needs="durable queues and publisher confirms" if persistent else "publisher confirms",
+        )
+        for in_memory in (False, True)
+        for persistent in (True, False)
     ),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 DEFAULT_SET = [s.name for s in SCENARIOS if s.in_default]
+
+
+def message_count(sc: Scenario, opts: Options) -> int:
+    """Messages the scenario publishes (with --duration: an estimate, for sizing)."""
+    if opts.messages:
+        return opts.messages
+    rate = opts.rate or sc.rate
+    if sc.seconds and rate:
+        return max(1, round(sc.seconds * rate))
+    return sc.messages
+
+
+def queue_arguments(sc: Scenario, opts: Options) -> FieldTable | None:
+    """The measured queues' arguments: the scenario's, plus a memory budget that holds every
+    message for the in-memory backlog scenarios."""
+    if not sc.in_memory:
+        return sc.queue_arguments
+    count = message_count(sc, opts)
+    budget = {IN_MEMORY_ARGUMENTS[0]: count, IN_MEMORY_ARGUMENTS[1]: 2 * count * opts.body_size}
+    return {**(sc.queue_arguments or {}), **budget}
 
 
 def filler_patterns(count: int) -> list[str]:
@@ -280,15 +338,22 @@ async def _setup(
         dead_letter: FieldTable = {"x-message-ttl": 0, "x-dead-letter-exchange": exchange}
         await pconn.rpc(commands.Queue.Declare(queue=source, exclusive=True, arguments=dead_letter))
     for conn, queue in zip(cconns, queues, strict=True):
-        await conn.rpc(
-            commands.Queue.Declare(
-                queue=queue,
-                exclusive=not (sc.crowd or sc.durable),
-                durable=sc.durable,
-                auto_delete=sc.crowd,
-                arguments=sc.queue_arguments,
+        try:
+            await conn.rpc(
+                commands.Queue.Declare(
+                    queue=queue,
+                    exclusive=not (sc.crowd or sc.durable),
+                    durable=sc.durable,
+                    auto_delete=sc.crowd,
+                    arguments=queue_arguments(sc, opts),
+                )
             )
-        )
+        except BrokerError as exc:
+            if sc.in_memory and exc.reply_code == 406 and "x-max-in-memory" in str(exc):
+                raise NotApplicable(
+                    "the queue refused x-max-in-memory-length/-bytes: no memory budget to raise"
+                ) from exc
+            raise
         if sc.exchange_type == "topic":
             patterns = filler_patterns(opts.bindings) + [TOPIC_MATCH]
             log(f"{prefix} binding {len(patterns):,} topic patterns")
@@ -342,7 +407,7 @@ async def _teardown(
 
 async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) -> Result:
     """Run ``sc`` once against ``target``; never raises for broker trouble (see problems)."""
-    result = Result(broker=target.label, scenario=sc.name)
+    result = Result(broker=target.label, scenario=sc.name, body_size=opts.body_size)
     prefix = f"[{target.label}] {sc.name}:"
     if target.url.scheme != "amqp":
         result.not_applicable = "an AMQP scenario needs an amqp:// URL"
@@ -368,7 +433,7 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
                 target.url, queues[0], opts.idle_consumers, pconn, opts, log, prefix, run.on_failure
             )
 
-        count = opts.messages or sc.messages
+        count = message_count(sc, opts)
         capacity = count if opts.duration is None else 1 << 20
         recording = sc.keep_every or sc.delayed or sc.backlog
         kind = partial(RecordingConsumer, keep_every=sc.keep_every) if recording else Consumer
@@ -469,6 +534,10 @@ async def run_scenario(target: Target, sc: Scenario, opts: Options, log: Log) ->
             f"FAIL: p99 late by {result.late_ms[1]:.2f} ms, over the "
             f"{delayed.LATE_TARGET_MS:g} ms target"
         )
+    elif result.checked and result.p99_ms is not None and sc.latency_target_ms is not None:
+        verdict = (
+            f"FAIL: p99 latency {result.p99_ms:.2f} ms, over the {sc.latency_target_ms:g} ms target"
+        )
     else:
         verdict = "FAIL: " + "; ".join(result.problems)
     rate = f", {result.rate:,.0f} msg/s" if result.rate else ""
@@ -535,9 +604,20 @@ async def _measure(
         if late:
             result.late_ms = tuple(late)
             result.target_met = late[1] <= delayed.LATE_TARGET_MS
+            result.target = LATE_TARGET
             log(
                 f"{prefix} late by p50 {late[0]:.2f} ms, p99 {late[1]:.2f} ms, "
                 f"p99.9 {late[2]:.2f} ms, max {late[3]:.2f} ms"
+            )
+    elif run.sc.latency_target_ms is not None:
+        qs = percentiles([c.latencies for c in run.consumers], (0.5, 0.99, 0.999, 1.0))
+        if qs:
+            result.p50_ms, result.p99_ms, result.p999_ms, result.max_ms = qs
+            result.target_met = result.p99_ms <= run.sc.latency_target_ms
+            result.target = LATENCY_TARGET
+            log(
+                f"{prefix} latency p50 {qs[0]:.2f} ms, p99 {qs[1]:.2f} ms, "
+                f"p99.9 {qs[2]:.2f} ms, max {qs[3]:.2f} ms"
             )
     else:
         qs = percentiles([c.latencies for c in run.consumers], (0.5, 0.99))

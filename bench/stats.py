@@ -18,6 +18,9 @@ class Result:
     seconds: float = 0.0
     p50_ms: float | None = None
     p99_ms: float | None = None
+    #: latency scenarios: the tail of the latency as well
+    p999_ms: float | None = None
+    max_ms: float | None = None
     broker_cpu_s: float | None = None
     client_cpu_s: float | None = None
     #: delayed scenario: lateness (receive - publish - x-delay) p50, p99, p99.9 and max in ms
@@ -34,8 +37,12 @@ class Result:
     rss_peak: int | None = None  # bytes
     rss_peak_fill: int | None = None  # bytes, the fill's peak
     rss_peak_drain: int | None = None  # bytes, the drain's peak
+    rss_filled: int | None = None  # bytes, once the broker is idle after the fill
+    body_size: int = 0
     #: whether the scenario's speed target was met (None: it has none, or nothing measured)
     target_met: bool | None = None
+    #: the target's row in the table (``report.LATE_TARGET`` or ``report.LATENCY_TARGET``)
+    target: str = ""
     #: why the scenario does not apply to this broker (it lacks an optional plugin)
     not_applicable: str = ""
     problems: list[str] = field(default_factory=list)
@@ -62,6 +69,14 @@ class Result:
     def fill_rate(self) -> float | None:
         """Backlog scenario: confirmed publishes per second while no consumer was attached."""
         return self.sent / self.fill_seconds if self.fill_seconds and self.sent else None
+
+    @property
+    def queued_bytes_per_msg(self) -> float | None:
+        """Backlog scenarios: the broker's resident memory per queued message beyond its
+        body, (RSS after the fill - RSS at the start) / messages - body size."""
+        if self.rss_filled is None or self.rss_start is None or not self.sent:
+            return None
+        return (self.rss_filled - self.rss_start) / self.sent - self.body_size
 
     @property
     def drain_rate(self) -> float | None:
