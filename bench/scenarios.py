@@ -196,7 +196,7 @@ SCENARIOS = (
             manual_ack=True,
             confirms=True,
             durable=persistent,
-            properties=(commands.Basic.Properties(delivery_mode=2 if persistent else 1),),
+            properties=(commands.Basic.Properties(delivery_mode=2),) if persistent else (None,),
             messages=1_000_000,
             backlog=True,
             in_memory=in_memory,
