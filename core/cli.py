@@ -17,6 +17,7 @@ import anyio
 
 from . import __version__, cli_access, cli_bridge, cli_ctl
 from .broker import Broker, Settings
+from .build_info import build_name
 from .cli_files import FILE_COMMANDS, add_file_commands, policy_reloader, settings_for
 from .config import LOG_LEVELS
 from .definitions import DefinitionsError
@@ -113,7 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warrenmq", description="A message broker in the RabbitMQ model."
     )
-    parser.add_argument("--version", action="version", version=f"warrenmq {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"warrenmq {__version__} ({build_name()})"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser(
@@ -352,7 +355,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (PluginError, ConfigError) as exc:
         log.error("%s", exc)
         return 2
-    log.info("warrenmq %s starting", __version__)
+    log.info("warrenmq %s (%s) starting", __version__, build_name())
     _tune_garbage_collector()
     status = 0
     try:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from .message import Message
     from .queue import Entry, Queue
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Consumer(ABC):
     """A sink a protocol session implements. Queues call ``has_credit`` then ``deliver``.
 

@@ -16,11 +16,14 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import TYPE_CHECKING, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from .consumer import Consumer
     from .queue import Queue
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class DispatchPolicy(ABC):
     """Chooses among some of a queue's consumers; one instance per queue and priority."""
 
@@ -55,6 +58,7 @@ class DispatchPolicy(ABC):
         """How many consumers are added."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TurnOrderPolicy(DispatchPolicy):
     """A policy that keeps its consumers in turn order: the first waited longest.
 

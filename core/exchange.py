@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .message import Message
 from .policy import Policy, exchange_arguments
 
@@ -54,6 +56,7 @@ class Binding:
         )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Router(ABC):
     """Routes messages for one exchange. Told of every binding change."""
 
@@ -76,6 +79,7 @@ class Router(ABC):
         """The exchange is gone; drop any index."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ExchangeType(ABC):
     """A kind of exchange, supplied by a plugin through ``warrenmq_register_exchange_types``."""
 

@@ -1,7 +1,8 @@
 """Every hook a warrenmq plugin can implement.
 
 A plugin is a module (or object) with functions decorated ``@warrenmq.hookimpl`` named after
-these specs, listed under the ``warrenmq`` entry-point group of its distribution. The
+these specs, listed under the ``warrenmq`` entry-point group of its distribution (a function
+named after a spec counts without the decorator too, as compiled modules need). The
 ``register`` hooks run once at startup; none runs per message.
 """
 

@@ -17,6 +17,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 _ids = itertools.count(1)
 
 
@@ -62,6 +64,7 @@ class Properties:
         )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PropertiesCodec(ABC):
     """A protocol's encoding of ``Properties`` (registered by the protocol, not the core)."""
 

@@ -142,6 +142,18 @@ def _entry_points() -> list[EntryPoint]:
     return list(seen.values())
 
 
+class _PluginManager(pluggy.PluginManager):
+    """Also takes an undecorated function named after a hook as its implementation: a module
+    compiled with mypyc cannot carry pluggy's marker attribute on its functions (pytest
+    recognises its ``pytest_`` functions by name the same way)."""
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None and name.startswith("warrenmq_") and hasattr(hookspecs, name):
+            return {}
+        return opts
+
+
 def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] = ()) -> Plugins:
     """Load entry-point plugins (minus ``blocked``) and ``extra`` plugin objects; fill registries."""
     bad_blocks = blocked & ESSENTIAL
@@ -152,7 +164,7 @@ def load_plugins(blocked: frozenset[str] = frozenset(), extra: tuple[Any, ...] =
     if unknown:
         known = ", ".join(sorted(ep.name for ep in installed))
         raise PluginError(f"cannot block unknown plugins {sorted(unknown)} (installed: {known})")
-    manager = pluggy.PluginManager(GROUP)
+    manager = _PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
     plugins = Plugins(manager)
     for ep in installed:

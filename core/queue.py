@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from .errors import AccessRefused
 from .failures import log_failure
 from .message import Message
@@ -97,6 +99,7 @@ class StoredEntry(Entry):
         self.offset = 0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Queue(ABC):
     """A named queue in a virtual host; subclasses keep the messages."""
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 from .consumer import Consumer
 from .errors import PreconditionFailed
 from .queue import ACK, REQUEUE
@@ -31,6 +33,7 @@ UNLIMITED = 1 << 62
 Delivery = tuple["Queue", "Entry", "SessionConsumer | None"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SessionConsumer(Consumer):
     """A consumer that belongs to a session, with per-consumer and per-session prefetch."""
 
@@ -98,6 +101,7 @@ class SessionConsumer(Consumer):
         return f"{type(self).__name__}({self.tag!r}, queue={self.queue.name!r})"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Session:
     """Unsettled deliveries by tag (in tag order), consumers by tag, credit, transactions."""
 

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from warrenmq import Message, Queue, hookimpl
+from warrenmq import Message, Queue
 from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
 from warrenmq.message import CODECS
 from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry, StoredEntry
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from warrenmq.vhost import VirtualHost
 
 _monotonic = time.monotonic
-_new_entry = object.__new__
 #: per-message TTL heap entries beyond this many more than ready messages trigger a rebuild
 _EXPIRY_SLACK = 4096
 #: lazily removed entries tolerated in the ready index before it is rebuilt
@@ -470,13 +469,10 @@ class ClassicQueue(Queue):
                 self.delivered += 1
                 entry: Entry | None = None
                 if consumer.acks:
-                    # Entry(...) without its __init__ frame
-                    entry = out = _new_entry(StoredEntry if stored else Entry)
-                    out.message = message
-                    out.seq = self._seq = self._seq + 1
-                    out.deliveries = 1
-                    out.expires_at = expires_at
-                    out.state = OUT
+                    self._seq += 1
+                    entry = out = (StoredEntry if stored else Entry)(
+                        message, self._seq, expires_at, OUT, 1
+                    )
                     self.unacked_count += 1
                     self.unacked_bytes += len(message.body)
                     if stored:
@@ -612,12 +608,8 @@ class ClassicQueue(Queue):
                             delivered += 1
                             fresh: Entry | None = None  # a no-ack delivery needs none
                             if acks:
-                                fresh = _new_entry(Entry)  # Entry(...) without its __init__
-                                fresh.message = message
-                                fresh.seq = self._seq = self._seq + 1
-                                fresh.deliveries = 1
-                                fresh.expires_at = 0.0
-                                fresh.state = OUT
+                                self._seq += 1
+                                fresh = Entry(message, self._seq, 0.0, OUT, 1)
                                 unacked += 1
                                 unacked_bytes += len(message.body)
                             try:
@@ -851,6 +843,5 @@ class ClassicQueue(Queue):
         dead_letter(self, message, reason, exchange, self.dead_letter_routing_key)
 
 
-@hookimpl
 def warrenmq_register_queue_types(registry: Any) -> None:
     registry.add(ClassicQueue, "classic")

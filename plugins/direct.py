@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from warrenmq import Binding, Exchange, ExchangeType, Message, Router, hookimpl
+from warrenmq import Binding, Exchange, ExchangeType, Message, Router
 
 from ._targets import add_target, remove_target
 
@@ -51,6 +51,5 @@ class DirectExchange(ExchangeType):
         return DirectRouter()
 
 
-@hookimpl
 def warrenmq_register_exchange_types(registry: Any) -> None:
     registry.add(DirectExchange)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from warrenmq import Consumer, hookimpl
+from warrenmq import Consumer
 from warrenmq.dispatch import TurnOrderPolicy
 
 
@@ -28,6 +28,5 @@ class RoundRobin(TurnOrderPolicy):
         return consumer
 
 
-@hookimpl
 def warrenmq_register_dispatch_policies(registry: Any) -> None:
     registry.add(RoundRobin)

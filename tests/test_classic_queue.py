@@ -10,15 +10,14 @@ without sleeping. Behaviour is RabbitMQ 3.10's; tests marked ``xfail`` name a kn
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 import warrenmq
 from warrenmq import Consumer, Entry, Message, Properties, Queue
-from warrenmq import queue as queue_module
 from warrenmq.plugins import classic_queue
 from warrenmq.queue import ACK, DISCARD, REJECT, REQUEUE
 from warrenmq.vhost import REFUSED, ROUTED, VirtualHost
@@ -50,7 +49,9 @@ def broker() -> warrenmq.Broker:
 def clock(broker: warrenmq.Broker, monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock(broker)
     monkeypatch.setattr(classic_queue, "_monotonic", fake)
-    monkeypatch.setattr(queue_module, "time", SimpleNamespace(monotonic=fake))
+    # the time module's own attribute: a module compiled with mypyc binds its ``time`` import
+    # at import, so replacing ``warrenmq.queue.time`` would not reach it
+    monkeypatch.setattr(time, "monotonic", fake)
     return fake
 
 

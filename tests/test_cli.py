@@ -102,10 +102,17 @@ def test_run_help_lists_the_flags() -> None:
         assert flag in result.stdout, f"{flag} missing from run --help"
 
 
-def test_version() -> None:
+def test_version_names_the_build() -> None:
+    """``--version`` says whether the compiled modules are in use; CI runs the suite once with
+    each build and sets WARRENMQ_EXPECT_BUILD, so a compiled run that fell back to pure Python
+    (or the other way round) fails here instead of passing unnoticed."""
     result = warrenmq_command("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"warrenmq {warrenmq.__version__}"
+    build = result.stdout.strip().removeprefix(f"warrenmq {warrenmq.__version__} ")
+    assert build in ("(compiled)", "(pure Python)"), result.stdout
+    expected = os.environ.get("WARRENMQ_EXPECT_BUILD")
+    if expected:
+        assert build == f"({expected})"
 
 
 @pytest.mark.parametrize(
