@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from mypy_extensions import mypyc_attr
 
@@ -69,7 +69,7 @@ class PropertiesCodec(ABC):
     """A protocol's encoding of ``Properties`` (registered by the protocol, not the core)."""
 
     #: a short name for logs and for the message's cache of encodings
-    name: str = "?"
+    name: ClassVar[str] = "?"
 
     @abstractmethod
     def decode(self, encoded: bytes) -> Properties:
