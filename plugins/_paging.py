@@ -374,27 +374,23 @@ class Pager:
             if nl != len(last_raw) or not data.startswith(last_raw, pos):
                 last_raw = data[pos:names_end]
                 decoded = names.get(last_raw) or self._learn(last_raw)
-            message: Message = _new(Message)
-            message.exchange = decoded[1]
-            message.routing_key = decoded[2]
-            message.body = data[props_end:end]
-            message.encoded = data[names_end:props_end]
-            message.codec = decoded[0]
-            message.route_bytes = None
-            message.ttl = None
-            message._properties = None
+            # through the constructor: a compiled Message cannot be made with object.__new__
+            message = Message(
+                decoded[1],
+                decoded[2],
+                data[props_end:end],
+                None,
+                data[names_end:props_end],
+                decoded[0],
+            )
             if kind == BARE:
                 append(message)
             else:
-                entry: Entry = _new(StoredEntry if kind == STORED else Entry)
-                entry.message = message
-                entry.seq = 0
-                entry.deliveries = deliveries
-                entry.expires_at = expires
-                entry.state = READY
+                entry: Entry = (StoredEntry if kind == STORED else Entry)(
+                    message, 0, expires, READY, deliveries
+                )
                 if kind == STORED:
                     entry.position = position  # type: ignore[attr-defined]
-                    entry.segment = None  # type: ignore[attr-defined]
                     if log is not None:
                         log.page_in(entry, key)  # type: ignore[arg-type]
                 append(entry)

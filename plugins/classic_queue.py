@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from warrenmq import Message, Queue
 from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
 from warrenmq.message import CODECS
@@ -242,6 +244,7 @@ class PriorityIndex:
             level.clear()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a plugin may build on it
 class ClassicQueue(Queue):
     """A queue whose messages live in this process's memory."""
 
