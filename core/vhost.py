@@ -619,6 +619,9 @@ class VirtualHost:
                     return ROUTED
             return UNROUTABLE
         outcome = ROUTED
+        # Any, not Queue: a router may answer with an object that only has publish() and name
+        # (the delayed-message example does), which a compiled loop over Queues would refuse
+        queue: Any
         for queue in queues:
             try:
                 if not queue.publish(message):
