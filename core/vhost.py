@@ -621,8 +621,8 @@ class VirtualHost:
         outcome = ROUTED
         # Any, not Queue: a router may answer with an object that only has publish() and name
         # (the delayed-message example does), which a compiled loop over Queues would refuse
-        queue: Any
-        for queue in queues:
+        targets: Collection[Any] = queues
+        for queue in targets:
             try:
                 if not queue.publish(message):
                     outcome = REFUSED

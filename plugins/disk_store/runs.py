@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from .queue_log import QueueLog, Segment
 
 log = logging.getLogger("warrenmq.disk_store")
-_new_entry = object.__new__
 
 #: a run is at most this many bytes of records ...
 RUN_BYTES = 1024 * 1024
@@ -209,12 +208,14 @@ class SegmentRun(StoredRun):
         for _, at, payload in self._payloads():
             seq, expires, codec_name, exchange, key, encoded, body = decode_message(payload, names)
             message = Message(exchange, key, body, None, encoded, CODECS.get(codec_name))
-            entry = _new_entry(StoredEntry)
-            entry.message = message
-            entry.seq = 0
-            entry.deliveries = 1 if delivered is True or (delivered and seq in delivered) else 0
-            entry.expires_at = now + max(0.0, expires - now_wall) if expires else 0.0
-            entry.state = READY
+            # through the constructor: a compiled StoredEntry cannot be made with object.__new__
+            entry = StoredEntry(
+                message,
+                0,
+                now + max(0.0, expires - now_wall) if expires else 0.0,
+                READY,
+                1 if delivered is True or (delivered and seq in delivered) else 0,
+            )
             entry.position = seq
             entry.segment = segment
             entry.offset = at
