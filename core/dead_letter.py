@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from .message import Message
@@ -20,6 +21,10 @@ REJECTED = "rejected"
 EXPIRED = "expired"
 MAXLEN = "maxlen"
 
+#: letters' encoded properties and x-death histories by what determines them (see ``_letter``)
+_memo: dict[tuple[Any, ...], tuple[bytes, list[Any]]] = {}
+_MEMO_SIZE = 1024
+
 
 def _text(value: Any) -> Any:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
@@ -32,6 +37,7 @@ def _deaths_with(
     message: Message,
     expiration: str | None,
     routing_keys: list[str],
+    now: int,
 ) -> list[Any]:
     """``x-death`` after one more death: the entry for (queue, reason) counts up and moves to
     the front, or a new entry goes in front."""
@@ -49,7 +55,7 @@ def _deaths_with(
         "count": 1,
         "reason": reason,
         "queue": queue,
-        "time": datetime.datetime.now(datetime.UTC).replace(microsecond=0),
+        "time": datetime.datetime.fromtimestamp(now, datetime.UTC),
         "exchange": message.exchange,
         "routing-keys": routing_keys,
     }
@@ -71,23 +77,46 @@ def _is_cycle(queue_name: str, deaths: list[Any]) -> bool:
     return False
 
 
-def dead_letter(
-    queue: Queue, message: Message, reason: str, exchange_name: str, routing_key: str | None
-) -> bool:
-    """Republish ``message``, dropped by ``queue`` for ``reason``, to ``exchange_name``.
+def _letter(
+    queue: Queue,
+    message: Message,
+    reason: str,
+    exchange_name: str,
+    routing_key: str | None,
+    now: int,
+) -> tuple[Message, list[Any]] | None:
+    """The republished message and its ``x-death`` history (None if the properties cannot
+    be decoded).
 
-    Returns True if it reached at least one queue. A missing exchange drops it silently,
-    as in RabbitMQ.
+    A letter's properties depend only on the original's encoded properties, its exchange,
+    routing key and body size, the queue, the reason, the new routing key and the second:
+    alike messages (a burst expiring together) share one encoding, so a letter is neither
+    decoded nor re-encoded and its delivery copies bytes.
     """
-    vhost = queue.vhost
-    exchange = vhost.exchanges.get(exchange_name)
-    if exchange is None:
-        return False
+    new_key = routing_key if routing_key is not None else message.routing_key
+    codec = message.codec
+    encoded = message.encoded
+    key: tuple[Any, ...] | None = None
+    if codec is not None and encoded is not None:
+        key = (
+            codec,
+            encoded,
+            len(message.body),
+            queue.name,
+            reason,
+            message.exchange,
+            message.routing_key,
+            routing_key,
+            now,
+        )
+        hit = _memo.get(key)
+        if hit is not None:
+            return Message(exchange_name, new_key, message.body, None, hit[0], codec), hit[1]
     try:
         properties = message.properties.copy()
     except Exception as exc:  # undecodable properties: nothing sensible to republish
         log.warning("cannot dead-letter a message from queue '%s': %s", queue.name, exc)
-        return False
+        return None
     headers = dict(properties.headers or {})
     previous = headers.get("x-death")
     cc = headers.get("CC")
@@ -103,6 +132,7 @@ def dead_letter(
         message,
         properties.expiration,
         routing_keys,
+        now,
     )
     headers["x-death"] = deaths
     headers.setdefault("x-first-death-reason", reason)
@@ -110,12 +140,36 @@ def dead_letter(
     headers.setdefault("x-first-death-exchange", message.exchange)
     properties.headers = headers
     properties.expiration = None
-    letter = Message(
-        exchange_name,
-        routing_key if routing_key is not None else message.routing_key,
-        message.body,
-        properties,
-    )
+    letter = Message(exchange_name, new_key, message.body, properties)
+    if key is not None and codec is not None:
+        try:
+            letter_encoded = codec.encode(properties, len(message.body))
+        except Exception:  # left to the delivering protocol, which reports it
+            return letter, deaths
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = (letter_encoded, deaths)
+        letter.encoded = letter_encoded
+        letter.codec = codec
+    return letter, deaths
+
+
+def dead_letter(
+    queue: Queue, message: Message, reason: str, exchange_name: str, routing_key: str | None
+) -> bool:
+    """Republish ``message``, dropped by ``queue`` for ``reason``, to ``exchange_name``.
+
+    Returns True if it reached at least one queue. A missing exchange drops it silently,
+    as in RabbitMQ.
+    """
+    vhost = queue.vhost
+    exchange = vhost.exchanges.get(exchange_name)
+    if exchange is None:
+        return False
+    made = _letter(queue, message, reason, exchange_name, routing_key, int(time.time()))
+    if made is None:
+        return False
+    letter, deaths = made
     try:
         targets = vhost.route(exchange, letter)
     except Exception:

@@ -84,6 +84,10 @@ class PropertiesCodec(ABC):
         something cheaper than decoding everything."""
         return self.decode(encoded).delivery_mode
 
+    def priority(self, encoded: bytes) -> int | None:
+        """The priority alone (a priority queue asks it per message): override likewise."""
+        return self.decode(encoded).priority
+
 
 #: codecs by name, so that a store can read back the encoding it kept
 CODECS: dict[str, PropertiesCodec] = {}
@@ -191,6 +195,15 @@ class Message:
             assert self.codec is not None and self.encoded is not None
             return self.codec.delivery_mode(self.encoded) == 2
         return props.delivery_mode == 2
+
+    @property
+    def priority(self) -> int | None:
+        """The priority property, read without decoding every property when possible."""
+        props = self._properties
+        if props is None:
+            assert self.codec is not None and self.encoded is not None
+            return self.codec.priority(self.encoded)
+        return props.priority
 
     def __repr__(self) -> str:
         return (

@@ -149,8 +149,22 @@ def validate_queue_arguments(
             )
 
 
+#: valid expirations already read (publishers reuse a few values)
+_TTLS: dict[str, int] = {}
+
+
 def message_ttl(expiration: str) -> int:
     """A per-message ``expiration`` property as a TTL in ms; 406 as RabbitMQ if invalid."""
+    ttl = _TTLS.get(expiration)
+    if ttl is None:
+        ttl = _message_ttl(expiration)
+        if len(_TTLS) >= 256:
+            _TTLS.clear()
+        _TTLS[expiration] = ttl
+    return ttl
+
+
+def _message_ttl(expiration: str) -> int:
     text = expiration
     digits = text[1:] if text[:1] in ("+", "-") else text
     if not digits or not digits.isascii():

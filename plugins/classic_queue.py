@@ -206,7 +206,7 @@ class PriorityIndex:
         self.levels = [Fifo() for _ in range(max_priority + 1)]
 
     def _level(self, entry: Entry) -> Fifo:
-        priority = entry.message.properties.priority or 0
+        priority = entry.message.priority or 0
         return self.levels[min(max(priority, 0), self.max_priority)]
 
     def push(self, entry: Entry) -> None:

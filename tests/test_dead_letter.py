@@ -157,6 +157,42 @@ def test_nack_multiple_dead_letters_in_order(
     assert get_bodies(ch, unique) == [b"m3"]
 
 
+def test_alike_messages_each_get_their_own_history(
+    conns: Connections, ch: BlockingChannel, unique: str
+) -> None:
+    """Alike messages dead-lettered in the same second (a letter's encoding is shared between
+    them) still each name their own queue and routing key, and each counts one death."""
+    dlx = declare_fanout_sink(conns, ch, f"{unique}-dlx")
+    queues = [f"{unique}-a", f"{unique}-b"]
+    for queue in queues:
+        ch.queue_declare(queue, exclusive=True, arguments={"x-dead-letter-exchange": dlx})
+    properties = pika.BasicProperties(headers={"app": "kept"}, message_id="same")
+    sent = [(queue, round_) for round_ in range(2) for queue in queues]
+    for queue, _round in sent:
+        ch.basic_publish("", queue, b"alike", properties)
+    for queue, _round in sent:
+        method, _properties, _body = ch.basic_get(queue)
+        ch.basic_reject(method.delivery_tag, requeue=False)
+    wait_for_ready_count(ch, dlx, len(sent), WAIT)
+    letters = get_all(ch, dlx)
+    assert [(method.routing_key, deaths(dead)) for method, dead, _body in letters] == [
+        (
+            queue,
+            [
+                {
+                    "count": 1,
+                    "reason": "rejected",
+                    "queue": queue,
+                    "exchange": "",
+                    "routing-keys": [queue],
+                }
+            ],
+        )
+        for queue, _round in sent
+    ]
+    assert all(dead.headers["app"] == "kept" for _method, dead, _body in letters)
+
+
 def test_requeued_message_is_not_dead_lettered(
     conns: Connections, ch: BlockingChannel, unique: str
 ) -> None:

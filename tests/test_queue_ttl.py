@@ -73,6 +73,26 @@ def test_lower_of_queue_and_message_ttl_wins(
     assert ch.basic_get(unique)[0] is None
 
 
+def test_expiration_after_every_other_property_applies(ch: BlockingChannel, unique: str) -> None:
+    """The expiration is found behind the properties that precede it in the content header."""
+    ch.queue_declare(unique, exclusive=True)
+    full = pika.BasicProperties(
+        content_type="text/plain",
+        content_encoding="identity",
+        headers={"nested": {"list": [1, "two"]}, "text": "x" * 300},
+        delivery_mode=2,
+        priority=4,
+        correlation_id="c" * 255,
+        reply_to="somewhere",
+        expiration="200",
+        message_id="id",
+    )
+    ch.basic_publish("", unique, b"short-lived", full)
+    ch.basic_publish("", unique, b"kept", pika.BasicProperties(correlation_id="c", priority=1))
+    wait_for_ready_count(ch, unique, 1, WAIT)
+    assert get_bodies(ch, unique) == [b"kept"]
+
+
 @pytest.mark.parametrize("where", ["queue", "message"])
 def test_ttl_zero_without_consumer_drops_at_once(
     ch: BlockingChannel, unique: str, where: str

@@ -162,7 +162,7 @@ class Channel(Session):
         flags = header[12]
         if flags & _SPECIAL_FLAGS_HIGH:  # none of these in the usual message
             if flags & EXPIRATION_FLAG_HIGH:
-                expiration = message.properties.expiration
+                expiration = AMQP_CODEC.expiration(header)
                 if expiration is not None:
                     message.ttl = message_ttl(expiration)
             if flags & REPLY_TO_FLAG_HIGH:

@@ -180,6 +180,57 @@ class AMQPPropertiesCodec(PropertiesCodec):
         except (IndexError, struct.error):
             return self.decode(encoded).delivery_mode  # raises the decoding error
 
+    def priority(self, encoded: bytes) -> int | None:
+        """Skip the fields before the priority by their lengths, as ``delivery_mode``."""
+        try:
+            high = encoded[12]
+            if not encoded[13] & 0x01:  # no continued flags
+                if not high & 0x08:
+                    return None
+                pos = 14
+                if high & 0x80:
+                    pos += 1 + encoded[pos]
+                if high & 0x40:
+                    pos += 1 + encoded[pos]
+                if high & 0x20:
+                    pos += 4 + _LONG.unpack_from(encoded, pos)[0]
+                if high & 0x10:
+                    pos += 1
+                return encoded[pos]
+        except (IndexError, struct.error):
+            pass
+        return self.decode(encoded).priority  # raises the decoding error if malformed
+
+    def expiration(self, encoded: bytes) -> str | None:
+        """The expiration alone (a TTL queue needs it per message): skip the fields before it
+        by their lengths."""
+        try:
+            high = encoded[12]
+            if not encoded[13] & 0x01:  # no continued flags
+                if not high & 0x01:
+                    return None
+                pos = 14
+                if high & 0x80:
+                    pos += 1 + encoded[pos]
+                if high & 0x40:
+                    pos += 1 + encoded[pos]
+                if high & 0x20:
+                    pos += 4 + _LONG.unpack_from(encoded, pos)[0]
+                if high & 0x10:
+                    pos += 1
+                if high & 0x08:
+                    pos += 1
+                if high & 0x04:
+                    pos += 1 + encoded[pos]
+                if high & 0x02:
+                    pos += 1 + encoded[pos]
+                end = pos + 1 + encoded[pos]
+                if end <= len(encoded):
+                    return encoded[pos + 1 : end].decode("utf-8", "surrogateescape")
+        except (IndexError, struct.error):
+            pass
+        return self.decode(encoded).expiration  # raises the decoding error if malformed
+
 
 #: the one instance (messages compare codecs by identity)
 AMQP_CODEC = AMQPPropertiesCodec()
