@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from warrenmq.message import CODECS
 from warrenmq.queue import StoredEntry
-from warrenmq.store import MessageLog
+from warrenmq.store import MessageLog, StoredRun
 
 from .records import (
     ACK_MAGIC,
@@ -147,10 +147,10 @@ class QueueLog(MessageLog):
             entries += run.read()
         return entries
 
-    def recovered_runs(self) -> list[SegmentRun]:
+    def recovered_runs(self) -> list[StoredRun]:
         runs, self._runs = self._runs, []
         self.runs_out = set(runs)
-        return runs
+        return list(runs)
 
     def append(self, entry: StoredEntry) -> None:
         if self.closed:

@@ -60,10 +60,12 @@ class Delivered:
         self.ends = [last for _, last in ranges]
 
     def __contains__(self, position: object) -> bool:
+        if not isinstance(position, int):
+            return False
         if position in self.single:
             return True
-        at = bisect.bisect_right(self.starts, position) - 1  # type: ignore[arg-type]
-        return at >= 0 and position <= self.ends[at]  # type: ignore[operator]
+        at = bisect.bisect_right(self.starts, position) - 1
+        return at >= 0 and position <= self.ends[at]
 
 
 class SegmentRun(StoredRun):

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from warrenmq import Broker, Message, ProtocolConnection, Queue
 from warrenmq.auth import LoginRefused, User
@@ -783,7 +784,7 @@ class MQTTConnection(ProtocolConnection):
         if retain:
             properties = _RETAINED_PROPERTIES[qos]
             if self.bridge:
-                headers = {QOS_HEADER: qos, PUBLISHED_RETAINED_HEADER: True}
+                headers: dict[str, Any] = {QOS_HEADER: qos, PUBLISHED_RETAINED_HEADER: True}
                 headers[FROM_BRIDGE_HEADER] = self.client_id
                 properties = Properties(headers=headers, delivery_mode=properties.delivery_mode)
         message = Message(EXCHANGE, to_amqp(topic), payload, properties)
