@@ -164,72 +164,61 @@ class AMQPPropertiesCodec(PropertiesCodec):
         return encode_properties(properties, body_size)
 
     def delivery_mode(self, encoded: bytes) -> int | None:
-        """Skip content-type, content-encoding and headers (by their lengths) to the one byte."""
+        """The one byte, found by skipping the fields before it (``_start_of``)."""
         try:
-            high = encoded[12]
-            if not high & 0x10:
+            if not encoded[12] & 0x10:
                 return None
-            pos = 14
-            if high & 0x80:
-                pos += 1 + encoded[pos]
-            if high & 0x40:
-                pos += 1 + encoded[pos]
-            if high & 0x20:
-                pos += 4 + _LONG.unpack_from(encoded, pos)[0]
-            return encoded[pos]
+            return encoded[_start_of(encoded, 0x10)]
         except (IndexError, struct.error):
             return self.decode(encoded).delivery_mode  # raises the decoding error
 
     def priority(self, encoded: bytes) -> int | None:
-        """Skip the fields before the priority by their lengths, as ``delivery_mode``."""
+        """The priority alone (a priority queue needs it per message), as ``delivery_mode``."""
         try:
-            high = encoded[12]
             if not encoded[13] & 0x01:  # no continued flags
-                if not high & 0x08:
+                if not encoded[12] & 0x08:
                     return None
-                pos = 14
-                if high & 0x80:
-                    pos += 1 + encoded[pos]
-                if high & 0x40:
-                    pos += 1 + encoded[pos]
-                if high & 0x20:
-                    pos += 4 + _LONG.unpack_from(encoded, pos)[0]
-                if high & 0x10:
-                    pos += 1
-                return encoded[pos]
+                return encoded[_start_of(encoded, 0x08)]
         except (IndexError, struct.error):
             pass
         return self.decode(encoded).priority  # raises the decoding error if malformed
 
     def expiration(self, encoded: bytes) -> str | None:
-        """The expiration alone (a TTL queue needs it per message): skip the fields before it
-        by their lengths."""
+        """The expiration alone (a TTL queue needs it per message), as ``delivery_mode``."""
         try:
-            high = encoded[12]
             if not encoded[13] & 0x01:  # no continued flags
-                if not high & 0x01:
+                if not encoded[12] & 0x01:
                     return None
-                pos = 14
-                if high & 0x80:
-                    pos += 1 + encoded[pos]
-                if high & 0x40:
-                    pos += 1 + encoded[pos]
-                if high & 0x20:
-                    pos += 4 + _LONG.unpack_from(encoded, pos)[0]
-                if high & 0x10:
-                    pos += 1
-                if high & 0x08:
-                    pos += 1
-                if high & 0x04:
-                    pos += 1 + encoded[pos]
-                if high & 0x02:
-                    pos += 1 + encoded[pos]
+                pos = _start_of(encoded, 0x01)
                 end = pos + 1 + encoded[pos]
                 if end <= len(encoded):
                     return encoded[pos + 1 : end].decode("utf-8", "surrogateescape")
         except (IndexError, struct.error):
             pass
         return self.decode(encoded).expiration  # raises the decoding error if malformed
+
+
+def _start_of(encoded: bytes, field: int) -> int:
+    """Where the property flagged ``field`` (a bit of the first flag byte) starts in an encoded
+    content header: the properties before it skipped by their lengths, without decoding them.
+    Raises IndexError or struct.error on a header too short for its flags."""
+    high = encoded[12]
+    pos = 14
+    if field < 0x80 and high & 0x80:  # content-type
+        pos += 1 + encoded[pos]
+    if field < 0x40 and high & 0x40:  # content-encoding
+        pos += 1 + encoded[pos]
+    if field < 0x20 and high & 0x20:  # headers
+        pos += 4 + _LONG.unpack_from(encoded, pos)[0]
+    if field < 0x10 and high & 0x10:  # delivery-mode
+        pos += 1
+    if field < 0x08 and high & 0x08:  # priority
+        pos += 1
+    if field < 0x04 and high & 0x04:  # correlation-id
+        pos += 1 + encoded[pos]
+    if field < 0x02 and high & 0x02:  # reply-to
+        pos += 1 + encoded[pos]
+    return pos
 
 
 #: the one instance (messages compare codecs by identity)
