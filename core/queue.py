@@ -14,7 +14,7 @@ import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -37,19 +37,19 @@ log = logging.getLogger("warrenmq.queue")
 # -- how a delivery is settled ---------------------------------------------------------------
 
 #: the consumer is done with it
-ACK = 0
+ACK: Final = 0
 #: put it back where it was, for another delivery
-REQUEUE = 1
+REQUEUE: Final = 1
 #: refused: dead-lettered with reason ``rejected`` if the queue has a dead-letter exchange
-REJECT = 2
+REJECT: Final = 2
 #: dropped without dead-lettering
-DISCARD = 3
+DISCARD: Final = 3
 
 # -- an entry's state ------------------------------------------------------------------------
 
-READY = 0
-OUT = 1
-GONE = 2
+READY: Final = 0
+OUT: Final = 1
+GONE: Final = 2
 
 
 class Entry:

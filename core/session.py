@@ -12,7 +12,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 _exhaust: Callable[[Iterable[object]], None] = deque[object](maxlen=0).extend
 
 #: the credit of a consumer with no limit of its own (a queue delivers until it is parked)
-UNLIMITED = 1 << 62
+UNLIMITED: Final = 1 << 62
 
 #: an unsettled delivery: its queue, the queue's entry, and the consumer (None: basic.get)
 Delivery = tuple["Queue", "Entry", "SessionConsumer | None"]

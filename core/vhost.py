@@ -10,7 +10,7 @@ import base64
 import logging
 import os
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import (
     AccessRefused,
@@ -36,14 +36,14 @@ log = logging.getLogger("warrenmq.vhost")
 # -- what became of a publish (``VirtualHost.publish``) ---------------------------------------
 
 #: every queue it reached took it
-ROUTED = 0
+ROUTED: Final = 0
 #: no queue matched (a mandatory publish is returned)
-UNROUTABLE = 1
+UNROUTABLE: Final = 1
 #: some queue refused it (a length limit with reject-publish): the publisher gets a nack
-REFUSED = 2
+REFUSED: Final = 2
 
 #: the prefix of direct reply-to pseudo-queue names (RabbitMQ's ``amq.rabbitmq.reply-to``)
-REPLY_TO_PREFIX = "amq.rabbitmq.reply-to."
+REPLY_TO_PREFIX: Final = "amq.rabbitmq.reply-to."
 
 #: exchanges every virtual host has, as in RabbitMQ
 STANDARD_EXCHANGES = (

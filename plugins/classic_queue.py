@@ -13,7 +13,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -34,12 +34,12 @@ if TYPE_CHECKING:
 
 _monotonic = time.monotonic
 #: per-message TTL heap entries beyond this many more than ready messages trigger a rebuild
-_EXPIRY_SLACK = 4096
+_EXPIRY_SLACK: Final = 4096
 #: lazily removed entries tolerated in the ready index before it is rebuilt
-_GONE_SLACK = 1024
+_GONE_SLACK: Final = 1024
 #: most messages paged out of memory at one time (more wait for the next time: a queue
 #: recovered with millions of messages does not hold the event loop for long)
-PAGE_OUT_MAX = 50_000
+PAGE_OUT_MAX: Final = 50_000
 
 
 class Fifo:

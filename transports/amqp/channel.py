@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pamqp import commands
 
@@ -55,9 +55,9 @@ if TYPE_CHECKING:
 
 
 #: exchanges a channel remembers as writable before it forgets them all and checks again
-WRITABLE_CACHE_SIZE = 64
+WRITABLE_CACHE_SIZE: Final = 64
 #: property flags (high byte) that need work at publish: expiration, reply-to, headers
-_SPECIAL_FLAGS_HIGH = EXPIRATION_FLAG_HIGH | REPLY_TO_FLAG_HIGH | HEADERS_FLAG_HIGH
+_SPECIAL_FLAGS_HIGH: Final = EXPIRATION_FLAG_HIGH | REPLY_TO_FLAG_HIGH | HEADERS_FLAG_HIGH
 
 
 class Channel(Session):

@@ -12,7 +12,7 @@ import platform
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from pamqp import commands, decode
 
@@ -73,21 +73,21 @@ from .frames import (
 
 log = logging.getLogger("warrenmq.amqp")
 
-CLOSE_TIMEOUT = 3.0
+CLOSE_TIMEOUT: Final = 3.0
 #: output buffered in the engine beyond which deliveries wait for the transport to take it
-OUT_LIMIT = 1024 * 1024
+OUT_LIMIT: Final = 1024 * 1024
 #: input between two memory-alarm checks made by the connection itself
-MEMORY_CHECK_BYTES = 4 * 1024 * 1024
-PUBLISH_KEY = METHOD_ID.pack(60, 40)
-ACK_KEY = METHOD_ID.pack(60, 80)
-_unpack_frame_head = FRAME_HEAD.unpack_from
-_unpack_tag_bits = TAG_BITS.unpack_from
-_unpack_body_size = struct.Struct(">Q").unpack_from
+MEMORY_CHECK_BYTES: Final = 4 * 1024 * 1024
+PUBLISH_KEY: Final = METHOD_ID.pack(60, 40)
+ACK_KEY: Final = METHOD_ID.pack(60, 80)
+_unpack_frame_head: Final = FRAME_HEAD.unpack_from
+_unpack_tag_bits: Final = TAG_BITS.unpack_from
+_unpack_body_size: Final = struct.Struct(">Q").unpack_from
 #: a content header frame's head with its class id and body size (weight skipped)
-_unpack_content_head = struct.Struct(">BHIH2xQ").unpack_from
-_unpack_end_and_head = END_AND_HEAD.unpack_from
+_unpack_content_head: Final = struct.Struct(">BHIH2xQ").unpack_from
+_unpack_end_and_head: Final = END_AND_HEAD.unpack_from
 #: distinct (exchange, routing key) pairs a connection keeps decoded
-ROUTE_CACHE_SIZE = 256
+ROUTE_CACHE_SIZE: Final = 256
 
 CAPABILITIES = {
     "publisher_confirms": True,
@@ -102,7 +102,11 @@ CAPABILITIES = {
 }
 
 # connection states
-AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN = range(5)
+AWAIT_HEADER: Final = 0
+AWAIT_START_OK: Final = 1
+AWAIT_TUNE_OK: Final = 2
+AWAIT_OPEN: Final = 3
+OPEN: Final = 4
 #: the states as RabbitMQ names them in its errors
 STATE_NAMES = ("pre-init", "starting", "tuning", "opening", "running")
 
@@ -142,6 +146,7 @@ class AMQPConnection(ProtocolConnection):
         "_released",
         "frame_max",
         "max_body",
+        "max_message_size",
         "channel_max",
         "heartbeat",
         "channels",
@@ -199,6 +204,8 @@ class AMQPConnection(ProtocolConnection):
         self.frame_max = FRAME_MIN_SIZE
         self.max_body = self.frame_max - FRAME_OVERHEAD
         self.channel_max = settings.channel_max
+        #: read per message; the broker's settings do not change while it runs
+        self.max_message_size = settings.max_message_size
         self.heartbeat = 0
         self.channels: dict[int, Channel] = {}
         self.confirm_pending: set[Channel] = set()
@@ -592,7 +599,7 @@ class AMQPConnection(ProtocolConnection):
                 and channel_number == number
                 and class_id == 60
                 and 14 <= size <= size_limit
-                and body_size <= self.broker.settings.max_message_size  # else the loop refuses
+                and body_size <= self.max_message_size  # else the loop refuses
             ):
                 header_end = header_start + size
                 if body_size == 0:  # no body frame
@@ -666,7 +673,7 @@ class AMQPConnection(ProtocolConnection):
             return
         body_size = _unpack_body_size(payload, 4)[0]
         try:
-            largest = self.broker.settings.max_message_size
+            largest = self.max_message_size
             if body_size > largest:
                 # refused at the header, before any body is buffered (RabbitMQ reads the
                 # whole body first); RabbitMQ's words, which omit "configured" at its maximum

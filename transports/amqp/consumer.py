@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from warrenmq import Message, Queue
 from warrenmq.queue import Entry
@@ -26,7 +26,7 @@ from .properties import AMQP_CODEC
 if TYPE_CHECKING:
     from .channel import Channel
 
-_pack_end_and_head = END_AND_HEAD.pack
+_pack_end_and_head: Final = END_AND_HEAD.pack
 
 
 class AMQPConsumer(SessionConsumer):

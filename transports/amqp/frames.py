@@ -10,63 +10,63 @@ refused before pamqp's recursive decoder sees them.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, ClassVar, Final
 
 from pamqp import commands, decode, frame
 from pamqp.base import Frame
 
-PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+PROTOCOL_HEADER: Final = b"AMQP\x00\x00\x09\x01"
 #: AMQP 0-9's header; RabbitMQ speaks 0-9-1 to it
-PROTOCOL_HEADER_0_9 = b"AMQP\x01\x01\x00\x09"
+PROTOCOL_HEADER_0_9: Final = b"AMQP\x01\x01\x00\x09"
 
-FRAME_METHOD = 1
-FRAME_HEADER = 2
-FRAME_BODY = 3
-FRAME_HEARTBEAT = 8
-FRAME_END = 0xCE
-FRAME_END_BYTE = b"\xce"
+FRAME_METHOD: Final = 1
+FRAME_HEADER: Final = 2
+FRAME_BODY: Final = 3
+FRAME_HEARTBEAT: Final = 8
+FRAME_END: Final = 0xCE
+FRAME_END_BYTE: Final = b"\xce"
 #: frame type, channel, size + frame-end: the bytes a frame adds around its payload
-FRAME_OVERHEAD = 8
+FRAME_OVERHEAD: Final = 8
 #: the smallest frame_max a peer may negotiate (AMQP frame-min-size)
-FRAME_MIN_SIZE = 4096
+FRAME_MIN_SIZE: Final = 4096
 
-FRAME_HEAD = struct.Struct(">BHI")
-METHOD_ID = struct.Struct(">HH")
-TAG_REDELIVERED = struct.Struct(">QB")
+FRAME_HEAD: Final = struct.Struct(">BHI")
+METHOD_ID: Final = struct.Struct(">HH")
+TAG_REDELIVERED: Final = struct.Struct(">QB")
 #: a frame's end octet followed by the next frame's head (deliveries write them together)
-END_AND_HEAD = struct.Struct(">BBHI")
-TAG_BITS = struct.Struct(">QB")
-SHORT = struct.Struct(">H")
-LONG = struct.Struct(">I")
+END_AND_HEAD: Final = struct.Struct(">BBHI")
+TAG_BITS: Final = struct.Struct(">QB")
+SHORT: Final = struct.Struct(">H")
+LONG: Final = struct.Struct(">I")
 
-HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
+HEARTBEAT_FRAME: Final = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 
 # class ids
-CONNECTION = 10
-CHANNEL = 20
-EXCHANGE = 40
-QUEUE = 50
-BASIC = 60
-CONFIRM = 85
-TX = 90
+CONNECTION: Final = 10
+CHANNEL: Final = 20
+EXCHANGE: Final = 40
+QUEUE: Final = 50
+BASIC: Final = 60
+CONFIRM: Final = 85
+TX: Final = 90
 
 #: (class, method) of the hot-path methods
-BASIC_PUBLISH = (BASIC, 40)
-BASIC_PUBLISH_INDEX = BASIC << 16 | 40
-BASIC_DELIVER_PREFIX = METHOD_ID.pack(BASIC, 60)
-BASIC_GET_OK_PREFIX = METHOD_ID.pack(BASIC, 71)
-BASIC_RETURN_PREFIX = METHOD_ID.pack(BASIC, 50)
-BASIC_ACK_PREFIX = METHOD_ID.pack(BASIC, 80)
-BASIC_NACK_PREFIX = METHOD_ID.pack(BASIC, 120)
+BASIC_PUBLISH: Final = (BASIC, 40)
+BASIC_PUBLISH_INDEX: Final = BASIC << 16 | 40
+BASIC_DELIVER_PREFIX: Final = METHOD_ID.pack(BASIC, 60)
+BASIC_GET_OK_PREFIX: Final = METHOD_ID.pack(BASIC, 71)
+BASIC_RETURN_PREFIX: Final = METHOD_ID.pack(BASIC, 50)
+BASIC_ACK_PREFIX: Final = METHOD_ID.pack(BASIC, 80)
+BASIC_NACK_PREFIX: Final = METHOD_ID.pack(BASIC, 120)
 
 #: bit of ``user-id`` in the basic property flags (checked without decoding properties)
-USER_ID_FLAG = 0x0010
+USER_ID_FLAG: Final = 0x0010
 #: bit of ``expiration`` (0x0100) within the first property-flags byte
-EXPIRATION_FLAG_HIGH = 0x01
+EXPIRATION_FLAG_HIGH: Final = 0x01
 #: bit of ``reply-to`` (0x0200) within the first property-flags byte
-REPLY_TO_FLAG_HIGH = 0x02
+REPLY_TO_FLAG_HIGH: Final = 0x02
 #: bit of ``headers`` (0x2000) within the first property-flags byte
-HEADERS_FLAG_HIGH = 0x20
+HEADERS_FLAG_HIGH: Final = 0x20
 
 
 def short_string(value: str | bytes) -> bytes:
@@ -211,11 +211,11 @@ class MethodDecodeError(ValueError):
     arguments that do not fit its definition (501 FRAME_ERROR)."""
 
     #: whether the close names the method (RabbitMQ does, except for bad UTF-8)
-    names_method = True
+    names_method: ClassVar[bool] = True
 
 
 class MalformedUTF8(MethodDecodeError):
-    names_method = False
+    names_method: ClassVar[bool] = False
 
 
 def check_nesting(data: bytes, offset: int) -> None:
