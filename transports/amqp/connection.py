@@ -43,10 +43,8 @@ from warrenmq.views import ConnectionView
 from . import reply_to
 from .channel import Channel
 from .frames import (
-    END_AND_HEAD,
     FRAME_BODY,
     FRAME_END,
-    FRAME_HEAD,
     FRAME_HEADER,
     FRAME_HEARTBEAT,
     FRAME_METHOD,
@@ -78,14 +76,11 @@ CLOSE_TIMEOUT: Final = 3.0
 OUT_LIMIT: Final = 1024 * 1024
 #: input between two memory-alarm checks made by the connection itself
 MEMORY_CHECK_BYTES: Final = 4 * 1024 * 1024
-PUBLISH_KEY: Final = METHOD_ID.pack(60, 40)
-ACK_KEY: Final = METHOD_ID.pack(60, 80)
-_unpack_frame_head: Final = FRAME_HEAD.unpack_from
+#: class and method ids of basic.publish and basic.ack as one number
+PUBLISH_KEY: Final = 60 << 16 | 40
+ACK_KEY: Final = 60 << 16 | 80
 _unpack_tag_bits: Final = TAG_BITS.unpack_from
 _unpack_body_size: Final = struct.Struct(">Q").unpack_from
-#: a content header frame's head with its class id and body size (weight skipped)
-_unpack_content_head: Final = struct.Struct(">BHIH2xQ").unpack_from
-_unpack_end_and_head: Final = END_AND_HEAD.unpack_from
 #: distinct (exchange, routing key) pairs a connection keeps decoded
 ROUTE_CACHE_SIZE: Final = 256
 
@@ -495,7 +490,10 @@ class AMQPConnection(ProtocolConnection):
         length = len(data)
         channels = self.channels
         while length - pos >= 8:
-            frame_type, number, size = _unpack_frame_head(data, pos)
+            # the frame head read octet by octet: typed ints in the compiled build, no tuple
+            frame_type = data[pos]
+            number = data[pos + 1] << 8 | data[pos + 2]
+            size = data[pos + 3] << 24 | data[pos + 4] << 16 | data[pos + 5] << 8 | data[pos + 6]
             if size > size_limit:
                 self._frame_error(
                     f"type {frame_type}, all octets = <<>>: "
@@ -516,7 +514,14 @@ class AMQPConnection(ProtocolConnection):
                     return
                 continue
             if frame_type == FRAME_METHOD:
-                key = data[start : start + 4]
+                key = (
+                    data[start] << 24
+                    | data[start + 1] << 16
+                    | data[start + 2] << 8
+                    | data[start + 3]
+                    if size >= 4
+                    else -1
+                )
                 channel = channels.get(number)
                 if key == PUBLISH_KEY and channel is not None and channel.pending is None:
                     if not channel.closing:
@@ -592,15 +597,24 @@ class AMQPConnection(ProtocolConnection):
         header_start = pos + 7
         header_end = body_end = 0
         if length - header_start >= 15:
-            number = channel.number
-            frame_type, channel_number, size, class_id, body_size = _unpack_content_head(data, pos)
+            number: int = channel.number
+            # the header frame's type, channel, size and class id (weight skipped), and the
+            # body size, a 64-bit number whose high half is 0 below max_message_size (at most
+            # 512 MiB): anything else is left to the frame loop, which refuses it
+            size = data[pos + 3] << 24 | data[pos + 4] << 16 | data[pos + 5] << 8 | data[pos + 6]
+            b = pos + 11
             if (
-                frame_type == FRAME_HEADER
-                and channel_number == number
-                and class_id == 60
+                data[pos] == FRAME_HEADER
+                and data[pos + 1] << 8 | data[pos + 2] == number
+                and data[pos + 7] == 0
+                and data[pos + 8] == 60
                 and 14 <= size <= size_limit
-                and body_size <= self.max_message_size  # else the loop refuses
+                and data[b] | data[b + 1] | data[b + 2] | data[b + 3] == 0
             ):
+                body_size = data[b + 4] << 24 | data[b + 5] << 16 | data[b + 6] << 8 | data[b + 7]
+            else:
+                body_size = -1
+            if 0 <= body_size <= self.max_message_size:  # else the loop refuses
                 header_end = header_start + size
                 if body_size == 0:  # no body frame
                     if header_end < length and data[header_end] == FRAME_END:
@@ -610,14 +624,16 @@ class AMQPConnection(ProtocolConnection):
                     if body_size > size_limit or body_end >= length:
                         body_end = 0
                     else:
-                        marker, frame_type, channel_number, size = _unpack_end_and_head(
-                            data, header_end
-                        )
+                        h = header_end
                         if (
-                            marker != FRAME_END
-                            or frame_type != FRAME_BODY
-                            or channel_number != number
-                            or size != body_size
+                            data[h] != FRAME_END
+                            or data[h + 1] != FRAME_BODY
+                            or data[h + 2] << 8 | data[h + 3] != number
+                            or data[h + 4] << 24
+                            | data[h + 5] << 16
+                            | data[h + 6] << 8
+                            | data[h + 7]
+                            != body_size
                             or data[body_end] != FRAME_END
                         ):
                             body_end = 0
