@@ -99,6 +99,10 @@ class StoredEntry(Entry):
         self.offset = 0
 
 
+def _level_priority(level: tuple[int, DispatchPolicy]) -> int:
+    return level[0]
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Queue(ABC):
     """A named queue in a virtual host; subclasses keep the messages."""
@@ -331,7 +335,8 @@ class Queue(ABC):
         policy = self.policy_class(self)
         policy.add(consumer)
         self._levels.append((priority, policy))
-        self._levels.sort(key=lambda level: -level[0])
+        # highest priority first; no lambda, which costs the compiled _offer an environment
+        self._levels.sort(key=_level_priority, reverse=True)
         self.sole_policy = self._levels[0][1] if len(self._levels) == 1 else None
 
     def park(self, consumer: Consumer) -> None:

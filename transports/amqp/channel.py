@@ -8,7 +8,7 @@ and the frames of deliveries.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pamqp import commands
@@ -181,12 +181,24 @@ class Channel(Session):
                 self._outcome(outcome, message, mandatory)
             return
         if self.tx is not None:
-            self.vhost.get_exchange(exchange_name)  # 404 now, not at commit
-            self.tx.append(lambda: self._publish(exchange_name, message, mandatory, also_keys))
+            self._publish_in_tx(self.tx, exchange_name, message, mandatory, also_keys)
             return
         outcome = self.vhost.publish(exchange_name, message, also_keys)  # _publish, inlined
         if outcome:
             self._outcome(outcome, message, mandatory)
+
+    def _publish_in_tx(
+        self,
+        tx: list[Callable[[], None]],
+        exchange_name: str,
+        message: Message,
+        mandatory: bool,
+        also_keys: Sequence[str],
+    ) -> None:
+        # not inlined: a closure in publish_content would cost every publish, compiled, an
+        # environment object for its variables
+        self.vhost.get_exchange(exchange_name)  # 404 now, not at commit
+        tx.append(lambda: self._publish(exchange_name, message, mandatory, also_keys))
 
     def _publish(
         self, exchange_name: str, message: Message, mandatory: bool, also_keys: Sequence[str]

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import datetime
 import struct
-from typing import Any
+from typing import Any, Final
 
 from pamqp import decode, encode
 
 from warrenmq.errors import FrameError, SyntaxError_
 from warrenmq.message import Message, Properties, PropertiesCodec, register_codec
 
-_HEAD = struct.Struct(">HHQH")
-_LONG = struct.Struct(">I")
-_LONGLONG = struct.Struct(">Q")
+_HEAD: Final = struct.Struct(">HHQH")
+_LONG: Final = struct.Struct(">I")
+_LONGLONG: Final = struct.Struct(">Q")
 
 #: (flag bit, field, kind) in wire order
-_FIELDS = (
+_FIELDS: Final = (
     (0x8000, "content_type", "s"),
     (0x4000, "content_encoding", "s"),
     (0x2000, "headers", "t"),
@@ -80,9 +80,9 @@ def decode_properties(payload: bytes) -> Properties:
         raise SyntaxError_(f"cannot decode content header properties: {exc}") from None
 
 
-_I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
-_F64 = struct.Struct(">d")
+_I32: Final = struct.Struct(">i")
+_I64: Final = struct.Struct(">q")
+_F64: Final = struct.Struct(">d")
 
 
 def _table_value(value: Any) -> bytes:
@@ -222,7 +222,7 @@ def _start_of(encoded: bytes, field: int) -> int:
 
 
 #: the one instance (messages compare codecs by identity)
-AMQP_CODEC = AMQPPropertiesCodec()
+AMQP_CODEC: Final = AMQPPropertiesCodec()
 register_codec(AMQP_CODEC)
 
 
