@@ -19,7 +19,7 @@ from mypy_extensions import mypyc_attr
 
 from warrenmq import Message, Queue
 from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
-from warrenmq.message import CODECS
+from warrenmq.message import CODECS, SHARED, share_encoded
 from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry, StoredEntry
 from warrenmq.queue_arguments import argument_text
 
@@ -485,6 +485,11 @@ class ClassicQueue(Queue):
                 except Exception as error:
                     self._undeliver(consumer, message, entry, expires_at, error)
                 return True
+        # it waits: messages published alike share one copy of their encoded properties
+        encoded = message.encoded
+        if encoded is not None:
+            shared = SHARED.get(encoded)
+            message.encoded = shared if shared is not None else share_encoded(encoded)
         fifo = self._fifo
         if not expires_at and fifo is not None and not stored:
             fifo.tail.append(message)  # waits as itself: its entry is made at delivery
