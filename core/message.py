@@ -116,13 +116,15 @@ def share_encoded(encoded: bytes) -> bytes:
     return shared
 
 
-class _Rare:
-    """What few messages need (an id, encodings for other protocols): one field of the
-    message instead of two, so that every message is smaller."""
+class Rare:
+    """What few messages have (a TTL of their own, an id, encodings for other protocols): one
+    field of the message, None for most, instead of three (a smaller message: 96 bytes in
+    the pure build, where ten fields took 112)."""
 
-    __slots__ = ("id", "encodings")
+    __slots__ = ("ttl", "id", "encodings")
 
     def __init__(self) -> None:
+        self.ttl: int | None = None
         self.id = 0
         self.encodings: dict[PropertiesCodec, bytes] | None = None
 
@@ -134,8 +136,6 @@ class Message:
     Per-queue state (redelivered, delivery count, expiry) lives in the queue's own entries.
     """
 
-    _rare: _Rare
-
     __slots__ = (
         "exchange",
         "routing_key",
@@ -143,9 +143,8 @@ class Message:
         "encoded",
         "codec",
         "route_bytes",
-        "ttl",
         "_properties",
-        "_rare",
+        "rare",
     )
 
     def __init__(
@@ -166,20 +165,27 @@ class Message:
         self.codec = codec
         #: a delivering protocol's cached encoding of exchange and routing key
         self.route_bytes = route_bytes
-        #: per-message time to live in milliseconds (from ``expiration``), None if unset
-        self.ttl: int | None = None
+        #: what few messages have (None: no TTL of its own, no id, no other encodings)
+        self.rare: Rare | None = None
         if properties is None and encoded is None:
             properties = Properties()
         self._properties = properties
-        # ``_rare`` stays unset until first needed (one store fewer per message on the hot
-        # path)
 
-    def _extra(self) -> _Rare:
-        try:
-            return self._rare
-        except AttributeError:
-            rare = self._rare = _Rare()
-            return rare
+    def _extra(self) -> Rare:
+        rare = self.rare
+        if rare is None:
+            rare = self.rare = Rare()
+        return rare
+
+    @property
+    def ttl(self) -> int | None:
+        """Per-message time to live in milliseconds (from ``expiration``), None if unset."""
+        rare = self.rare
+        return rare.ttl if rare is not None else None
+
+    @ttl.setter
+    def ttl(self, value: int | None) -> None:
+        self._extra().ttl = value
 
     @property
     def id(self) -> int:

@@ -436,7 +436,8 @@ class ClassicQueue(Queue):
     # -- publish (hot path) ---------------------------------------------------------------
 
     def publish(self, message: Message) -> bool:
-        ttl = message.ttl
+        rare = message.rare  # (its ``ttl``, read without a property call)
+        ttl = rare.ttl if rare is not None else None
         if self._plain and ttl is None:  # no limits, no TTL: the usual case
             expires_at = 0.0
         else:
