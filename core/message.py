@@ -98,24 +98,6 @@ def register_codec(codec: PropertiesCodec) -> None:
     CODECS.setdefault(codec.name, codec)
 
 
-#: encoded properties shared by the messages that wait in queues (see ``share_encoded``)
-SHARED: dict[bytes, bytes] = {}
-#: most encodings kept there: one cleared cache costs little, and unique properties (message
-#: ids, timestamps) do not grow it
-SHARED_MAX = 1024
-
-
-def share_encoded(encoded: bytes) -> bytes:
-    """One object for equal encoded properties: a backlog of messages published alike keeps
-    one copy instead of one per message (48 bytes or more each)."""
-    shared = SHARED.get(encoded)
-    if shared is None:
-        if len(SHARED) >= SHARED_MAX:
-            SHARED.clear()
-        shared = SHARED[encoded] = encoded
-    return shared
-
-
 class Rare:
     """What few messages have (a TTL of their own, an id, encodings for other protocols): one
     field of the message, None for most, instead of three (a smaller message: 96 bytes in
@@ -131,7 +113,7 @@ class Rare:
 
 class Message:
     """One published message; shared by every queue it reaches, so never mutated after routing
-    (but for ``share_encoded``, which swaps its encoded properties for an equal object).
+    (but for a queue that swaps its encoded properties for an equal object, to keep one copy).
 
     Per-queue state (redelivered, delivery count, expiry) lives in the queue's own entries.
     """

@@ -19,7 +19,7 @@ from mypy_extensions import mypyc_attr
 
 from warrenmq import Message, Queue
 from warrenmq.dead_letter import EXPIRED, MAXLEN, REJECTED, dead_letter
-from warrenmq.message import CODECS, SHARED, share_encoded
+from warrenmq.message import CODECS
 from warrenmq.queue import ACK, GONE, OUT, READY, REJECT, REQUEUE, Entry, StoredEntry
 from warrenmq.queue_arguments import argument_text
 
@@ -269,6 +269,7 @@ class ClassicQueue(Queue):
         "_expiry_order",
         "_log",
         "_pager",
+        "_encoded",
     )
 
     def __init__(
@@ -305,6 +306,9 @@ class ClassicQueue(Queue):
         self._log: MessageLog | None = None
         #: the page files of messages past the memory budget (made when first needed)
         self._pager: Pager | None = None
+        #: the encoded properties of the last message that waited (shared with the next
+        #: ones that are equal)
+        self._encoded: bytes | None = None
 
     # -- the store -----------------------------------------------------------------------
 
@@ -486,13 +490,15 @@ class ClassicQueue(Queue):
                 except Exception as error:
                     self._undeliver(consumer, message, entry, expires_at, error)
                 return True
-        # it waits: messages published alike share one copy of their encoded properties
-        encoded = message.encoded
-        if encoded is not None:
-            shared = SHARED.get(encoded)
-            message.encoded = shared if shared is not None else share_encoded(encoded)
         fifo = self._fifo
         if not expires_at and fifo is not None and not stored:
+            # it waits: one copy of the encoded properties for a run of messages published
+            # alike (48 bytes or more each), found by a compare, not a hash lookup
+            encoded = message.encoded
+            if encoded == self._encoded:
+                message.encoded = self._encoded
+            else:
+                self._encoded = encoded
             fifo.tail.append(message)  # waits as itself: its entry is made at delivery
             self.ready_count += 1
             self.ready_bytes += len(message.body)

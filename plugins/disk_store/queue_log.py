@@ -191,6 +191,8 @@ class QueueLog(MessageLog):
         #: positions of paged-out messages delivered before (for a clean shutdown's record)
         self._paged_delivered: set[int] = set()
         self.closed = False
+        #: the encoded properties of the last message appended (see ``append``)
+        self._encoded = b""
 
     def recovered(self) -> list[StoredEntry]:
         """Every message found, read into memory (a plugin's log; a queue asks for runs)."""
@@ -213,6 +215,10 @@ class QueueLog(MessageLog):
         if codec is None or encoded is None:  # properties made by the broker (dead-lettering)
             codec = next(iter(CODECS.values()))
             encoded = message.encoded_for(codec)
+        elif encoded == self._encoded:  # one copy for a run of messages published alike
+            encoded = message.encoded = self._encoded
+        else:
+            self._encoded = encoded
         expires = 0.0
         if entry.expires_at:
             expires = time.time() + max(0.0, entry.expires_at - time.monotonic())
