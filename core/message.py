@@ -98,26 +98,35 @@ def register_codec(codec: PropertiesCodec) -> None:
     CODECS.setdefault(codec.name, codec)
 
 
+class Rare:
+    """What few messages have (a TTL of their own, an id, encodings for other protocols): one
+    field of the message, None for most, instead of three (a smaller message: 96 bytes in
+    the pure build, where ten fields took 112)."""
+
+    __slots__ = ("ttl", "id", "encodings")
+
+    def __init__(self) -> None:
+        self.ttl: int | None = None
+        self.id = 0
+        self.encodings: dict[PropertiesCodec, bytes] | None = None
+
+
 class Message:
-    """One published message; shared by every queue it reaches, so never mutated after routing.
+    """One published message; shared by every queue it reaches, so never mutated after routing
+    (but for a queue that swaps its encoded properties for an equal object, to keep one copy).
 
     Per-queue state (redelivered, delivery count, expiry) lives in the queue's own entries.
     """
 
-    _id: int
-    _encodings: dict[PropertiesCodec, bytes] | None
-
     __slots__ = (
-        "_id",
         "exchange",
         "routing_key",
         "body",
         "encoded",
         "codec",
         "route_bytes",
-        "ttl",
         "_properties",
-        "_encodings",
+        "rare",
     )
 
     def __init__(
@@ -138,22 +147,35 @@ class Message:
         self.codec = codec
         #: a delivering protocol's cached encoding of exchange and routing key
         self.route_bytes = route_bytes
-        #: per-message time to live in milliseconds (from ``expiration``), None if unset
-        self.ttl: int | None = None
+        #: what few messages have (None: no TTL of its own, no id, no other encodings)
+        self.rare: Rare | None = None
         if properties is None and encoded is None:
             properties = Properties()
         self._properties = properties
-        # ``_id`` and ``_encodings`` stay unset until first needed (two stores fewer per
-        # message on the hot path)
+
+    def _extra(self) -> Rare:
+        rare = self.rare
+        if rare is None:
+            rare = self.rare = Rare()
+        return rare
+
+    @property
+    def ttl(self) -> int | None:
+        """Per-message time to live in milliseconds (from ``expiration``), None if unset."""
+        rare = self.rare
+        return rare.ttl if rare is not None else None
+
+    @ttl.setter
+    def ttl(self, value: int | None) -> None:
+        self._extra().ttl = value
 
     @property
     def id(self) -> int:
         """A broker-wide identity, for stores and logs (given on first use)."""
-        try:
-            return self._id
-        except AttributeError:
-            self._id = next(_ids)
-            return self._id
+        rare = self._extra()
+        if not rare.id:
+            rare.id = next(_ids)
+        return rare.id
 
     @property
     def properties(self) -> Properties:
@@ -168,9 +190,10 @@ class Message:
         """The properties in ``codec``'s encoding: the original bytes, or a cached conversion."""
         if codec is self.codec and self.encoded is not None:
             return self.encoded
-        cache = getattr(self, "_encodings", None)
+        rare = self._extra()
+        cache = rare.encodings
         if cache is None:
-            cache = self._encodings = {}
+            cache = rare.encodings = {}
         encoded = cache.get(codec)
         if encoded is None:
             encoded = cache[codec] = codec.encode(self.properties, len(self.body))
@@ -181,7 +204,7 @@ class Message:
         self._properties = properties
         self.encoded = None
         self.codec = None
-        self._encodings = None
+        self._extra().encodings = None
 
     @property
     def headers(self) -> dict[str, Any]:

@@ -84,7 +84,7 @@ class StoredEntry(Entry):
     nothing more; ``entry.__class__ is StoredEntry`` tells them apart.
     """
 
-    __slots__ = ("segment", "position", "offset")
+    __slots__ = ("segment", "position")
 
     def __init__(
         self, message: Message, seq: int, expires_at: float, state: int, deliveries: int = 0
@@ -95,8 +95,6 @@ class StoredEntry(Entry):
         #: its place in the log, given by the log when it is appended (publish order; the
         #: queue's ``seq`` is delivery order, given at first delivery)
         self.position = 0
-        #: where the log's file has it (the log's own business)
-        self.offset = 0
 
 
 def _level_priority(level: tuple[int, DispatchPolicy]) -> int:

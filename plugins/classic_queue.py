@@ -269,6 +269,7 @@ class ClassicQueue(Queue):
         "_expiry_order",
         "_log",
         "_pager",
+        "_encoded",
     )
 
     def __init__(
@@ -305,6 +306,9 @@ class ClassicQueue(Queue):
         self._log: MessageLog | None = None
         #: the page files of messages past the memory budget (made when first needed)
         self._pager: Pager | None = None
+        #: the encoded properties of the last message that waited (shared with the next
+        #: ones that are equal)
+        self._encoded: bytes | None = None
 
     # -- the store -----------------------------------------------------------------------
 
@@ -436,7 +440,8 @@ class ClassicQueue(Queue):
     # -- publish (hot path) ---------------------------------------------------------------
 
     def publish(self, message: Message) -> bool:
-        ttl = message.ttl
+        rare = message.rare  # (its ``ttl``, read without a property call)
+        ttl = rare.ttl if rare is not None else None
         if self._plain and ttl is None:  # no limits, no TTL: the usual case
             expires_at = 0.0
         else:
@@ -487,6 +492,13 @@ class ClassicQueue(Queue):
                 return True
         fifo = self._fifo
         if not expires_at and fifo is not None and not stored:
+            # it waits: one copy of the encoded properties for a run of messages published
+            # alike (48 bytes or more each), found by a compare, not a hash lookup
+            encoded = message.encoded
+            if encoded == self._encoded:
+                message.encoded = self._encoded
+            else:
+                self._encoded = encoded
             fifo.tail.append(message)  # waits as itself: its entry is made at delivery
             self.ready_count += 1
             self.ready_bytes += len(message.body)

@@ -14,6 +14,7 @@ import os
 import shutil
 import struct
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +57,12 @@ COMPACT_MIN_RECORDS = 64
 class Segment:
     """One segment of a queue: its two files and the live entries written to it.
 
-    ``live`` holds the entries in memory; a message paged out by its queue (past the queue's
-    memory budget) has no entry object, so ``count`` says how many are live in all, and
-    ``removed`` which positions left (a compaction keeps the records not in it).
+    ``live`` holds the entries in memory by position (``live[i]`` is at ``base + i``, None
+    once gone: 8 bytes a message, where a dict took about 40) and ``offsets`` where their
+    records are in the file (4 bytes each, not an int object per entry); a message paged out
+    by its queue (past the queue's memory budget) has no entry object, so ``count`` says how
+    many are live in all, and ``removed`` which positions left (a compaction keeps the
+    records not in it).
     """
 
     __slots__ = (
@@ -68,6 +72,9 @@ class Segment:
         "size",
         "records",
         "live",
+        "base",
+        "offsets",
+        "resident",
         "count",
         "removed",
         "refs",
@@ -81,7 +88,13 @@ class Segment:
         self.size = MAGIC_SIZE
         #: records in the file (live or not), for the compaction threshold
         self.records = 0
-        self.live: dict[int, StoredEntry] = {}
+        self.live: list[StoredEntry | None] = []
+        #: the position of ``live[0]``
+        self.base = 0
+        #: the file offset of each record in ``live`` (0: not known, never a record's)
+        self.offsets = array("I")
+        #: entries in ``live``
+        self.resident = 0
         #: live messages, in memory (``live``) or paged out
         self.count = 0
         #: positions written here that left the queue
@@ -91,6 +104,45 @@ class Segment:
         #: written by this process and never compacted: its records are every position from
         #: its first on, at the offsets their entries say (runs may point into it)
         self.dense = False
+
+    def put(self, position: int, entry: StoredEntry, offset: int) -> None:
+        """``entry`` (at ``offset`` in the file, 0: not known) is in memory."""
+        live, offsets = self.live, self.offsets
+        if not live:
+            self.base = position
+        index = position - self.base
+        if index < 0:  # before the first one in memory (read back out of order)
+            live[0:0] = [None] * -index
+            offsets[0:0] = array("I", bytes(4 * -index))
+            self.base = position
+            index = 0
+        if index >= len(live):
+            gap = index - len(live)
+            if gap:
+                live += [None] * gap
+                offsets.frombytes(bytes(4 * gap))
+            live.append(entry)
+            offsets.append(offset)
+        else:
+            live[index] = entry
+            offsets[index] = offset
+        self.resident += 1
+
+    def take(self, position: int) -> None:
+        """The entry at ``position`` leaves memory (or the queue)."""
+        self.live[position - self.base] = None
+        self.resident -= 1
+        if not self.resident:  # a list keeps its size when emptied: 4 MiB of small messages
+            self.live = []
+            self.offsets = array("I")
+
+    def offset(self, position: int) -> int:
+        """Where the record of the entry at ``position`` (in memory) is; 0: not known."""
+        return self.offsets[position - self.base]
+
+    def entries(self) -> list[StoredEntry]:
+        """Its entries in memory."""
+        return [entry for entry in self.live if entry is not None]
 
     def delete(self) -> None:
         self.seg.delete()
@@ -139,6 +191,8 @@ class QueueLog(MessageLog):
         #: positions of paged-out messages delivered before (for a clean shutdown's record)
         self._paged_delivered: set[int] = set()
         self.closed = False
+        #: the encoded properties of the last message appended (see ``append``)
+        self._encoded = b""
 
     def recovered(self) -> list[StoredEntry]:
         """Every message found, read into memory (a plugin's log; a queue asks for runs)."""
@@ -161,6 +215,10 @@ class QueueLog(MessageLog):
         if codec is None or encoded is None:  # properties made by the broker (dead-lettering)
             codec = next(iter(CODECS.values()))
             encoded = message.encoded_for(codec)
+        elif encoded == self._encoded:  # one copy for a run of messages published alike
+            encoded = message.encoded = self._encoded
+        else:
+            self._encoded = encoded
         expires = 0.0
         if entry.expires_at:
             expires = time.time() + max(0.0, entry.expires_at - time.monotonic())
@@ -173,11 +231,16 @@ class QueueLog(MessageLog):
         if segment is None or segment.size >= SEGMENT_BYTES:
             segment = self._new_head()
         self.writer.write(segment.seg, frame(head, body) + head, body)
-        entry.offset = segment.size
+        live = segment.live
+        if live and position - segment.base == len(live):  # the usual: next in line
+            live.append(entry)
+            segment.offsets.append(segment.size)
+            segment.resident += 1
+        else:
+            segment.put(position, entry, segment.size)
         segment.size += RECORD_HEAD.size + len(head) + len(body)
         segment.records += 1
         segment.count += 1
-        segment.live[position] = entry
         entry.segment = segment
         self.store.written += 1
 
@@ -186,7 +249,7 @@ class QueueLog(MessageLog):
         if segment is None or self.closed:
             return
         entry.segment = None
-        del segment.live[entry.position]
+        segment.take(entry.position)
         self._removed(segment, entry.position)
 
     def _removed(self, segment: Segment, position: int) -> None:
@@ -212,10 +275,7 @@ class QueueLog(MessageLog):
         if segment is None or self.closed:
             return None
         entry.segment = None
-        live = segment.live
-        del live[entry.position]
-        if not live:
-            segment.live = {}  # a dict keeps its size when emptied: 4 MiB of small messages
+        segment.take(entry.position)
         if entry.deliveries:
             self._paged_delivered.add(entry.position)
         return int(segment.number)
@@ -226,16 +286,16 @@ class QueueLog(MessageLog):
             entry.segment = None
             return
         entry.segment = segment
-        segment.live[entry.position] = entry
+        segment.put(entry.position, entry, 0)  # its record's offset is not known here
         self._paged_delivered.discard(entry.position)
 
     def written(self, entry: StoredEntry) -> bool:
         segment = entry.segment
-        return (
-            segment is None
-            or not segment.dense
-            or entry.offset + record_size(entry.message) <= MAGIC_SIZE + segment.seg.synced
-        )
+        if segment is None or not segment.dense:
+            return True
+        offset = segment.offset(entry.position)
+        # not known: read back from a page file, so written long before
+        return not offset or offset + record_size(entry.message) <= MAGIC_SIZE + segment.seg.synced
 
     def page_out_run(self, entries: list[StoredEntry]) -> SegmentRun | None:  # type: ignore[override]
         """A run pointing at the entries' records, if they are consecutive records of one
@@ -259,17 +319,19 @@ class QueueLog(MessageLog):
             skip = None
         else:
             return None
-        end = last.offset + record_size(last.message)
+        start, end = segment.offset(base), segment.offset(last.position)
+        if not start or not end:  # read back from a page file: where they are is not known
+            return None
+        end += record_size(last.message)
         if end > MAGIC_SIZE + segment.seg.synced:
             return None
-        run = SegmentRun(segment, first.offset)
+        run = SegmentRun(segment, start)
         run.log = self
-        run.length = end - first.offset
+        run.length = end - start
         run.records = records
         run.skip = skip
         run.first, run.last, run.base = base, last.position, base
         delivered: set[int] = set()
-        live = segment.live
         deadline = 0.0
         size = 0
         for entry in entries:
@@ -280,9 +342,7 @@ class QueueLog(MessageLog):
                 deadline = entry.expires_at
             size += len(entry.message.body)
             entry.segment = None
-            del live[position]
-        if not live:
-            segment.live = {}  # a dict keeps its size when emptied
+            segment.take(position)
         run.delivered = (
             True if len(delivered) == len(entries) else delivered if delivered else False
         )
@@ -341,9 +401,9 @@ class QueueLog(MessageLog):
         """Positions of the messages delivered at least once (for a clean shutdown); a
         recovered run not read since gives a range ``[first, last]``."""
         positions: list[int | list[int]] = [
-            position
+            entry.position
             for segment in self.segments.values()
-            for position, entry in segment.live.items()
+            for entry in segment.entries()
             if entry.deliveries
         ]
         positions += sorted(self._paged_delivered)

@@ -204,7 +204,6 @@ class SegmentRun(StoredRun):
         names: dict[bytes, tuple[str, str, str]] = {}
         now_wall, now = time.time(), time.monotonic()
         segment = self.segment
-        live = segment.live
         delivered = self.delivered
         entries: list[StoredEntry] = []
         for _, at, payload in self._payloads():
@@ -220,8 +219,7 @@ class SegmentRun(StoredRun):
             )
             entry.position = seq
             entry.segment = segment
-            entry.offset = at
-            live[seq] = entry
+            segment.put(seq, entry, at)
             entries.append(entry)
         segment.refs -= self.count
         self.count = self.size = 0
