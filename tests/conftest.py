@@ -13,11 +13,15 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 from example_plugins import make_importable
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import Connections, confirmed_channel, open_connections
+
+if TYPE_CHECKING:
+    from mqtt_helpers import Client
 
 
 @dataclass(frozen=True)
@@ -132,3 +136,13 @@ def example_plugins(tmp_path_factory: pytest.TempPathFactory) -> None:
 def unique() -> str:
     """A name no other test uses, for queues and exchanges."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """The MQTT clients a test made (it appends them): disconnected at teardown."""
+    made: list[Client] = []
+    yield made
+    for client in made:
+        client.paho.disconnect()
+        client.paho.loop_stop()
