@@ -21,6 +21,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import Connections, confirmed_channel, open_connections
 
 if TYPE_CHECKING:
+    from access_helpers import Admin
     from mqtt_helpers import Client
 
 
@@ -146,3 +147,22 @@ def clients() -> Iterator[list[Client]]:
     for client in made:
         client.paho.disconnect()
         client.paho.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def secured(
+    broker: BrokerAddress, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BrokerAddress, Admin]]:
+    """For the permission tests: a broker whose users live in its data directory (or the
+    external RabbitMQ, users made through its management API), one per test module."""
+    from access_helpers import LocalAdmin, external_admin  # it imports this module
+
+    from warrenmq import Settings
+    from warrenmq.testing import running_broker
+
+    if broker.external:
+        yield broker, external_admin(broker)
+        return
+    data_dir = tmp_path_factory.mktemp("access")
+    with running_broker(Settings(amqp_port=0, data_dir=data_dir)) as running:
+        yield BrokerAddress(running.host, running.port), LocalAdmin(data_dir)
