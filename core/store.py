@@ -166,6 +166,13 @@ class StoredRun(ABC):
     def drop(self) -> None:
         """The run leaves the queue unread (purge, delete): its messages leave the log."""
 
+    def by_priority(self, max_priority: int) -> list[tuple[int, StoredRun]] | None:
+        """For a priority queue: the run cut into one run per priority level present
+        (``(level, run)``, lowest first; a message's priority clamped to 0 ..
+        ``max_priority``), each with its messages in order; this run is used no more.
+        None: this log cannot (the queue reads the run instead)."""
+        return None
+
 
 class Store(ABC):
     """Keeps what must survive a restart. Every method has a do-nothing default."""

@@ -316,18 +316,36 @@ class ClassicQueue(Queue):
         """Recovered messages wait as entries (with their delivery counts), in their order;
         like any waiting message, each gets its ``seq`` at its first delivery from now. Past
         the memory budget they stay in the log's files as runs, read when the queue drains
-        to them (a priority queue reads them all: their levels are in the properties)."""
+        to them; a priority queue cuts the runs by priority level and gives the budget to
+        the highest levels first, as its paging does."""
         self._log = log
-        fifo = self._fifo
-        runs = log.recovered_runs() if fifo is not None and CODECS else None
+        runs = log.recovered_runs() if CODECS else None
         if runs is None:
             self._recovered(log.recovered())
             return True
-        assert fifo is not None
-        pager: Pager | None = None
+        index = self._index
+        if isinstance(index, PriorityIndex):
+            by_level: list[list[StoredRun]] = [[] for _ in index.levels]
+            for run in runs:
+                parts = run.by_priority(index.max_priority)
+                if parts is None:  # a log whose runs do not split: read them, page later
+                    self._recovered(run.read())
+                    continue
+                for level, part in parts:
+                    by_level[level].append(part)
+            for fifo, level_runs in zip(reversed(index.levels), reversed(by_level), strict=True):
+                self._adopt_runs(fifo, level_runs)
+        else:
+            self._adopt_runs(index, runs)
+        return True
+
+    def _adopt_runs(self, fifo: Fifo, runs: list[StoredRun]) -> None:
+        """Recovered runs join ``fifo`` in order: read while the memory budget has room
+        (the run it ends in is cut), held on disk after."""
         for run in runs:
-            room = self.in_memory_length - self.ready_count
-            if not fifo.chunks and room > 0 and self.ready_bytes < self.in_memory_bytes:
+            room = self.in_memory_length - (self.ready_count - self.paged_count)
+            in_memory_bytes = self.ready_bytes - self.paged_bytes
+            if not fifo.chunks and room > 0 and in_memory_bytes < self.in_memory_bytes:
                 if room < run.count:
                     rest = run.split(room)  # the budget ends inside this run
                     self._recovered(run.read())
@@ -335,16 +353,15 @@ class ClassicQueue(Queue):
                 else:
                     self._recovered(run.read())
                     continue
-            if pager is None:
-                pager = self._paging()
+            pager = self._paging()
+            if fifo.pager is None:
                 fifo.pager = pager
-                if fifo.tail is fifo.items:
-                    fifo.tail = deque()
+            if fifo.tail is fifo.items:
+                fifo.tail = deque()
             fifo.chunks.append(run)
             self.ready_count += run.count
             self.ready_bytes += run.size
             pager.adopt(fifo, run)
-        return True
 
     def _recovered(self, entries: list[StoredEntry]) -> None:
         for entry in entries:

@@ -13,11 +13,16 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 from example_plugins import make_importable
 from pika.adapters.blocking_connection import BlockingChannel
 from pika_helpers import Connections, confirmed_channel, open_connections
+
+if TYPE_CHECKING:
+    from access_helpers import Admin
+    from mqtt_helpers import Client
 
 
 @dataclass(frozen=True)
@@ -132,3 +137,32 @@ def example_plugins(tmp_path_factory: pytest.TempPathFactory) -> None:
 def unique() -> str:
     """A name no other test uses, for queues and exchanges."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Client]]:
+    """The MQTT clients a test made (it appends them): disconnected at teardown."""
+    made: list[Client] = []
+    yield made
+    for client in made:
+        client.paho.disconnect()
+        client.paho.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def secured(
+    broker: BrokerAddress, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[BrokerAddress, Admin]]:
+    """For the permission tests: a broker whose users live in its data directory (or the
+    external RabbitMQ, users made through its management API), one per test module."""
+    from access_helpers import LocalAdmin, external_admin  # it imports this module
+
+    from warrenmq import Settings
+    from warrenmq.testing import running_broker
+
+    if broker.external:
+        yield broker, external_admin(broker)
+        return
+    data_dir = tmp_path_factory.mktemp("access")
+    with running_broker(Settings(amqp_port=0, data_dir=data_dir)) as running:
+        yield BrokerAddress(running.host, running.port), LocalAdmin(data_dir)

@@ -70,15 +70,6 @@ def strict() -> Iterator[Target]:
 
 
 @pytest.fixture
-def clients(target: Target) -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.paho.disconnect()
-        client.paho.loop_stop()
-
-
-@pytest.fixture
 def client(target: Target, clients: list[Client], unique: str) -> Client:
     """A connected client (clean session) with a unique client id."""
     made = Client(target.mqtt, f"{unique}-c")

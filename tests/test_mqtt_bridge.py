@@ -106,15 +106,6 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     server.stop()
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.paho.disconnect()
-        client.paho.loop_stop()
-
-
 def connected(clients: list[Client], address: MQTTAddress, client_id: str, **options: Any):
     client = Client(address, client_id, **options)
     assert client.connect()[0] == 0

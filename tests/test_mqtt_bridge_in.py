@@ -58,15 +58,6 @@ def bridge_subscribed(running: RunningBroker) -> bool:
     return running.call(check)
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.paho.disconnect()
-        client.paho.loop_stop()
-
-
 def connected(clients: list[Client], address: MQTTAddress, client_id: str) -> Client:
     client = Client(address, client_id)
     assert client.connect()[0] == 0

@@ -50,15 +50,6 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.paho.disconnect()
-        client.paho.loop_stop()
-
-
 def connect(clients: list[Client], address: MQTTAddress, client_id: str, **options: object) -> int:
     """CONNECT with paho; the CONNACK's return code (-1: closed without one)."""
     client = Client(address, client_id, **options)  # type: ignore[arg-type]

@@ -10,29 +10,12 @@ which RabbitMQ 3.10 does not give (3.11 and later do, as warrenmq).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from access_helpers import Admin, LocalAdmin, Tenant, external_admin, tenant
+from access_helpers import Admin, Tenant, tenant
 from conftest import BrokerAddress
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import ChannelClosedByBroker
-
-from warrenmq import Settings
-from warrenmq.testing import running_broker
-
-
-@pytest.fixture(scope="module")
-def secured(
-    broker: BrokerAddress, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[BrokerAddress, Admin]]:
-    """A broker whose users live in its data directory (or the external RabbitMQ)."""
-    if broker.external:
-        yield broker, external_admin(broker)
-        return
-    data_dir: Path = tmp_path_factory.mktemp("access")
-    with running_broker(Settings(amqp_port=0, data_dir=data_dir)) as running:
-        yield BrokerAddress(running.host, running.port), LocalAdmin(data_dir)
 
 
 @pytest.fixture

@@ -85,15 +85,6 @@ def target() -> Iterator[Target]:
     yield from _serve()
 
 
-@pytest.fixture
-def clients() -> Iterator[list[Client]]:
-    made: list[Client] = []
-    yield made
-    for client in made:
-        client.paho.disconnect()
-        client.paho.loop_stop()
-
-
 def connected(target: Target, clients: list[Client], client_id: str, **options: object) -> Client:
     made = Client(target.mqtt, client_id, **options)  # type: ignore[arg-type]
     clients.append(made)

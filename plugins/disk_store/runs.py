@@ -9,6 +9,10 @@ bodies stay on disk until the queue reaches them. While the broker runs, a queue
 budget pages persistent messages out the same way (``QueueLog.page_out_run``): a run that
 points at their records, instead of a second copy in a page file.
 
+A priority queue holds one FIFO per priority level: ``by_priority`` cuts a recovered run into
+one run per level present, each reading only its own records of the byte range (a byte per
+record says whose it is), so the levels' runs drain independently, in publish order each.
+
 A segment that runs point into is never compacted (a compaction moves its records); it is not
 deleted before its runs are read or dropped either, as their messages count as live in it.
 """
@@ -24,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from warrenmq import Message
-from warrenmq.message import CODECS
+from warrenmq.message import CODECS, PropertiesCodec
 from warrenmq.queue import READY, StoredEntry
 from warrenmq.store import StoredRun
 
@@ -86,6 +90,8 @@ class SegmentRun(StoredRun):
         "last",
         "base",
         "done",
+        "levels",
+        "level",
     )
 
     def __init__(self, segment: Segment, offset: int) -> None:
@@ -108,6 +114,16 @@ class SegmentRun(StoredRun):
         #: so (``drop`` then reads the records for their positions)
         self.base = 0
         self.done = False
+        #: a run of one priority level (``by_priority``): the level of each record of the
+        #: byte range, and this run's; its messages are the records of its level only
+        self.levels: bytes | memoryview | None = None
+        self.level = 0
+
+    def _own(self, index: int) -> bool:
+        """Record ``index`` is a message of this run (still in the queue, of its level)."""
+        if self.skip is not None and index in self.skip:
+            return False
+        return self.levels is None or self.levels[index] == self.level
 
     def add(self, size: int, live: bool, position: int | None) -> int:
         """One more record of ``size`` bytes at ``position`` (None: unreadable); return its
@@ -133,6 +149,7 @@ class SegmentRun(StoredRun):
         try:
             data = os.pread(fd, self.length, self.offset)
             skip = self.skip or ()
+            levels, level = self.levels, self.level
             pos = 0
             unpack, head = RECORD_HEAD.unpack_from, RECORD_HEAD.size
             for index in range(self.records):
@@ -143,7 +160,7 @@ class SegmentRun(StoredRun):
                 length, crc = unpack(data, pos)
                 start = pos + head
                 pos = start + length
-                if index in skip:
+                if index in skip or (levels is not None and levels[index] != level):
                     continue
                 if pos > len(data):
                     data += os.pread(fd, pos - len(data), self.offset + len(data))
@@ -163,16 +180,14 @@ class SegmentRun(StoredRun):
     def split(self, keep: int) -> SegmentRun:
         """Cut the run after its first ``keep`` messages (0 < keep < count); return the rest,
         as a run of its own (a queue reads the first part into what its budget has left)."""
-        with open(self.segment.seg.path, "rb") as file:
-            file.seek(self.offset)
-            data = file.read(self.length)
-        skip = self.skip or ()
+        data = self._bytes()
+        own = self._own
         unpack, head = RECORD_HEAD.unpack_from, RECORD_HEAD.size
         pos = index = live = size = 0
         last = first = 0
         while live < keep:
             length = unpack(data, pos)[0]
-            if index not in skip:
+            if own(index):
                 live += 1
                 lengths = MESSAGE_HEAD.unpack_from(data, pos + head)
                 last = lengths[0]
@@ -182,7 +197,7 @@ class SegmentRun(StoredRun):
         at, cut = pos, index
         while not first:  # the first message of the rest
             length = unpack(data, pos)[0]
-            if index not in skip:
+            if own(index):
                 first = MESSAGE_HEAD.unpack_from(data, pos + head)[0]
             pos += head + length
             index += 1
@@ -195,10 +210,99 @@ class SegmentRun(StoredRun):
             rest.skip = {i - cut for i in self.skip if i >= cut} or None
         if self.base:
             rest.base = self.base + cut
+        if self.levels is not None:
+            rest.levels, rest.level = self.levels[cut:], self.level
+            self.levels = self.levels[:cut]
         self.length, self.records, self.count, self.size, self.last = at, cut, keep, size, last
         if self.log is not None:
             self.log.runs_out.add(rest)
         return rest
+
+    def _bytes(self) -> bytes:
+        """The run's byte range of its segment file."""
+        with open(self.segment.seg.path, "rb") as file:
+            file.seek(self.offset)
+            return file.read(self.length)
+
+    def by_priority(self, max_priority: int) -> list[tuple[int, SegmentRun]]:
+        """Cut the run into one run per priority level present (a message's priority,
+        clamped to 0 .. ``max_priority``), each with its messages in order; this run is
+        used no more. Reads the record heads (one read of the byte range); the runs share
+        the range's levels, a byte per record, and each covers only the span from its first
+        message to its last."""
+        data = self._bytes()
+        skip = self.skip or ()
+        unpack, head = RECORD_HEAD.unpack_from, RECORD_HEAD.size
+        codecs: dict[bytes, PropertiesCodec | None] = {}
+        levels = bytearray(self.records)  # a record not in the queue: 0, in level 0's skip
+        #: per level: its run, and the index and offset of its first record, the index and
+        #: end of its last
+        parts: dict[int, tuple[SegmentRun, list[int]]] = {}
+        now_wall, now = time.time(), time.monotonic()
+        was = self.delivered
+        pos = 0
+        for index in range(self.records):
+            length = unpack(data, pos)[0]
+            start = pos + head
+            end = start + length
+            if index in skip:
+                pos = end
+                continue
+            seq, expires, cl, el, kl, pl = MESSAGE_HEAD.unpack_from(data, start)
+            at = start + MESSAGE_HEAD.size
+            name = data[at : at + cl]
+            if name in codecs:
+                codec = codecs[name]
+            else:
+                codec = codecs[name] = CODECS.get(name.decode(errors="replace"))
+            at += cl + el + kl
+            try:
+                priority = codec.priority(data[at : at + pl]) if codec is not None else None
+            except Exception:  # malformed properties: as if it had none
+                priority = None
+            level = min(max(priority or 0, 0), max_priority)
+            levels[index] = level
+            found = parts.get(level)
+            if found is None:
+                run = SegmentRun(self.segment, self.offset + pos)
+                run.log, run.level, run.first = self.log, level, seq
+                run.delivered = set() if isinstance(was, set) else was
+                found = parts[level] = (run, [index, pos, index, end])
+            run, span = found
+            span[2], span[3] = index, end
+            run.count += 1
+            run.size += length - MESSAGE_HEAD.size - cl - el - kl - pl
+            run.last = seq
+            if expires:
+                deadline = now + max(0.0, expires - now_wall)
+                if not run.deadline or deadline < run.deadline:
+                    run.deadline = deadline
+            if isinstance(was, set) and seq in was:
+                run.delivered.add(seq)  # type: ignore[union-attr]
+            pos = end
+        shared = memoryview(bytes(levels))
+        result: list[tuple[int, SegmentRun]] = []
+        for level in sorted(parts):
+            run, (first, offset, last, end) = parts[level]
+            run.length, run.records = end - offset, last - first + 1
+            run.levels = shared[first : last + 1]
+            if self.base:
+                run.base = self.base + first
+            if level == 0 and self.skip:  # the records not in the queue read as level 0
+                run.skip = {i - first for i in self.skip if first <= i <= last} or None
+            if isinstance(run.delivered, set):
+                if not run.delivered:
+                    run.delivered = False
+                elif len(run.delivered) == run.count:
+                    run.delivered = True
+            if self.log is not None:
+                self.log.runs_out.add(run)
+            result.append((level, run))
+        if self.log is not None:
+            self.log.runs_out.discard(self)
+        self.count = self.size = 0
+        self.done = True
+        return result
 
     def read(self) -> list[StoredEntry]:
         names: dict[bytes, tuple[str, str, str]] = {}
@@ -259,9 +363,9 @@ class SegmentRun(StoredRun):
 
     def drop(self) -> None:
         if self.base:  # the positions are known: nothing to read
-            skip, base = self.skip or (), self.base
+            own, base = self._own, self.base
             for index in range(self.records):
-                if index not in skip:
+                if own(index):
                     self._gone(index, 0, base + index)
         else:
             for index, _, payload in list(self._payloads()):
@@ -275,6 +379,30 @@ class SegmentRun(StoredRun):
         """Its positions delivered before, for a clean shutdown's record."""
         if self.done or not self.count:
             return []
-        if self.delivered is True:
+        if self.delivered is not True:
+            return sorted(self.delivered or ())
+        if self.levels is None:
             return [[self.first, self.last]]
-        return sorted(self.delivered or ())
+        # one level's: the positions between are other levels', not all delivered
+        if self.base:
+            own, base = self._own, self.base
+            positions = [base + index for index in range(self.records) if own(index)]
+        else:
+            positions = [MESSAGE_HEAD.unpack_from(p)[0] for _, _, p in self._payloads()]
+        return _ranges(positions)
+
+
+def _ranges(positions: list[int]) -> list[int | list[int]]:
+    """Ascending positions, consecutive ones as inclusive ranges."""
+    found: list[int | list[int]] = []
+    start = previous = 0
+    for position in positions:
+        if start and position == previous + 1:
+            previous = position
+            continue
+        if start:
+            found.append(start if start == previous else [start, previous])
+        start = previous = position
+    if start:
+        found.append(start if start == previous else [start, previous])
+    return found

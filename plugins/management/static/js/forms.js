@@ -1,6 +1,6 @@
 // Pieces shared by the section pages: forms that call the API, JSON fields, publish and get.
 
-import { path, post } from "./api.js";
+import { del, path, post } from "./api.js";
 import { field, h, input, select, stats, uid, values } from "./dom.js";
 
 /** A <form> with a heading; onsubmit(values, button) runs through ctx.act. */
@@ -46,6 +46,28 @@ export function jsonObject(text, label) {
 
 /** A confirm() before a destructive action; true to go on. */
 export const confirmed = (question) => window.confirm(question);
+
+/**
+ * The "Delete exchange" / "Delete queue" button of an object's page (`kind` "exchange" or
+ * "queue"): asks first, DELETEs `apiPath`, then goes back to the list with a notice.
+ */
+export function deleteButton(ctx, kind, name, apiPath) {
+  const title = kind[0].toUpperCase() + kind.slice(1);
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "danger",
+      onclick: (event) =>
+        confirmed(`Delete ${kind} '${name}'?`) &&
+        ctx.act(event.currentTarget, "", async () => {
+          await del(apiPath);
+          ctx.go(`#/${kind}s`, `${title} '${name}' deleted.`);
+        }),
+    },
+    `Delete ${kind}`,
+  );
+}
 
 /**
  * "Publish message" form: to exchange `exchange` (or to a queue through the default exchange

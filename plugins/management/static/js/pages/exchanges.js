@@ -3,7 +3,7 @@
 
 import { del, get, getPage, path, post, put } from "../api.js";
 import { checkbox, debounce, field, fill, h, input, rate, select, stats, table } from "../dom.js";
-import { confirmed, form, jsonObject, publishForm, textarea, vhostField } from "../forms.js";
+import { deleteButton, form, jsonObject, publishForm, textarea, vhostField } from "../forms.js";
 
 const STANDARD_TYPES = ["direct", "fanout", "topic", "headers"];
 export const exchangeLabel = (name) => (name === "" ? "(AMQP default)" : name);
@@ -174,20 +174,7 @@ export function exchangePage(view, ctx, { vhost, name: urlName }) {
       ),
   );
 
-  const remove = h(
-    "button",
-    {
-      type: "button",
-      class: "danger",
-      onclick: (event) =>
-        confirmed(`Delete exchange '${name}'?`) &&
-        ctx.act(event.currentTarget, "", async () => {
-          await del(base);
-          ctx.go("#/exchanges", `Exchange '${name}' deleted.`);
-        }),
-    },
-    "Delete exchange",
-  );
+  const remove = deleteButton(ctx, "exchange", name, base);
 
   fill(
     view,

@@ -3,7 +3,7 @@
 
 import { del, get, getPage, path, post, put } from "../api.js";
 import { bytes, checkbox, debounce, field, fill, h, input, num, rate, select, stats, table } from "../dom.js";
-import { confirmed, form, getForm, jsonObject, publishForm, textarea, vhostField } from "../forms.js";
+import { confirmed, deleteButton, form, getForm, jsonObject, publishForm, textarea, vhostField } from "../forms.js";
 
 const queueLink = (q) =>
   h("a", { href: `#/queues/${encodeURIComponent(q.vhost)}/${encodeURIComponent(q.name)}` }, q.name);
@@ -181,20 +181,7 @@ export function queuePage(view, ctx, { vhost, name }) {
     },
     "Purge messages",
   );
-  const remove = h(
-    "button",
-    {
-      type: "button",
-      class: "danger",
-      onclick: (event) =>
-        confirmed(`Delete queue '${name}'?`) &&
-        ctx.act(event.currentTarget, "", async () => {
-          await del(base);
-          ctx.go("#/queues", `Queue '${name}' deleted.`);
-        }),
-    },
-    "Delete queue",
-  );
+  const remove = deleteButton(ctx, "queue", name, base);
 
   fill(
     view,
