@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -166,7 +166,7 @@ class StoredRun(ABC):
     def drop(self) -> None:
         """The run leaves the queue unread (purge, delete): its messages leave the log."""
 
-    def by_priority(self, max_priority: int) -> list[tuple[int, StoredRun]] | None:
+    def by_priority(self, max_priority: int) -> Sequence[tuple[int, StoredRun]] | None:
         """For a priority queue: the run cut into one run per priority level present
         (``(level, run)``, lowest first; a message's priority clamped to 0 ..
         ``max_priority``), each with its messages in order; this run is used no more.
