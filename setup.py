@@ -43,6 +43,10 @@ COMPILED = [
     "warrenmq/transports/amqp/channel.py",
     "warrenmq/transports/amqp/connection.py",
     "warrenmq/transports/amqp/consumer.py",
+    "warrenmq/transports/mqtt/connection.py",
+    "warrenmq/transports/mqtt/packets.py",
+    "warrenmq/transports/mqtt/state.py",
+    "warrenmq/transports/mqtt/topics.py",
 ]
 
 ROOT = Path(__file__).resolve().parent

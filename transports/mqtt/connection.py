@@ -27,6 +27,7 @@ from warrenmq.failures import log_failure
 from warrenmq.message import Properties
 from warrenmq.queue import ACK, Entry, StoredEntry
 from warrenmq.session import Delivery, Session, SessionConsumer
+from warrenmq.tls import TLSPeer
 from warrenmq.vhost import VirtualHost
 from warrenmq.views import ConnectionView
 
@@ -266,6 +267,7 @@ class MQTTConnection(ProtocolConnection):
         self._next_memory_check = MEMORY_CHECK_BYTES
         self.wakeup: Callable[[], None] | None = None
         self.transport_buffer: Callable[[], int] | None = None
+        self.tls: TLSPeer | None = None
         broker.connections.add(self)
 
     # -- transport-facing API -------------------------------------------------------------
