@@ -11,6 +11,7 @@ import logging
 import platform
 import struct
 import time
+import types
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -43,8 +44,10 @@ from warrenmq.views import ConnectionView
 from . import reply_to
 from .channel import Channel
 from .frames import (
+    END_AND_HEAD,
     FRAME_BODY,
     FRAME_END,
+    FRAME_HEAD,
     FRAME_HEADER,
     FRAME_HEARTBEAT,
     FRAME_METHOD,
@@ -80,6 +83,22 @@ MEMORY_CHECK_BYTES: Final = 4 * 1024 * 1024
 PUBLISH_KEY: Final = 60 << 16 | 40
 ACK_KEY: Final = 60 << 16 | 80
 _unpack_tag_bits: Final = TAG_BITS.unpack_from
+# The pure build reads frame heads with struct (one C call per head); the compiled build
+# indexes the bytes, which it compiles to native integer arithmetic (no tuple, no boxed ints)
+# but which costs a bytecode per octet in pure Python.
+_unpack_frame_head: Final = FRAME_HEAD.unpack_from
+_unpack_method_key: Final = struct.Struct(">I").unpack_from
+#: a content header frame's head with its class id and body size (weight skipped)
+_unpack_content_head: Final = struct.Struct(">BHIH2xQ").unpack_from
+_unpack_end_and_head: Final = END_AND_HEAD.unpack_from
+
+
+def _running_compiled() -> bool:
+    """Whether this module runs compiled by mypyc (its functions are then native)."""
+    return not isinstance(_running_compiled, types.FunctionType)
+
+
+COMPILED: Final = _running_compiled()
 _unpack_body_size: Final = struct.Struct(">Q").unpack_from
 #: distinct (exchange, routing key) pairs a connection keeps decoded
 ROUTE_CACHE_SIZE: Final = 256
@@ -490,10 +509,14 @@ class AMQPConnection(ProtocolConnection):
         length = len(data)
         channels = self.channels
         while length - pos >= 8:
-            # the frame head read octet by octet: typed ints in the compiled build, no tuple
-            frame_type = data[pos]
-            number = data[pos + 1] << 8 | data[pos + 2]
-            size = data[pos + 3] << 24 | data[pos + 4] << 16 | data[pos + 5] << 8 | data[pos + 6]
+            if COMPILED:
+                frame_type = data[pos]
+                number = data[pos + 1] << 8 | data[pos + 2]
+                size = (
+                    data[pos + 3] << 24 | data[pos + 4] << 16 | data[pos + 5] << 8 | data[pos + 6]
+                )
+            else:
+                frame_type, number, size = _unpack_frame_head(data, pos)
             if size > size_limit:
                 self._frame_error(
                     f"type {frame_type}, all octets = <<>>: "
@@ -514,14 +537,17 @@ class AMQPConnection(ProtocolConnection):
                     return
                 continue
             if frame_type == FRAME_METHOD:
-                key = (
-                    data[start] << 24
-                    | data[start + 1] << 16
-                    | data[start + 2] << 8
-                    | data[start + 3]
-                    if size >= 4
-                    else -1
-                )
+                if size < 4:
+                    key = -1
+                elif COMPILED:
+                    key = (
+                        data[start] << 24
+                        | data[start + 1] << 16
+                        | data[start + 2] << 8
+                        | data[start + 3]
+                    )
+                else:
+                    key = _unpack_method_key(data, start)[0]
                 channel = channels.get(number)
                 if key == PUBLISH_KEY and channel is not None and channel.pending is None:
                     if not channel.closing:
@@ -601,19 +627,35 @@ class AMQPConnection(ProtocolConnection):
             # the header frame's type, channel, size and class id (weight skipped), and the
             # body size, a 64-bit number whose high half is 0 below max_message_size (at most
             # 512 MiB): anything else is left to the frame loop, which refuses it
-            size = data[pos + 3] << 24 | data[pos + 4] << 16 | data[pos + 5] << 8 | data[pos + 6]
-            b = pos + 11
-            if (
-                data[pos] == FRAME_HEADER
-                and data[pos + 1] << 8 | data[pos + 2] == number
-                and data[pos + 7] == 0
-                and data[pos + 8] == 60
-                and 14 <= size <= size_limit
-                and data[b] | data[b + 1] | data[b + 2] | data[b + 3] == 0
-            ):
-                body_size = data[b + 4] << 24 | data[b + 5] << 16 | data[b + 6] << 8 | data[b + 7]
+            if COMPILED:
+                size = (
+                    data[pos + 3] << 24 | data[pos + 4] << 16 | data[pos + 5] << 8 | data[pos + 6]
+                )
+                b = pos + 11
+                if (
+                    data[pos] == FRAME_HEADER
+                    and data[pos + 1] << 8 | data[pos + 2] == number
+                    and data[pos + 7] == 0
+                    and data[pos + 8] == 60
+                    and 14 <= size <= size_limit
+                    and data[b] | data[b + 1] | data[b + 2] | data[b + 3] == 0
+                ):
+                    body_size = (
+                        data[b + 4] << 24 | data[b + 5] << 16 | data[b + 6] << 8 | data[b + 7]
+                    )
+                else:
+                    body_size = -1
             else:
-                body_size = -1
+                frame_type, channel_number, size, class_id, body_size = _unpack_content_head(
+                    data, pos
+                )
+                if not (
+                    frame_type == FRAME_HEADER
+                    and channel_number == number
+                    and class_id == 60
+                    and 14 <= size <= size_limit
+                ):
+                    body_size = -1
             if 0 <= body_size <= self.max_message_size:  # else the loop refuses
                 header_end = header_start + size
                 if body_size == 0:  # no body frame
@@ -625,17 +667,26 @@ class AMQPConnection(ProtocolConnection):
                         body_end = 0
                     else:
                         h = header_end
-                        if (
-                            data[h] != FRAME_END
-                            or data[h + 1] != FRAME_BODY
-                            or data[h + 2] << 8 | data[h + 3] != number
-                            or data[h + 4] << 24
-                            | data[h + 5] << 16
-                            | data[h + 6] << 8
-                            | data[h + 7]
-                            != body_size
-                            or data[body_end] != FRAME_END
-                        ):
+                        if COMPILED:
+                            bad = (
+                                data[h] != FRAME_END
+                                or data[h + 1] != FRAME_BODY
+                                or data[h + 2] << 8 | data[h + 3] != number
+                                or data[h + 4] << 24
+                                | data[h + 5] << 16
+                                | data[h + 6] << 8
+                                | data[h + 7]
+                                != body_size
+                            )
+                        else:
+                            marker, frame_type, channel_number, size = _unpack_end_and_head(data, h)
+                            bad = (
+                                marker != FRAME_END
+                                or frame_type != FRAME_BODY
+                                or channel_number != number
+                                or size != body_size
+                            )
+                        if bad or data[body_end] != FRAME_END:
                             body_end = 0
         if not body_end:  # the content comes frame by frame
             channel.pending = (exchange, routing_key, mandatory, route)
