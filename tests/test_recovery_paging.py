@@ -79,23 +79,31 @@ def memory_and_disk(running: RunningBroker, name: str) -> tuple[int, int]:
     return view.messages_ready - view.messages_paged_out, view.messages_paged_out
 
 
+def fill_and_settle_half_of_40(
+    connection: pika.BlockingConnection, queue: str, arguments: dict[str, int] | None = None
+) -> None:
+    """Declare ``queue`` durable, publish ``COUNT`` messages with confirms, take the first 40
+    and ack the first 20 of them (the other 20 come back redelivered), then close."""
+    channel = confirmed_channel(connection)
+    channel.queue_declare(queue, durable=True, arguments=arguments)
+    for n in range(COUNT):
+        channel.basic_publish("", queue, body(n), properties(n))
+    tags = []
+    for _ in range(40):
+        method, _, _ = channel.basic_get(queue)
+        assert method is not None
+        tags.append(method.delivery_tag)
+    channel.basic_ack(tags[19], multiple=True)
+    connection.close()
+
+
 def test_a_backlog_past_the_budget_comes_back_once_in_order_without_page_files(
     tmp_path: Path,
 ) -> None:
     with disk_broker(tmp_path) as running:
         connection = pika.BlockingConnection(pika.URLParameters(running.url))
-        channel = confirmed_channel(connection)
-        channel.queue_declare("backlog", durable=True)
-        for n in range(COUNT):
-            channel.basic_publish("", "backlog", body(n), properties(n))
         # 40 delivered before the clean stop, 20 of them acked: 20 come back redelivered
-        tags = []
-        for _ in range(40):
-            method, _, _ = channel.basic_get("backlog")
-            assert method is not None
-            tags.append(method.delivery_tag)
-        channel.basic_ack(tags[19], multiple=True)
-        connection.close()
+        fill_and_settle_half_of_40(connection, "backlog")
     with disk_broker(tmp_path) as running:  # no budget: everything in memory, as before
         assert memory_and_disk(running, "backlog") == (COUNT - 20, 0)
     with disk_broker(tmp_path, 10):  # stopped with most of the backlog still in runs
@@ -326,18 +334,8 @@ def test_a_priority_backlog_past_the_budget_comes_back_by_priority_without_page_
     order = delivery_order(range(COUNT), PRIORITY)
     with disk_broker(tmp_path) as running:
         connection = pika.BlockingConnection(pika.URLParameters(running.url))
-        channel = confirmed_channel(connection)
-        channel.queue_declare("ranked", durable=True, arguments=PRIORITY)
-        for n in range(COUNT):
-            channel.basic_publish("", "ranked", body(n), properties(n))
         # the 40 first by priority delivered before the clean stop, 20 of them acked
-        tags = []
-        for _ in range(40):
-            method, _, _ = channel.basic_get("ranked")
-            assert method is not None
-            tags.append(method.delivery_tag)
-        channel.basic_ack(tags[19], multiple=True)
-        connection.close()
+        fill_and_settle_half_of_40(connection, "ranked", PRIORITY)
     with disk_broker(tmp_path, 10):  # stopped with most of every level still in runs
         pass
     with disk_broker(tmp_path, BUDGET) as running:
