@@ -65,14 +65,21 @@ def connected(clients: list[Client], address: MQTTAddress, client_id: str) -> Cl
     return client
 
 
+def both_sides(
+    clients: list[Client], local: MQTTAddress, remote: MQTTAddress
+) -> tuple[Client, Client, Client, Client]:
+    """A subscriber to ``loop/#`` on each side of the bridge, then a publisher on each:
+    (local subscriber, remote subscriber, local publisher, remote publisher)."""
+    subscribers = connected(clients, local, "local-sub"), connected(clients, remote, "remote-sub")
+    for client in subscribers:
+        assert client.subscribe(("loop/#", 1)) == [1]
+    publishers = connected(clients, local, "local-pub"), connected(clients, remote, "remote-pub")
+    return (*subscribers, *publishers)
+
+
 def test_messages_cross_both_ways_exactly_once(tmp_path: Path, clients: list[Client]) -> None:
     with warrenmq_and_mosquitto(tmp_path) as (_, address, server):
-        local = connected(clients, address, "local-sub")
-        remote = connected(clients, server.address, "remote-sub")
-        for client in (local, remote):
-            assert client.subscribe(("loop/#", 1)) == [1]
-        local_pub = connected(clients, address, "local-pub")
-        remote_pub = connected(clients, server.address, "remote-pub")
+        local, remote, local_pub, remote_pub = both_sides(clients, address, server.address)
         exchange_both_ways(local, remote, local_pub, remote_pub)
         # mosquitto's notifications (on by default) keep the bridge's state retained here
         state = connected(clients, address, "state")
@@ -85,12 +92,7 @@ def test_retained_messages_arrive_retained_on_both_sides(
     tmp_path: Path, clients: list[Client]
 ) -> None:
     with warrenmq_and_mosquitto(tmp_path) as (_, address, server):
-        local = connected(clients, address, "local-sub")
-        remote = connected(clients, server.address, "remote-sub")
-        for client in (local, remote):
-            assert client.subscribe(("loop/#", 1)) == [1]
-        local_pub = connected(clients, address, "local-pub")
-        remote_pub = connected(clients, server.address, "remote-pub")
+        local, remote, local_pub, remote_pub = both_sides(clients, address, server.address)
         local_pub.publish("loop/kept/local", b"from warrenmq", qos=1, retain=True)
         remote_pub.publish("loop/kept/remote", b"from mosquitto", qos=1, retain=True)
         # subscribers already there get both, live (no retain flag), once each
