@@ -231,13 +231,7 @@ class QueueLog(MessageLog):
         if segment is None or segment.size >= SEGMENT_BYTES:
             segment = self._new_head()
         self.writer.write(segment.seg, frame(head, body) + head, body)
-        live = segment.live
-        if live and position - segment.base == len(live):  # the usual: next in line
-            live.append(entry)
-            segment.offsets.append(segment.size)
-            segment.resident += 1
-        else:
-            segment.put(position, entry, segment.size)
+        segment.put(position, entry, segment.size)
         segment.size += RECORD_HEAD.size + len(head) + len(body)
         segment.records += 1
         segment.count += 1
