@@ -44,6 +44,8 @@ from warrenmq.views import ConnectionView
 from . import reply_to
 from .channel import Channel
 from .frames import (
+    BASIC_ACK_INDEX,
+    BASIC_PUBLISH_INDEX,
     END_AND_HEAD,
     FRAME_BODY,
     FRAME_END,
@@ -79,9 +81,6 @@ CLOSE_TIMEOUT: Final = 3.0
 OUT_LIMIT: Final = 1024 * 1024
 #: input between two memory-alarm checks made by the connection itself
 MEMORY_CHECK_BYTES: Final = 4 * 1024 * 1024
-#: class and method ids of basic.publish and basic.ack as one number
-PUBLISH_KEY: Final = 60 << 16 | 40
-ACK_KEY: Final = 60 << 16 | 80
 _unpack_tag_bits: Final = TAG_BITS.unpack_from
 # The pure build reads frame heads with struct (one C call per head); the compiled build
 # indexes the bytes, which it compiles to native integer arithmetic (no tuple, no boxed ints)
@@ -549,7 +548,7 @@ class AMQPConnection(ProtocolConnection):
                 else:
                     key = _unpack_method_key(data, start)[0]
                 channel = channels.get(number)
-                if key == PUBLISH_KEY and channel is not None and channel.pending is None:
+                if key == BASIC_PUBLISH_INDEX and channel is not None and channel.pending is None:
                     if not channel.closing:
                         after = self._fast_publish(channel, data, start, end, length, size_limit)
                         if after:
@@ -558,7 +557,7 @@ class AMQPConnection(ProtocolConnection):
                                 return
                             continue
                 elif (
-                    key == ACK_KEY
+                    key == BASIC_ACK_INDEX
                     and channel is not None
                     and not channel.closing
                     and channel.pending is None

@@ -53,6 +53,7 @@ TX: Final = 90
 #: (class, method) of the hot-path methods
 BASIC_PUBLISH: Final = (BASIC, 40)
 BASIC_PUBLISH_INDEX: Final = BASIC << 16 | 40
+BASIC_ACK_INDEX: Final = BASIC << 16 | 80
 BASIC_DELIVER_PREFIX: Final = METHOD_ID.pack(BASIC, 60)
 BASIC_GET_OK_PREFIX: Final = METHOD_ID.pack(BASIC, 71)
 BASIC_RETURN_PREFIX: Final = METHOD_ID.pack(BASIC, 50)
